@@ -1,0 +1,53 @@
+"""The scriptbus event contract: event models, subject names, streams, consumers and buckets.
+
+Every service imports this package; nothing else is shared between services.
+"""
+
+from scriptbus.events.bus import BusSettings, connect_bus
+from scriptbus.events.codec import decode_event, encode_event, event_headers
+from scriptbus.events.envelope import Event, new_id, utcnow
+from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
+from scriptbus.events.output import OutputChunk, OutputStream
+from scriptbus.events.runs import (
+    RunDeleted,
+    RunFinished,
+    RunRequested,
+    RunStarted,
+    RunStopRequested,
+)
+from scriptbus.events.publishing import publish_event, subject_for
+from scriptbus.events.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, RunStatus
+from scriptbus.events.streams import claims_bucket, ensure_queue, ensure_streams
+from scriptbus.events.subjects import Subjects, host_token, valid_token
+
+__all__ = [
+    "BusSettings",
+    "connect_bus",
+    "publish_event",
+    "subject_for",
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "Event",
+    "ExecutorHeartbeat",
+    "ExecutorLost",
+    "ExecutorStopped",
+    "OutputChunk",
+    "OutputStream",
+    "RunDeleted",
+    "RunFinished",
+    "RunRequested",
+    "RunStarted",
+    "RunStatus",
+    "RunStopRequested",
+    "Subjects",
+    "decode_event",
+    "encode_event",
+    "claims_bucket",
+    "ensure_queue",
+    "ensure_streams",
+    "event_headers",
+    "host_token",
+    "new_id",
+    "utcnow",
+    "valid_token",
+]

@@ -1,0 +1,60 @@
+"""Connecting to NATS: the settings every service shares and one function that wires them."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scriptbus.events.streams import ensure_streams
+from scriptbus.events.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+
+class BusSettings(BaseSettings):
+    """`SCRIPTBUS_NATS_URL`, `SCRIPTBUS_PREFIX`, and optional NATS credentials."""
+
+    model_config = SettingsConfigDict(env_prefix="SCRIPTBUS_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    prefix: str = "scriptbus"
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_creds: str | None = None
+
+
+async def connect_bus(settings: BusSettings, name: str) -> tuple[Client, JetStreamContext, Subjects]:
+    """Connect, retrying forever on reconnects, and create the streams if this is the first service up."""
+    subjects = Subjects(settings.prefix)
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats: disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats: reconnected")
+
+    nc = await nats.connect(
+        settings.nats_url,
+        name=name,
+        user=settings.nats_user,
+        password=settings.nats_password,
+        token=settings.nats_token,
+        user_credentials=settings.nats_creds,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+    js = nc.jetstream(timeout=10)
+    await ensure_streams(js, subjects)
+    return nc, js, subjects

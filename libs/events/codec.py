@@ -1,0 +1,61 @@
+"""Events to and from bytes on the wire: JSON with a literal `type`, never a Python import path.
+
+Old schema versions are upcast by small chained functions registered in `_UPCASTERS`
+(keyed by type and the version they upgrade from).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from pydantic import TypeAdapter
+
+from scriptbus.events.envelope import Event
+from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
+from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
+
+HEADER_TYPE = "Scriptbus-Type"
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        RunRequested,
+        RunStarted,
+        RunStopRequested,
+        RunFinished,
+        RunDeleted,
+        ExecutorHeartbeat,
+        ExecutorStopped,
+        ExecutorLost,
+    )
+}
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(cls) for name, cls in EVENT_TYPES.items()}
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def event_headers(event: Event) -> dict[str, str]:
+    """Headers to publish an event with: `Nats-Msg-Id` lets JetStream drop a republished duplicate."""
+    return {"Nats-Msg-Id": event.event_id, HEADER_TYPE: event.type}
+
+
+def decode_event(data: bytes) -> Event | None:
+    """The event in `data`, upcast to the current schema; None for a type this version does not know."""
+    raw: dict[str, Any] = json.loads(data)
+    kind = raw.get("type")
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+        return None
+    version = int(raw.get("schema_version", 1))
+    while (kind, version) in _UPCASTERS:
+        raw = _UPCASTERS[(kind, version)](raw)
+        version += 1
+        raw["schema_version"] = version
+    event: Event = _ADAPTERS[kind].validate_python(raw)
+    return event

@@ -1,0 +1,69 @@
+"""Events in the life of one run."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from scriptbus.events.envelope import Event
+from scriptbus.events.statuses import RunStatus
+
+
+class RunEvent(Event):
+    run_id: str
+
+
+class RunRequested(RunEvent):
+    """A run was asked for. Published on `runs.<id>.requested.<target>`, where executors pull it."""
+
+    type: Literal["run.requested"] = "run.requested"
+    script: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+    timeout_s: float | None = None
+    stop_grace_s: float = 5.0
+    pool: str = "default"
+    # An exact executor host; when set, the request goes to that host's own queue instead of the pool's.
+    host: str | None = None
+    command_id: str | None = None
+
+    @property
+    def target(self) -> str:
+        """The queue token executors pull from: the host when one is named, else the pool."""
+        return self.host if self.host else self.pool
+
+
+class RunStarted(RunEvent):
+    type: Literal["run.started"] = "run.started"
+    host: str
+    pid: int
+    executor_id: str
+
+
+class RunStopRequested(RunEvent):
+    type: Literal["run.stop_requested"] = "run.stop_requested"
+    reason: str = "requested by user"
+
+
+class RunFinished(RunEvent):
+    """The run is over, for whatever reason; the first `finished` of a run wins, later ones are ignored."""
+
+    type: Literal["run.finished"] = "run.finished"
+    status: RunStatus
+    exit_code: int | None = None
+    signal: int | None = None
+    host: str | None = None
+    duration_s: float | None = None
+    # Bytes of output published (stdout + stderr); bytes past the cap are counted in dropped_bytes.
+    output_bytes: int = 0
+    output_truncated: bool = False
+    dropped_bytes: int = 0
+    # Pids of the run's process group still alive after SIGKILL.
+    survivors: list[int] = Field(default_factory=list)
+    reason: str = ""
+
+
+class RunDeleted(RunEvent):
+    type: Literal["run.deleted"] = "run.deleted"

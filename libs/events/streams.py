@@ -1,0 +1,115 @@
+"""Stream, consumer and bucket definitions, created idempotently by whichever service starts first."""
+
+from __future__ import annotations
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+
+from scriptbus.events.subjects import Subjects
+
+# JetStream's default message cap is 1 MiB; output chunks are at most 64 KiB, events far smaller.
+MAX_MSG_SIZE = 1024 * 1024
+DUPLICATE_WINDOW_S = 120.0
+CLAIM_MAX_AGE_S = 30 * 24 * 3600.0
+# A request pulled but neither claimed nor released in this time goes to another executor.
+QUEUE_ACK_WAIT_S = 30.0
+
+
+def events_stream_config(s: Subjects) -> StreamConfig:
+    return StreamConfig(
+        name=s.events_stream,
+        subjects=s.events_subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_msg_size=MAX_MSG_SIZE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        allow_direct=True,
+    )
+
+
+def executors_stream_config(s: Subjects) -> StreamConfig:
+    # Only the latest message per executor subject matters: the stream is the fleet's current state.
+    return StreamConfig(
+        name=s.executors_stream,
+        subjects=s.executors_subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_msgs_per_subject=1,
+        allow_direct=True,
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+        return
+    except nats.js.errors.NotFoundError:
+        pass
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        # Another service created it between our look and our add.
+        await js.stream_info(config.name)
+
+
+async def ensure_streams(js: JetStreamContext, s: Subjects) -> None:
+    """Create the streams and buckets of this installation if they do not exist yet."""
+    await _ensure_stream(js, events_stream_config(s))
+    await _ensure_stream(js, executors_stream_config(s))
+    await claims_bucket(js, s)
+
+
+async def claims_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
+    """Run id -> who holds it. `create` on this bucket is the one atomic claim on a run: an executor's
+    claim means it starts the run, a stop's claim means no executor ever will."""
+    try:
+        return await js.key_value(s.claims_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=s.claims_bucket, history=1, ttl=CLAIM_MAX_AGE_S, storage=StorageType.FILE)
+        )
+    except nats.js.errors.BadRequestError:
+        return await js.key_value(s.claims_bucket)
+
+
+def queue_consumer_config(s: Subjects, target: str) -> ConsumerConfig:
+    # `new`: the queue holds requests from its creation on; whoever publishes to a target first
+    # makes sure the queue exists, so no request is missed and old history is never replayed.
+    return ConsumerConfig(
+        durable_name=s.queue_consumer(target),
+        filter_subject=s.requests_for(target),
+        deliver_policy=DeliverPolicy.NEW,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=QUEUE_ACK_WAIT_S,
+        max_ack_pending=100_000,
+        max_deliver=-1,
+    )
+
+
+async def ensure_queue(js: JetStreamContext, s: Subjects, target: str) -> None:
+    """Make sure the durable queue of requests for a pool or host exists."""
+    name = s.queue_consumer(target)
+    try:
+        await js.consumer_info(s.events_stream, name)
+        return
+    except nats.js.errors.NotFoundError:
+        pass
+    try:
+        await js.add_consumer(s.events_stream, queue_consumer_config(s, target))
+    except nats.js.errors.BadRequestError:
+        await js.consumer_info(s.events_stream, name)

@@ -1,0 +1,75 @@
+"""Every subject, stream, consumer and bucket name, built in one place.
+
+Subjects go from general to specific with ids last but one: `<prefix>.runs.<run_id>.started`.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def valid_token(value: str) -> bool:
+    """True when `value` can stand as one subject token (pool names, host names, prefixes)."""
+    return bool(_TOKEN.match(value))
+
+
+def host_token(hostname: str) -> str:
+    """A host name made safe for a subject token: dots and anything unusual become '-'."""
+    token = re.sub(r"[^A-Za-z0-9_-]", "-", hostname)[:128]
+    return token or "host"
+
+
+class Subjects:
+    """Names for one installation, told apart by its prefix (default `scriptbus`)."""
+
+    def __init__(self, prefix: str = "scriptbus") -> None:
+        if not valid_token(prefix):
+            raise ValueError(f"prefix {prefix!r} must match [A-Za-z0-9_-]{{1,128}}")
+        self.prefix = prefix
+        up = prefix.upper().replace("-", "_")
+        # Streams and buckets
+        self.events_stream = f"{up}_EVENTS"
+        self.executors_stream = f"{up}_EXECUTORS"
+        self.claims_bucket = f"{up}_claims"
+        # Subjects held by the events stream
+        self.events_subjects = [
+            f"{prefix}.runs.>",
+            f"{prefix}.commands.>",
+            f"{prefix}.workflows.>",
+            f"{prefix}.wfruns.>",
+        ]
+        self.executors_subjects = [f"{prefix}.executors.>"]
+        self.all_output = f"{prefix}.runs.*.out"
+        self.all_stop_requests = f"{prefix}.runs.*.stop_requested"
+        self.all_heartbeats = f"{prefix}.executors.*.heartbeat"
+
+    # runs ---------------------------------------------------------------------------------------
+    def run_requested(self, run_id: str, target: str) -> str:
+        return f"{self.prefix}.runs.{run_id}.requested.{target}"
+
+    def requests_for(self, target: str) -> str:
+        """Filter subject of the queue an executor serving `target` (a pool or its host) pulls."""
+        return f"{self.prefix}.runs.*.requested.{target}"
+
+    def run_event(self, run_id: str, name: str) -> str:
+        """`started`, `stop_requested`, `finished`, `deleted`."""
+        return f"{self.prefix}.runs.{run_id}.{name}"
+
+    def run_output(self, run_id: str) -> str:
+        return f"{self.prefix}.runs.{run_id}.out"
+
+    def run_all(self, run_id: str) -> str:
+        return f"{self.prefix}.runs.{run_id}.>"
+
+    # executors ----------------------------------------------------------------------------------
+    def executor_event(self, host: str, name: str) -> str:
+        """`heartbeat`, `stopped`, `lost`."""
+        return f"{self.prefix}.executors.{host}.{name}"
+
+    # consumers ----------------------------------------------------------------------------------
+    @staticmethod
+    def queue_consumer(target: str) -> str:
+        """Durable consumer shared by every executor serving `target`: each request goes to one of them."""
+        return f"queue_{target}"
