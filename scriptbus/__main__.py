@@ -1,0 +1,3 @@
+from scriptbus.cli import main
+
+main()

