@@ -9,6 +9,7 @@ global state at import time).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import pwd
@@ -24,10 +25,17 @@ from pathlib import Path
 
 # As root, PostgreSQL refuses to run; it runs as this system user instead.
 PG_SYSTEM_USER = "scriptbus-pg"
+_PR_SET_PDEATHSIG = 1
 
 
 class ServerError(RuntimeError):
     """An embedded server could not be started; the message says why and where its log is."""
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for children: SIGTERM them if we die, even by SIGKILL, so nothing is orphaned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -112,7 +120,14 @@ class EmbeddedNats:
             "-sd", str(self.data_dir / "jetstream"),
             "-l", str(self.log),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            process_group=0,
+            preexec_fn=die_with_parent,
+        )
         try:
             _wait_for_port(self.host, self.port, self.proc, self.log, timeout)
         except ServerError as exc:
@@ -231,6 +246,8 @@ class EmbeddedPostgres:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            process_group=0,
+            preexec_fn=die_with_parent,
             **self._run_as(),  # type: ignore[call-overload]
         )  # fmt: skip
         log.close()

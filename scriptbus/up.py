@@ -1,0 +1,225 @@
+"""`scriptbus up`: the whole system on one machine, in one command.
+
+Starts nats-server and PostgreSQL from their wheels (unless SCRIPTBUS_NATS_URL / SCRIPTBUS_DATABASE_URL
+name existing ones), then the recorder, scheduler, executor and gateway as child processes, restarts
+any that crash, and on Ctrl-C / SIGTERM stops everything in order: executor (which stops and reports
+its runs), gateway and scheduler, then the recorder, then the servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from scriptbus.embedded import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    ServerError,
+    die_with_parent,
+    free_port,
+    port_is_free,
+)
+
+SERVICE_ORDER = ("recorder", "scheduler", "executor", "gateway")
+# Stopped first to last: the executor reports its runs before the recorder goes.
+STOP_ORDER = (("executor", "gateway", "scheduler"), ("recorder",))
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "scriptbus"
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scriptbus", self.name, *self.args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            process_group=0,  # Ctrl-C reaches only `up`, which stops children in order
+            preexec_fn=die_with_parent,
+        )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  {self.name} did not stop in {timeout:.0f}s; killing it", file=sys.stderr)
+            self.proc.kill()
+            self.proc.wait(5)
+        if self._log is not None:
+            self._log.close()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join("    " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_ready(url: str, children: dict[str, Child], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in children.values():
+            if not child.running():
+                raise ServerError(f"{child.name} exited while starting; its log {child.log_path}:\n{_tail(child.log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise ServerError(f"the gateway was not ready at {url} after {timeout:.0f}s; logs are in {children['gateway'].log_path.parent}")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="scriptbus up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SCRIPTBUS_DATA_DIR") or default_data_dir()),
+                        help="where NATS, PostgreSQL, logs and run folders live (env SCRIPTBUS_DATA_DIR; default %(default)s)")  # fmt: skip
+    parser.add_argument("--api-host", default=os.environ.get("SCRIPTBUS_API_HOST", "127.0.0.1"),
+                        help="address the REST API listens on (default %(default)s)")  # fmt: skip
+    parser.add_argument("--api-port", type=int, default=int(os.environ.get("SCRIPTBUS_API_PORT", "8080")),
+                        help="REST API port (env SCRIPTBUS_API_PORT; default %(default)s)")  # fmt: skip
+    parser.add_argument("--nats-port", type=int, default=int(os.environ.get("SCRIPTBUS_NATS_PORT", "0")),
+                        help="port of the embedded nats-server (default 4222 when free, else any free port)")  # fmt: skip
+    parser.add_argument("--max-concurrency", type=int, default=None, help="runs the local executor runs at once")
+    args = parser.parse_args(argv)
+
+    data_dir: Path = args.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "logs").mkdir(exist_ok=True)
+    lock = (data_dir / "up.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(f"scriptbus up: another `scriptbus up` is using {data_dir}")
+    if not port_is_free(args.api_port, args.api_host if args.api_host != "0.0.0.0" else "127.0.0.1"):
+        sys.exit(f"scriptbus up: port {args.api_port} is taken; choose another with --api-port or SCRIPTBUS_API_PORT")
+
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    servers: list[EmbeddedNats | EmbeddedPostgres] = []
+    children: dict[str, Child] = {}
+    try:
+        nats_url = os.environ.get("SCRIPTBUS_NATS_URL")
+        if not nats_url:
+            port = args.nats_port or (4222 if port_is_free(4222) else free_port())
+            nats = EmbeddedNats(data_dir / "nats", port=port)
+            servers.append(nats)
+            nats_url = nats.start()
+        database_url = os.environ.get("SCRIPTBUS_DATABASE_URL")
+        if not database_url:
+            pg = EmbeddedPostgres(data_dir / "postgres" / "data")
+            servers.append(pg)
+            database_url = pg.start()
+
+        env = {**os.environ, "SCRIPTBUS_NATS_URL": nats_url, "SCRIPTBUS_DATABASE_URL": database_url,
+               "SCRIPTBUS_WORK_DIR": str(data_dir / "runs"), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        service_args: dict[str, list[str]] = {
+            "recorder": [],
+            "scheduler": [],
+            "executor": ["--max-concurrency", str(args.max_concurrency)] if args.max_concurrency else [],
+            "gateway": ["--host", args.api_host, "--port", str(args.api_port)],
+        }
+        for name in SERVICE_ORDER:
+            child = Child(name, service_args[name], env, data_dir / "logs" / f"{name}.log")
+            child.start()
+            children[name] = child
+        api = f"http://{'127.0.0.1' if args.api_host == '0.0.0.0' else args.api_host}:{args.api_port}"
+        _wait_ready(f"{api}/readyz", children, timeout=90)
+        prefix = os.environ.get("SCRIPTBUS_PREFIX", "scriptbus")
+        print(
+            f"scriptbus is up\n"
+            f"  REST API   {api}/api/v1/runs   (docs: {api}/docs)\n"
+            f"  NATS       {nats_url}   live output: nats sub -s {nats_url} '{prefix}.runs.*.out'\n"
+            f"  PostgreSQL {database_url}\n"
+            f"  data       {data_dir}   (logs in {data_dir / 'logs'})\n"
+            f"Ctrl-C stops everything.",
+            flush=True,
+        )
+        _supervise(children)
+    except _Stop:
+        print("\nscriptbus: stopping ...", file=sys.stderr, flush=True)
+    except ServerError as exc:
+        print(f"scriptbus up: {exc}", file=sys.stderr, flush=True)
+        _shutdown(children, servers)
+        sys.exit(1)
+    _shutdown(children, servers)
+    print("scriptbus: stopped", file=sys.stderr, flush=True)
+
+
+def _supervise(children: dict[str, Child]) -> None:
+    """Restart a service that exits on its own, backing off up to 30 s between tries."""
+    while True:
+        now = time.monotonic()
+        for child in children.values():
+            if child.running() or child.proc is None:
+                continue
+            if child.next_start == 0.0:
+                code = child.proc.returncode
+                delay = min(30.0, 0.5 * 2**child.restarts)
+                print(f"scriptbus: {child.name} exited ({code}); restarting in {delay:.1f}s\n{_tail(child.log_path)}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                child.next_start = now + delay
+            elif now >= child.next_start:
+                child.restarts += 1
+                child.next_start = 0.0
+                child.start()
+        time.sleep(0.2)
+
+
+def _shutdown(children: dict[str, Child], servers: list[EmbeddedNats | EmbeddedPostgres]) -> None:
+    # A second Ctrl-C while stopping must not leave half the system running.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for group in STOP_ORDER:
+        members = [children[n] for n in group if n in children]
+        for child in members:
+            child.stop()
+        for child in members:
+            child.wait(timeout=30)
+    for server in reversed(servers):
+        server.stop()
