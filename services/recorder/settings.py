@@ -1,0 +1,21 @@
+"""Recorder settings, read from `SCRIPTBUS_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from scriptbus.events.bus import BusSettings
+
+
+class RecorderSettings(BusSettings):
+    """`SCRIPTBUS_DATABASE_URL`, batch sizing, plus the bus settings every service shares."""
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/scriptbus"
+    # Messages applied in one transaction at most.
+    batch_size: int = Field(default=1000, ge=1)
+    # Upper bound on how long a partial batch waits for more messages before it is applied.
+    batch_wait_s: float = Field(default=0.05, gt=0)
+    # How long one idle long-poll for the next message lasts; bounds how fast an idle recorder
+    # notices that its consumer is gone.
+    idle_wait_s: float = Field(default=1.0, gt=0)
+    log_level: str = "INFO"

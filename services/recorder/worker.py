@@ -1,0 +1,119 @@
+"""The recorder's loop: fetch a batch, apply it in one transaction, repeat; start over from the stored
+position after any failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from scriptbus.events.bus import connect_bus
+from scriptbus.recorder.batch import apply_batch
+from scriptbus.recorder.feed import EventFeed
+from scriptbus.recorder.migrations import apply_migrations
+from scriptbus.recorder.position import read_position
+from scriptbus.recorder.settings import RecorderSettings
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def connect_database(url: str, stop: asyncio.Event) -> asyncpg.Connection | None:
+    """A connection to PostgreSQL, retried until it works; None if `stop` is set first."""
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                url, server_settings={"application_name": "scriptbus-recorder"}
+            )
+            return conn
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("postgresql not reachable (%s); retrying in %.1fs", exc, backoff)
+            await _sleep_unless(stop, backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+    return None
+
+
+async def run_recorder(
+    settings: RecorderSettings,
+    stop: asyncio.Event,
+    *,
+    rebuild: bool = False,
+    exit_when_caught_up: bool = False,
+) -> None:
+    """Project the events stream into PostgreSQL until `stop` is set.
+
+    `rebuild` drops the read models first and replays the stream from its start;
+    `exit_when_caught_up` returns once everything in the stream at start-up is applied.
+    """
+    nc, js, subjects = await connect_bus(settings, "scriptbus-recorder")
+    conn = await connect_database(settings.database_url, stop)
+    feed = EventFeed(
+        js,
+        subjects,
+        batch_size=settings.batch_size,
+        batch_wait_s=settings.batch_wait_s,
+        idle_wait_s=settings.idle_wait_s,
+    )
+    try:
+        if conn is None:
+            return
+        await apply_migrations(conn, rebuild=rebuild)
+        target = await feed.last_seq() if exit_when_caught_up else None
+        position = await read_position(conn)
+        await feed.start(position + 1)
+        log.info("recorder ready at seq %d", position)
+        behind = True
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await connect_database(settings.database_url, stop)
+                    if conn is None:
+                        break
+                    position = await read_position(conn)
+                    await feed.start(position + 1)
+                msgs = await feed.next_batch()
+                if msgs:
+                    result = await apply_batch(conn, msgs, feed.only_deleted_between)
+                    position = result.position
+                    if result.restart_from is not None:
+                        await feed.start(result.restart_from)
+                    behind = True
+                elif behind:
+                    behind = False
+                    log.info("caught up at seq %d", position)
+                if target is not None and (position >= target or (not msgs and await feed.pending() == 0)):
+                    log.info("caught up with the stream at seq %d; exiting", position)
+                    break
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the stored position is the truth
+                log.warning("recorder: %r; starting again from the stored position in %.1fs", exc, backoff)
+                await _sleep_unless(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                try:
+                    if conn is not None and not conn.is_closed():
+                        position = await read_position(conn)
+                    await feed.start(position + 1)
+                except Exception as again:  # noqa: BLE001
+                    log.warning("recorder: cannot start again yet: %r", again)
+                    if conn is not None:
+                        conn.terminate()
+                    conn = None
+    finally:
+        await feed.close()
+        if conn is not None and not conn.is_closed():
+            await conn.close()
+        await nc.drain()
+        log.info("recorder stopped")
