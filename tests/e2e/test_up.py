@@ -1,0 +1,77 @@
+"""`scriptbus up`: the embedded default, from nothing to a finished run, stopped and found again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+
+from scriptbus.embedded import free_port
+from tests.helpers.api import start_run, wait_for_status, wait_until_ready
+from tests.helpers.processes import ServiceProcess, kill_processes_under
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def up(data_dir: Path, api_port: int, log_path: Path) -> ServiceProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_")}
+    env.update(PYTHONUNBUFFERED="1", SCRIPTBUS_HEARTBEAT_INTERVAL_S="0.5")
+    args = ["--data-dir", str(data_dir), "--api-port", str(api_port), "--nats-port", str(free_port())]
+    return ServiceProcess("up", args, env, log_path)
+
+
+async def test_up_runs_a_script_stops_cleanly_and_finds_it_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    first = up(data_dir, port, tmp_path / "up-1.log")
+    try:
+        first.wait_for_log(r"scriptbus is up", timeout=120)
+        assert f"http://127.0.0.1:{port}" in first.log()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            run = await start_run(client, "echo hello from up")
+            done = await wait_for_status(client, run["id"], "succeeded")
+            assert done["output"] == "hello from up\n"
+        children = descendants(first.pid)
+        assert len(children) >= 6  # nats-server, postgres, four services
+        first.terminate()
+        assert first.wait(90) == 0, first.log()
+        assert not [pid for pid in children if alive(pid)], "up left processes behind"
+    finally:
+        first.close()
+
+    second = up(data_dir, port, tmp_path / "up-2.log")
+    try:
+        second.wait_for_log(r"scriptbus is up", timeout=120)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            await wait_until_ready(client)
+            again = (await client.get(f"/api/v1/runs/{run['id']}")).json()
+            assert again["status"] == "succeeded" and again["output"] == "hello from up\n"
+    finally:
+        second.close(grace=60)
+        kill_processes_under(data_dir / "runs")
