@@ -1,0 +1,91 @@
+"""The FastAPI application and the wiring of its connections, done in the lifespan (never at import)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from scriptbus.events.bus import connect_bus
+from scriptbus.gateway import health, readmodels, runs
+from scriptbus.gateway.body_limit import BodyLimit
+from scriptbus.gateway.errors import GatewayError
+from scriptbus.gateway.projection import ProjectionWatcher
+from scriptbus.gateway.settings import GatewaySettings
+from scriptbus.gateway.state import Gateway
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Run bash scripts on demand. Every change is an event in NATS JetStream; reads come from PostgreSQL
+read models that the recorder projects from those events.
+
+A write (`POST`, `DELETE`) answers once the read models show it, so a read right after it sees it.
+Output is stored as raw bytes: `GET /api/v1/runs/{id}/output` returns them exactly, and with
+`?follow=true` keeps streaming live until the run ends.
+
+When `SCRIPTBUS_API_TOKENS` is set, every `/api` route needs `Authorization: Bearer <token>`.
+"""
+
+
+def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None) -> FastAPI:
+    """The gateway app. Connections open when it starts serving; `shutdown`, when set (on SIGTERM),
+    ends live output streams so the server can stop promptly."""
+    stop = shutdown if shutdown is not None else asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("connecting to NATS at %s (prefix %s)", settings.nats_url, settings.prefix)
+        # connect_bus retries until NATS answers; a shutdown meanwhile must still stop us.
+        connecting = asyncio.create_task(connect_bus(settings, name="scriptbus-gateway"))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+            raise RuntimeError("shut down before NATS was reachable")
+        nc, js, subjects = connecting.result()
+        pool = await readmodels.create_pool(settings.database_url)
+        watcher = ProjectionWatcher(settings.database_url, pool)
+        watcher.start()
+        app.state.gateway = Gateway(
+            settings=settings, nc=nc, js=js, subjects=subjects, pool=pool, watcher=watcher, shutdown=stop
+        )
+        log.info("gateway ready on http://%s:%d", settings.host, settings.port)
+        try:
+            yield
+        finally:
+            stop.set()
+            await watcher.stop()
+            with contextlib.suppress(Exception):
+                await nc.drain()
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except TimeoutError:
+                pool.terminate()
+            log.info("gateway stopped")
+
+    app = FastAPI(
+        title="scriptbus",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyLimit)
+    app.include_router(runs.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    return app

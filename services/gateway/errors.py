@@ -1,0 +1,70 @@
+"""Failures the gateway's functions report, each mapped to one HTTP status in `app.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import asyncpg
+import nats.errors
+
+
+class GatewayError(Exception):
+    """Base: `detail` is the message the client sees; `status_code` its HTTP status."""
+
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class RunNotFound(GatewayError):
+    status_code = 404
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} not found")
+
+
+class RunConflict(GatewayError):
+    """The run is in a state that forbids the request (stop a finished run, delete a running one)."""
+
+    status_code = 409
+
+
+class RequestTooLarge(GatewayError):
+    status_code = 413
+
+
+class BusUnavailable(GatewayError):
+    """NATS is not connected or did not confirm: nothing (or possibly nothing) was stored."""
+
+    status_code = 503
+
+
+class ReadModelUnavailable(GatewayError):
+    """PostgreSQL did not answer."""
+
+    status_code = 503
+
+
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+@contextlib.contextmanager
+def bus_errors(what: str) -> Iterator[None]:
+    """Turn NATS failures into a 503 that says what could not be done."""
+    try:
+        yield
+    except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        raise BusUnavailable(f"NATS unavailable: could not {what}: {exc or type(exc).__name__}") from exc
+
+
+@contextlib.contextmanager
+def db_errors() -> Iterator[None]:
+    """Turn PostgreSQL failures into a 503."""
+    try:
+        yield
+    except DB_ERRORS as exc:
+        raise ReadModelUnavailable(f"PostgreSQL unavailable: {exc or type(exc).__name__}") from exc

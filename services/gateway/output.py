@@ -1,0 +1,102 @@
+"""A run's output bytes: what is stored, and (with `follow`) what arrives live until the run ends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+import nats.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from scriptbus.events.output import OutputChunk, OutputStream
+from scriptbus.events.statuses import TERMINAL_STATUSES
+from scriptbus.gateway import readmodels
+from scriptbus.gateway.errors import BusUnavailable, RunNotFound, bus_errors, db_errors
+from scriptbus.gateway.state import Gateway
+
+log = logging.getLogger(__name__)
+
+# How often a waiting follower looks up from the subscription (shutdown, lost connection).
+_IDLE_CHECK_S = 1.0
+_ENDING_EVENTS = ("finished", "deleted")
+
+
+async def open_output(
+    gw: Gateway, run_id: str, offset: int, stream: OutputStream | None, follow: bool
+) -> AsyncIterator[bytes]:
+    """Check that the run exists, then return an iterator of its output from byte `offset` on
+    (`offset` counts only `stream`'s bytes when a stream is selected).
+
+    With `follow`, the iterator goes on with live bytes until the run finishes or is deleted."""
+    with db_errors():
+        # Read the position before the status: if the run's finish is at or below this position, the
+        # status read afterwards shows it; otherwise the live part, started past it, sees the finish.
+        position = await readmodels.projection_position(gw.pool) if follow else 0
+        status = await readmodels.get_status(gw.pool, run_id)
+    if status is None:
+        raise RunNotFound(run_id)
+    if not follow or status in TERMINAL_STATUSES:
+        return _stored(gw, run_id, offset, stream)
+    if not gw.nc.is_connected:
+        raise BusUnavailable("NATS is not connected; live output cannot be followed right now")
+    return _follow(gw, run_id, offset, stream, position)
+
+
+async def _stored(gw: Gateway, run_id: str, offset: int, stream: OutputStream | None) -> AsyncIterator[bytes]:
+    async for _end, data in readmodels.read_output(gw.pool, run_id, offset, stream):
+        yield data
+
+
+async def _follow(
+    gw: Gateway, run_id: str, offset: int, stream: OutputStream | None, position: int
+) -> AsyncIterator[bytes]:
+    # `sent` is the next byte the client expects. Stored and live parts overlap (each chunk may be in
+    # both); comparing offsets makes the join exact: no gap, no byte twice.
+    sent = offset
+    async for end, data in readmodels.read_output(gw.pool, run_id, sent, stream):
+        yield data
+        sent = end
+
+    s = gw.subjects
+    # Everything at or below `position` is already in PostgreSQL; start the live part just after it.
+    config = ConsumerConfig(opt_start_seq=position + 1) if position else None
+    with bus_errors("follow the run's output"):
+        sub = await gw.js.subscribe(
+            s.run_all(run_id),
+            stream=s.events_stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if position else DeliverPolicy.ALL,
+            config=config,
+        )
+    output_subject = s.run_output(run_id)
+    ending = {s.run_event(run_id, name) for name in _ENDING_EVENTS}
+    try:
+        while not gw.shutdown.is_set():
+            try:
+                msg = await sub.next_msg(timeout=_IDLE_CHECK_S)
+            except nats.errors.TimeoutError:
+                if gw.nc.is_closed:
+                    log.warning("run %s: NATS connection closed while following", run_id)
+                    return
+                continue
+            if msg.subject in ending:
+                return
+            if msg.subject != output_subject:
+                continue
+            chunk = OutputChunk.from_message(run_id, msg.data, msg.headers)
+            if stream is not None and chunk.stream != stream:
+                continue
+            start = chunk.offset if stream is None else chunk.stream_offset
+            end = start + len(chunk.data)
+            if end <= sent:
+                continue
+            yield chunk.data[max(0, sent - start) :]
+            sent = end
+    finally:
+        # A client that goes away cancels us; unsubscribing must still happen.
+        with anyio.CancelScope(shield=True):
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.Error, OSError) as exc:
+                log.debug("unsubscribe after following run %s: %s", run_id, exc)

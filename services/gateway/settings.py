@@ -1,0 +1,30 @@
+"""Gateway settings, read from `SCRIPTBUS_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from scriptbus.events.bus import BusSettings
+
+
+class GatewaySettings(BusSettings):
+    """Where the gateway listens, where the read models live, and who may call it."""
+
+    model_config = SettingsConfigDict(env_prefix="SCRIPTBUS_", extra="ignore")
+
+    # `SCRIPTBUS_GATEWAY_HOST`, not `SCRIPTBUS_HOST`: in a shared environment the latter names an
+    # executor's host, and the gateway must not try to bind to it.
+    host: str = Field("127.0.0.1", validation_alias="SCRIPTBUS_GATEWAY_HOST")
+    port: int = Field(8080, validation_alias="SCRIPTBUS_GATEWAY_PORT")
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/scriptbus"
+    # How long a write waits for the recorder to project its event before answering from the event.
+    read_your_writes_timeout_s: float = Field(5.0, ge=0)
+    # Comma-separated bearer tokens; when set, every /api route requires one of them.
+    api_tokens: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        """The configured bearer tokens, blanks dropped."""
+        return frozenset(t.strip() for t in self.api_tokens.split(",") if t.strip())

@@ -1,0 +1,44 @@
+"""The connections one gateway process holds, wired at start-up and shared by every request."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import asyncpg
+from fastapi import Request
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from scriptbus.events.streams import claims_bucket
+from scriptbus.events.subjects import Subjects
+from scriptbus.gateway.projection import ProjectionWatcher
+from scriptbus.gateway.settings import GatewaySettings
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    nc: Client
+    js: JetStreamContext
+    subjects: Subjects
+    pool: asyncpg.Pool
+    watcher: ProjectionWatcher
+    # Set on SIGTERM/SIGINT: live output streams end so the server can stop.
+    shutdown: asyncio.Event
+    # Targets whose request queue this process has already made sure of.
+    queues: set[str] = field(default_factory=set)
+    _claims: KeyValue | None = None
+
+    async def claims(self) -> KeyValue:
+        """The claims bucket, looked up once."""
+        if self._claims is None:
+            self._claims = await claims_bucket(self.js, self.subjects)
+        return self._claims
+
+
+def get_gateway(request: Request) -> Gateway:
+    """FastAPI dependency: the process's `Gateway`, set by the app's lifespan."""
+    gateway: Gateway = request.app.state.gateway
+    return gateway
