@@ -1,0 +1,405 @@
+"""The recorder against real NATS JetStream and PostgreSQL: what lands in the read models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from scriptbus.events import (
+    OutputChunk,
+    OutputStream,
+    RunDeleted,
+    RunFinished,
+    RunRequested,
+    RunStarted,
+    RunStatus,
+    RunStopRequested,
+    Subjects,
+    new_id,
+    publish_event,
+)
+from scriptbus.recorder.batch import apply_batch
+from scriptbus.recorder.feed import StreamMessage
+from scriptbus.recorder.migrations import apply_migrations, migration_files, read_model_tables
+from scriptbus.recorder.position import NOTIFY_CHANNEL, projection_lag
+
+
+async def position(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        value = await conn.fetchval("SELECT last_seq FROM projection_position WHERE name = 'runs'")
+    except asyncpg.UndefinedTableError:
+        value = None
+    finally:
+        await conn.close()
+    return int(value or 0)
+
+
+async def wait_position(url: str, seq: int, timeout: float = 30.0) -> None:
+    """Wait until the recorder has applied stream sequence `seq`."""
+    deadline = time.monotonic() + timeout
+    while (current := await position(url)) < seq:
+        assert time.monotonic() < deadline, f"position {current} never reached {seq}"
+        await asyncio.sleep(0.05)
+
+
+async def publish_chunk(
+    js: JetStreamContext, s: Subjects, run_id: str, offset: int, data: bytes, *, stream: str = "stdout",
+    stream_offset: int | None = None, msg_id: str | None = None,
+) -> PubAck:
+    chunk = OutputChunk(run_id, OutputStream(stream), offset, offset if stream_offset is None else stream_offset, data)
+    headers = chunk.headers()
+    if msg_id is not None:
+        headers["Nats-Msg-Id"] = msg_id
+    return await js.publish(s.run_output(run_id), data, headers=headers)
+
+
+async def fetch_run(url: str, run_id: str) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchrow("SELECT * FROM runs WHERE id = $1", uuid.UUID(run_id))
+    finally:
+        await conn.close()
+
+
+async def fetch_output(url: str, run_id: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(
+            'SELECT "offset", stream, stream_offset, data FROM run_output WHERE run_id = $1 ORDER BY "offset"',
+            uuid.UUID(run_id),
+        )
+    finally:
+        await conn.close()
+
+
+async def dump_read_models(url: str) -> dict[str, list[str]]:
+    """Every row of every read-model table, as sorted JSON text."""
+    conn = await asyncpg.connect(url)
+    try:
+        return {
+            table: sorted(await conn.fetchval(f'SELECT coalesce(array_agg(row_to_json(t)::text), \'{{}}\') FROM "{table}" t'))
+            for table in read_model_tables()
+        }
+    finally:
+        await conn.close()
+
+
+async def test_run_lifecycle_is_projected(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    recorder = start_service("recorder")
+    run_id, command_id = new_id(), new_id()
+    req = RunRequested(
+        run_id=run_id, script="echo $1", args=["a b"], env={"X": "1"}, description="d", timeout_s=9.5,
+        stop_grace_s=2, pool="gpu", host="h1", command_id=command_id,
+    )
+    ack = await publish_event(js, s, req)
+    await wait_position(database_url, ack.seq)
+    row = await fetch_run(database_url, run_id)
+    assert row is not None
+    assert row["status"] == "queued" and row["seq"] == ack.seq and row["created_at"] == req.occurred_at
+    assert (row["script"], json.loads(row["args"]), json.loads(row["env"])) == ("echo $1", ["a b"], {"X": "1"})
+    assert (row["pool"], row["target_host"], str(row["command_id"])) == ("gpu", "h1", command_id)
+    assert (row["timeout_s"], row["stop_grace_s"], row["description"]) == (9.5, 2, "d")
+
+    started = RunStarted(run_id=run_id, host="h1", pid=4242, executor_id="ex1")
+    ack = await publish_event(js, s, started)
+    await wait_position(database_url, ack.seq)
+    row = await fetch_run(database_url, run_id)
+    assert row is not None
+    assert (row["status"], row["host"], row["pid"], row["executor_id"]) == ("running", "h1", 4242, "ex1")
+    assert row["started_at"] == started.occurred_at
+
+    stop = RunStopRequested(run_id=run_id)
+    ack = await publish_event(js, s, stop)
+    await wait_position(database_url, ack.seq)
+    row = await fetch_run(database_url, run_id)
+    assert row is not None and row["status"] == "stopping" and row["stop_requested_at"] == stop.occurred_at
+
+    fin = RunFinished(
+        run_id=run_id, status=RunStatus.KILLED, signal=9, duration_s=1.5, output_truncated=True,
+        dropped_bytes=7, survivors=[77], reason="needed SIGKILL",
+    )
+    await publish_event(js, s, fin)
+    # A second verdict (e.g. lost, after the real end) and a late start change nothing.
+    await publish_event(js, s, RunFinished(run_id=run_id, status=RunStatus.LOST, reason="late"))
+    ack = await publish_event(js, s, RunStarted(run_id=run_id, host="other", pid=1, executor_id="ex2"))
+    await wait_position(database_url, ack.seq)
+    row = await fetch_run(database_url, run_id)
+    assert row is not None
+    assert (row["status"], row["signal"], row["exit_code"], row["host"]) == ("killed", 9, None, "h1")
+    assert (row["finished_at"], row["duration_s"], row["output_truncated"]) == (fin.occurred_at, 1.5, True)
+    assert (row["dropped_bytes"], json.loads(row["survivors"]), row["reason"]) == (7, [77], "needed SIGKILL")
+    assert row["pid"] == 4242
+    recorder.terminate()
+    assert recorder.wait(15) == 0
+
+
+async def test_whole_history_in_one_batch(bus: Any, database_url: str, start_service: Any) -> None:
+    """Stream order is the truth even when request, output and finish are applied in one transaction."""
+    _, js, s = bus
+    run_id, cancelled_id = new_id(), new_id()
+    await publish_event(js, s, RunRequested(run_id=run_id, script="x"))
+    await publish_event(js, s, RunStarted(run_id=run_id, host="h", pid=1, executor_id="e"))
+    await publish_chunk(js, s, run_id, 0, b"hello\n")
+    await publish_chunk(js, s, run_id, 6, b"oops\n", stream="stderr", stream_offset=0)
+    await publish_event(js, s, RunFinished(run_id=run_id, status=RunStatus.FAILED, exit_code=3, host="h"))
+    # Stopped before it started.
+    await publish_event(js, s, RunRequested(run_id=cancelled_id, script="x"))
+    await publish_event(js, s, RunStopRequested(run_id=cancelled_id))
+    ack = await publish_event(js, s, RunFinished(run_id=cancelled_id, status=RunStatus.CANCELLED))
+
+    start_service("recorder")
+    await wait_position(database_url, ack.seq)
+    row = await fetch_run(database_url, run_id)
+    assert row is not None and (row["status"], row["exit_code"], row["output_bytes"]) == ("failed", 3, 11)
+    out = await fetch_output(database_url, run_id)
+    assert [(r["offset"], r["stream"], r["stream_offset"], r["data"]) for r in out] == [
+        (0, "stdout", 0, b"hello\n"),
+        (6, "stderr", 0, b"oops\n"),
+    ]
+    row = await fetch_run(database_url, cancelled_id)
+    assert row is not None and row["status"] == "cancelled" and row["stop_requested_at"] is not None
+
+
+async def test_output_bytes_duplicates_and_strays(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    start_service("recorder")
+    run_id, unknown_id = new_id(), new_id()
+    await publish_event(js, s, RunRequested(run_id=run_id, script="x"))
+    raw = bytes(range(256))  # not UTF-8
+    await publish_chunk(js, s, run_id, 0, raw)
+    ack = await publish_chunk(js, s, run_id, 256, b"\xff\xfe\x00tail")
+    await wait_position(database_url, ack.seq)
+    # The same offset again (past JetStream's duplicate window, so with a new msg id), in a later
+    # batch and in the same batch as new chunks: stored once, the first one wins, nothing breaks.
+    await publish_chunk(js, s, run_id, 0, b"X" * 256, msg_id="again-0")
+    await publish_chunk(js, s, run_id, 263, b"more")
+    await publish_chunk(js, s, run_id, 263, b"MORE", msg_id="again-263")
+    await publish_chunk(js, s, unknown_id, 0, b"nobody asked for this run")
+    ack = await publish_chunk(js, s, run_id, 267, b"!")
+    await wait_position(database_url, ack.seq)
+    out = await fetch_output(database_url, run_id)
+    assert b"".join(r["data"] for r in out) == raw + b"\xff\xfe\x00tail" + b"more!"
+    assert [r["offset"] for r in out] == [0, 256, 263, 267]
+    row = await fetch_run(database_url, run_id)
+    assert row is not None and row["output_bytes"] == 268
+    assert await fetch_output(database_url, unknown_id) == []
+    assert await fetch_run(database_url, unknown_id) is None
+
+
+async def test_delete_removes_run_and_later_output(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    start_service("recorder")
+    run_id, kept_id = new_id(), new_id()
+    for rid in (run_id, kept_id):
+        await publish_event(js, s, RunRequested(run_id=rid, script="x"))
+        await publish_chunk(js, s, rid, 0, b"output")
+        await publish_event(js, s, RunFinished(run_id=rid, status=RunStatus.SUCCEEDED, exit_code=0))
+    await publish_event(js, s, RunDeleted(run_id=run_id))
+    ack = await publish_chunk(js, s, run_id, 6, b"straggler")
+    await wait_position(database_url, ack.seq)
+    assert await fetch_run(database_url, run_id) is None
+    assert await fetch_output(database_url, run_id) == []
+    assert [r["data"] for r in await fetch_output(database_url, kept_id)] == [b"output"]
+
+
+async def test_unknown_and_broken_messages_are_skipped(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    recorder = start_service("recorder")
+    await js.publish(f"{s.prefix}.runs.{new_id()}.renamed", json.dumps({"type": "run.renamed"}).encode())
+    await js.publish(f"{s.prefix}.commands.{new_id()}.created", b'{"type": "command.created", "name": "x"}')
+    await js.publish(f"{s.prefix}.runs.{new_id()}.started", b"{not json")
+    await js.publish(f"{s.prefix}.runs.{new_id()}.started", b'{"type": "run.started", "run_id": "x"}')
+    await publish_event(js, s, RunRequested(run_id="not-a-uuid", script="x"))
+    await js.publish(f"{s.prefix}.runs.not-a-uuid.out", b"bytes")
+    run_id = new_id()
+    ack = await publish_event(js, s, RunRequested(run_id=run_id, script="still works"))
+    await wait_position(database_url, ack.seq)
+    row = await fetch_run(database_url, run_id)
+    assert row is not None and row["script"] == "still works"
+    assert recorder.proc.poll() is None
+
+
+async def test_position_is_notified(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    start_service("recorder")
+    # The table exists once migrations ran; wait for the recorder to be consuming.
+    deadline = time.monotonic() + 30
+    conn = await asyncpg.connect(database_url)
+    try:
+        while await conn.fetchval("SELECT to_regclass('projection_position')") is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        seen: asyncio.Queue[str] = asyncio.Queue()
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *args: seen.put_nowait(args[3]))
+        ack = await publish_event(js, s, RunRequested(run_id=new_id(), script="x"))
+        while (payload := await asyncio.wait_for(seen.get(), 30)) != str(ack.seq):
+            assert int(payload) < ack.seq
+        assert await conn.fetchval("SELECT last_seq FROM projection_position WHERE name = 'runs'") == ack.seq
+    finally:
+        await conn.close()
+
+
+async def test_deleted_and_aged_out_messages_are_not_gaps(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    ids = [new_id() for _ in range(6)]
+    for rid in ids:
+        await publish_event(js, s, RunRequested(run_id=rid, script="x"))
+    await js.purge_stream(s.events_stream, seq=3)  # 1 and 2 aged out
+    await js.delete_msg(s.events_stream, 4)
+    await js.delete_msg(s.events_stream, 6)  # the last one too
+    recorder = start_service("recorder", "--exit-when-caught-up")
+    assert await asyncio.to_thread(recorder.wait, 60) == 0, recorder.log()
+    assert await position(database_url) == 5
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT id FROM runs ORDER BY seq")
+    finally:
+        await conn.close()
+    assert [str(r["id"]) for r in rows] == [ids[2], ids[4]]
+    assert "not delivered" not in recorder.log()
+
+
+async def test_batch_is_exactly_once_and_stops_at_a_real_gap(database_url: str) -> None:
+    """apply_batch directly: re-applied messages change nothing; a jump over messages that still
+    exist stops the batch and asks for the feed to start again."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn)
+        ids = [new_id() for _ in range(5)]
+        msgs = [
+            StreamMessage(seq=i + 1, subject=f"p.runs.{rid}.requested.default",
+                          data=RunRequested(run_id=rid, script=str(i)).model_dump_json().encode())
+            for i, rid in enumerate(ids)
+        ]
+        msgs.append(StreamMessage(seq=6, subject=f"p.runs.{ids[0]}.out", data=b"abc",
+                                  headers=OutputChunk(ids[0], OutputStream.STDOUT, 0, 0, b"abc").headers()))
+
+        async def still_there(first: int, end: int) -> bool:
+            return False
+
+        async def all_deleted(first: int, end: int) -> bool:
+            return True
+
+        result = await apply_batch(conn, [msgs[0], msgs[1], msgs[3]], still_there)
+        assert (result.position, result.applied, result.restart_from) == (2, 2, 3)
+        result = await apply_batch(conn, msgs, still_there)
+        assert (result.position, result.applied, result.restart_from) == (6, 4, None)
+        result = await apply_batch(conn, msgs, still_there)  # delivered again after a crash
+        assert (result.position, result.applied) == (6, 0)
+        assert await conn.fetchval("SELECT count(*) FROM runs") == 5
+        assert await conn.fetchval("SELECT count(*) FROM run_output") == 1
+        late = StreamMessage(seq=9, subject=f"p.runs.{ids[0]}.out", data=b"def",
+                             headers=OutputChunk(ids[0], OutputStream.STDOUT, 3, 3, b"def").headers())
+        result = await apply_batch(conn, [late], all_deleted)
+        assert (result.position, result.applied) == (9, 1)
+        assert await conn.fetchval("SELECT output_bytes FROM runs WHERE id = $1", uuid.UUID(ids[0])) == 6
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_starts_and_two_recorders(bus: Any, database_url: str, start_service: Any) -> None:
+    """Migrations don't race, and two recorders at once still store every chunk once."""
+    _, js, s = bus
+    conns = [await asyncpg.connect(database_url) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(apply_migrations(c) for c in conns))
+        applied = [r for r in results if r]
+        assert len(applied) == 1 and applied[0] == [v for v, _ in migration_files()]
+        versions = await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions] == applied[0]
+    finally:
+        for c in conns:
+            await c.close()
+    first, second = start_service("recorder"), start_service("recorder")
+    run_id = new_id()
+    await publish_event(js, s, RunRequested(run_id=run_id, script="x"))
+    expected = b""
+    for i in range(200):
+        data = f"line {i}\n".encode()
+        ack = await publish_chunk(js, s, run_id, len(expected), data)
+        expected += data
+    await wait_position(database_url, ack.seq)
+    assert b"".join(r["data"] for r in await fetch_output(database_url, run_id)) == expected
+    for r in (first, second):
+        assert r.proc.poll() is None, r.log()
+        assert "Traceback" not in r.log() and "cannot be projected" not in r.log()
+
+
+async def test_lag(bus: Any, database_url: str, start_service: Any) -> None:
+    nc, js, s = bus
+    recorder = start_service("recorder")
+    ack = await publish_event(js, s, RunRequested(run_id=new_id(), script="x"))
+    await wait_position(database_url, ack.seq)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await projection_lag(conn, js, s) == 0
+        recorder.terminate()
+        assert await asyncio.to_thread(recorder.wait, 15) == 0
+        for _ in range(3):
+            await publish_event(js, s, RunRequested(run_id=new_id(), script="x"))
+        assert await projection_lag(conn, js, s) == 3
+    finally:
+        await conn.close()
+
+
+async def test_rebuild_reproduces_the_read_models(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    # Small batches live, one big batch in the rebuild: batch boundaries must not matter.
+    live = start_service("recorder", env={"SCRIPTBUS_BATCH_SIZE": "3"})
+    done, stopped, deleted, cancelled, queued = (new_id() for _ in range(5))
+    for rid in (done, stopped, deleted):
+        await publish_event(js, s, RunRequested(run_id=rid, script=f"run {rid}", args=["1"], env={"A": "b"}))
+        await publish_event(js, s, RunStarted(run_id=rid, host="h1", pid=100, executor_id="ex"))
+        offset = 0
+        for i in range(20):
+            data = bytes([i, 0xFF, 0xC3, 0x28]) + f"line {i}\n".encode()
+            await publish_chunk(js, s, rid, offset, data, stream="stdout" if i % 3 else "stderr")
+            offset += len(data)
+    await publish_event(js, s, RunFinished(run_id=done, status=RunStatus.SUCCEEDED, exit_code=0, duration_s=1))
+    await publish_event(js, s, RunStopRequested(run_id=stopped))
+    await publish_event(js, s, RunFinished(run_id=stopped, status=RunStatus.STOPPED, signal=15, survivors=[5]))
+    await publish_event(js, s, RunFinished(run_id=stopped, status=RunStatus.LOST))
+    await publish_event(js, s, RunFinished(run_id=deleted, status=RunStatus.FAILED, exit_code=1))
+    await publish_event(js, s, RunDeleted(run_id=deleted))
+    await publish_chunk(js, s, deleted, 10_000, b"after delete")
+    await publish_event(js, s, RunRequested(run_id=cancelled, script="never"))
+    await publish_event(js, s, RunStopRequested(run_id=cancelled))
+    await publish_event(js, s, RunFinished(run_id=cancelled, status=RunStatus.CANCELLED))
+    await publish_event(js, s, RunRequested(run_id=queued, script="waits", host="h2", command_id=new_id()))
+    await js.publish(f"{s.prefix}.runs.{new_id()}.renamed", b'{"type": "run.renamed"}')
+    ack = await publish_chunk(js, s, new_id(), 0, b"unknown run")
+    await wait_position(database_url, ack.seq)
+    live.terminate()
+    assert await asyncio.to_thread(live.wait, 15) == 0
+    before = await dump_read_models(database_url)
+    assert len(before["runs"]) == 4 and len(before["run_output"]) == 40
+
+    conn = await asyncpg.connect(database_url)
+    try:  # something no event explains, which a rebuild must not keep
+        await conn.execute(
+            "INSERT INTO runs (id, seq, status, script, created_at) VALUES ($1, 999, 'queued', 'junk', now())",
+            uuid.uuid4(),
+        )
+    finally:
+        await conn.close()
+    rebuild = start_service("recorder", "--rebuild", "--exit-when-caught-up")
+    assert await asyncio.to_thread(rebuild.wait, 60) == 0, rebuild.log()
+    assert await dump_read_models(database_url) == before
+
+
+def test_cli_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "scriptbus", "recorder", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0 and "--rebuild" in out.stdout and "--exit-when-caught-up" in out.stdout
