@@ -47,6 +47,7 @@ class ProjectionWatcher:
 
     def _advance(self, seq: int) -> None:
         if seq > self._seq:
+            log.debug("projection at seq %d", seq)
             self._seq = seq
             # Wake every waiter at once; each re-checks its own target.
             changed, self._changed = self._changed, asyncio.Event()
