@@ -1,0 +1,56 @@
+"""`python -m scriptbus.executor` / `scriptbus executor`: the agent that runs scripts on this host."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from scriptbus.executor.settings import ExecutorSettings, parse_labels
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scriptbus executor",
+        description="Pull run requests for this host's pools over NATS and run them with bash.",
+    )
+    p.add_argument("--host", help="this executor's host token (default: the hostname)")
+    p.add_argument(
+        "--pool", action="append", dest="pools", metavar="POOL", help="a pool to serve (repeatable; default: default)"
+    )
+    p.add_argument("--label", action="append", dest="labels", metavar="K=V", help="a label to report (repeatable)")
+    p.add_argument("--max-concurrency", type=int, help="most runs at once (default 64)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags (they override `SCRIPTBUS_*`), set up logging, serve until SIGTERM."""
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.pools:
+        overrides["pools"] = args.pools
+    if args.labels:
+        try:
+            overrides["labels"] = parse_labels(args.labels)
+        except ValueError as exc:
+            _parser().error(str(exc))
+    if args.max_concurrency is not None:
+        overrides["max_concurrency"] = args.max_concurrency
+    settings = ExecutorSettings(**overrides)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("SCRIPTBUS_LOG_LEVEL", settings.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from scriptbus.executor.service import serve
+
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

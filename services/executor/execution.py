@@ -1,0 +1,212 @@
+"""One run on this host, from spawn to its `run.finished`: output, timeout, stops, leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.js import JetStreamContext
+
+from scriptbus.events import OutputStream, RunFinished, RunRequested, RunStarted, RunStatus, Subjects, publish_event
+from scriptbus.executor.output import OutputPublisher, Pump
+from scriptbus.executor.process import (
+    StopCause,
+    clean_env,
+    kill_group,
+    outcome,
+    signal_group,
+    spawn,
+    wait_exit,
+)
+
+log = logging.getLogger(__name__)
+
+# After the script exits and its group is killed, how long a pipe may stay open (held by a process
+# that left the group) before we stop reading it.
+PIPE_LINGER_S = 1.0
+SHUTDOWN_REASON = "executor shutting down"
+
+
+@dataclass(frozen=True)
+class ExecutorIdentity:
+    """What every run needs to know about the executor running it."""
+
+    host: str
+    executor_id: str
+    bash: str
+    work_dir: Path
+    max_output_bytes: int
+    default_stop_grace_s: float
+
+
+class Execution:
+    """Runs one claimed request and reports it: `run.started`, output chunks, then `run.finished`."""
+
+    def __init__(
+        self,
+        request: RunRequested,
+        me: ExecutorIdentity,
+        js: JetStreamContext,
+        subjects: Subjects,
+        publisher: OutputPublisher,
+    ) -> None:
+        self.request = request
+        self.run_id = request.run_id
+        self._me = me
+        self._js = js
+        self._subjects = subjects
+        self._publisher = publisher
+        # The request's own grace when it states one, else this executor's default.
+        self.grace_s = (
+            request.stop_grace_s if "stop_grace_s" in request.model_fields_set else me.default_stop_grace_s
+        )
+        self._pgid: int | None = None
+        self._exited = asyncio.Event()
+        self._cause: StopCause | None = None
+        self._reason = ""
+        self._needed_kill = False
+        self._stopper: asyncio.Task[None] | None = None
+
+    def request_stop(self, cause: StopCause, reason: str) -> None:
+        """TERM the process group, KILL it after the grace period. The first stop wins; a stop after
+        the script ended changes nothing."""
+        if self._cause is not None or self._exited.is_set():
+            return
+        self._cause = cause
+        self._reason = reason
+        if self._pgid is not None:
+            self._stopper = asyncio.create_task(self._stop_sequence(self._pgid))
+
+    async def _stop_sequence(self, pgid: int) -> None:
+        log.info("run %s: SIGTERM to group %d (%s), grace %.1fs", self.run_id, pgid, self._reason, self.grace_s)
+        signal_group(pgid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self._exited.wait(), timeout=self.grace_s)
+        except TimeoutError:
+            self._needed_kill = True
+            log.info("run %s: still running after %.1fs, SIGKILL to group %d", self.run_id, self.grace_s, pgid)
+            signal_group(pgid, signal.SIGKILL)
+
+    async def run(self) -> RunFinished:
+        """Spawn, stream, wait, clean up, and publish the finish (returned too)."""
+        req = self.request
+        cwd = self._me.work_dir / self.run_id
+        try:
+            cwd.mkdir(parents=True, exist_ok=True)
+            proc = await spawn(self._me.bash, req.script, req.args, clean_env(req.env), cwd)
+        except (OSError, ValueError) as exc:
+            shutil.rmtree(cwd, ignore_errors=True)
+            log.warning("run %s: could not start: %s", self.run_id, exc)
+            return await self._finish(
+                RunFinished(
+                    run_id=self.run_id, status=RunStatus.FAILED, host=self._me.host, reason=f"could not start: {exc}"
+                )
+            )
+        started = time.monotonic()
+        self._pgid = proc.pid  # a session leader's pid is its group id
+        exit_task = asyncio.create_task(wait_exit(proc))
+        assert proc.stdout is not None and proc.stderr is not None
+        out = self._publisher.run_output(
+            self._subjects.run_output(self.run_id), self.run_id, self._me.host, self._me.max_output_bytes
+        )
+        try:
+            await publish_event(
+                self._js,
+                self._subjects,
+                RunStarted(run_id=self.run_id, host=self._me.host, pid=proc.pid, executor_id=self._me.executor_id),
+            )
+        except Exception as exc:
+            # The run is claimed and running; its finish will still say what happened.
+            log.error("run %s: could not publish run.started: %s", self.run_id, exc)
+        log.info("run %s: started pid %d", self.run_id, proc.pid)
+        pumps = [Pump(proc.stdout, OutputStream.STDOUT, out), Pump(proc.stderr, OutputStream.STDERR, out)]
+        pumps[0].sibling, pumps[1].sibling = pumps[1], pumps[0]
+        for pump in pumps:
+            pump.start()
+
+        timer = None
+        if req.timeout_s is not None and req.timeout_s > 0:
+            timer = asyncio.get_running_loop().call_later(
+                req.timeout_s, self.request_stop, StopCause.TIMEOUT, f"timed out after {req.timeout_s:g}s"
+            )
+        if self._cause is not None and self._stopper is None:
+            # A stop arrived while we were spawning.
+            self._stopper = asyncio.create_task(self._stop_sequence(self._pgid))
+
+        returncode = await exit_task
+        duration = time.monotonic() - started
+        self._exited.set()
+        if timer is not None:
+            timer.cancel()
+        if self._stopper is not None:
+            await self._stopper
+        # Background leftovers die with the run; whoever survives SIGKILL is reported.
+        survivors = await kill_group(self._pgid)
+        if survivors:
+            log.warning("run %s: processes survived SIGKILL: %s", self.run_id, survivors)
+        if await self._wait_pumps(pumps):
+            # Closing our ends of the pipes lets the transport finish although the holder lives on.
+            proc._transport.close()  # type: ignore[attr-defined]
+        await out.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), timeout=PIPE_LINGER_S)
+        shutil.rmtree(cwd, ignore_errors=True)
+
+        result = outcome(returncode, self._cause, self._needed_kill)
+        return await self._finish(
+            RunFinished(
+                run_id=self.run_id,
+                status=result.status,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                host=self._me.host,
+                duration_s=round(duration, 6),
+                output_bytes=out.offset,
+                output_truncated=out.truncated,
+                dropped_bytes=out.dropped_bytes,
+                survivors=survivors,
+                reason=self._reason,
+            )
+        )
+
+    async def _wait_pumps(self, pumps: list[Pump]) -> bool:
+        """Wait for the pumps to reach EOF; True when some pipe had to be abandoned."""
+        tasks = {p.task for p in pumps if p.task is not None}
+        abandoned = False
+        _, pending = await asyncio.wait(tasks, timeout=PIPE_LINGER_S)
+        while pending:
+            # A pump still publishing is making progress; one waiting on a pipe that some process
+            # outside the group still holds would wait forever.
+            for pump in pumps:
+                if pump.task in pending and pump.abandon():
+                    abandoned = True
+                    log.warning("run %s: a process outside the group holds its output open", self.run_id)
+            _, pending = await asyncio.wait(pending, timeout=PIPE_LINGER_S)
+        return abandoned
+
+    async def _finish(self, finished: RunFinished) -> RunFinished:
+        delay = 0.1
+        while True:
+            try:
+                await publish_event(self._js, self._subjects, finished)
+                break
+            except Exception as exc:
+                # The finish must land: without it the run looks alive until its executor is declared lost.
+                log.warning("run %s: could not publish run.finished (%s); retrying", self.run_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        log.info(
+            "run %s: finished %s exit_code=%s signal=%s output=%dB",
+            self.run_id,
+            finished.status.value,
+            finished.exit_code,
+            finished.signal,
+            finished.output_bytes,
+        )
+        return finished

@@ -1,0 +1,265 @@
+"""A run's output on its way to NATS: pipe reads buffered into chunks (flushed on newline, at 64 KiB,
+or on a short timer), published with a bounded number of unacknowledged chunks per executor, and every
+chunk acknowledged before the run's finish is published."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from scriptbus.events import OutputChunk, OutputStream
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 64 * 1024
+FLUSH_AFTER_S = 0.02
+# Unacknowledged chunks per executor: at most this many * 64 KiB in flight. When NATS is slow, reads
+# stop, the pipe fills and the script blocks on its writes: memory stays bounded.
+MAX_PENDING_ACKS = 256
+ACK_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[PubAck]
+    chunk: OutputChunk
+    subject: str
+    sent_at: float = field(default_factory=time.monotonic)
+
+    def failed(self) -> bool:
+        return self.future.cancelled() or self.future.exception() is not None
+
+
+class OutputPublisher:
+    """Publishes output chunks for all the runs of one executor, `MAX_PENDING_ACKS` unacked at most."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        max_pending: int = MAX_PENDING_ACKS,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._slots = asyncio.Semaphore(max_pending)
+        self._ack_timeout_s = ack_timeout_s
+        self._runs: set[RunOutput] = set()
+
+    def run_output(self, subject: str, run_id: str, host: str, max_bytes: int) -> RunOutput:
+        """The output of one run, published to `subject`, at most `max_bytes` of it."""
+        out = RunOutput(self, subject, run_id, host, max_bytes)
+        self._runs.add(out)
+        return out
+
+    async def _send(self, out: RunOutput, chunk: OutputChunk) -> None:
+        await self._acquire()
+        try:
+            future = await self._js.publish_async(out.subject, chunk.data, headers=chunk.headers())
+        except Exception as exc:
+            self._slots.release()
+            log.warning("run %s: output publish failed (%s); retrying", out.run_id, exc)
+            await self._republish(out.subject, chunk)
+            return
+        future.add_done_callback(lambda _: self._slots.release())
+        out.pending.append(_Pending(future, chunk, out.subject))
+
+    async def _acquire(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), timeout=self._ack_timeout_s / 2)
+                return
+            except TimeoutError:
+                # Acks lost across a reconnect never come: give up on them so their slots free up;
+                # their owners publish those chunks again (JetStream drops any duplicate by msg id).
+                self._expire_stale()
+
+    def _expire_stale(self) -> None:
+        now = time.monotonic()
+        for out in self._runs:
+            for entry in out.pending:
+                if entry.future.done():
+                    continue
+                if now - entry.sent_at < self._ack_timeout_s:
+                    break
+                entry.future.cancel()
+
+    async def _republish(self, subject: str, chunk: OutputChunk) -> None:
+        delay = 0.1
+        while not self._nc.is_closed:
+            try:
+                await self._js.publish(subject, chunk.data, headers=chunk.headers(), timeout=self._ack_timeout_s)
+                return
+            except Exception as exc:
+                log.warning("run %s: output republish at offset %d failed: %s", chunk.run_id, chunk.offset, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        log.error("run %s: output at offset %d lost: connection closed", chunk.run_id, chunk.offset)
+
+    def _forget(self, out: RunOutput) -> None:
+        self._runs.discard(out)
+
+
+class RunOutput:
+    """One run's output: offsets across both streams, the byte cap, and its unacked chunks."""
+
+    def __init__(self, publisher: OutputPublisher, subject: str, run_id: str, host: str, max_bytes: int) -> None:
+        self._publisher = publisher
+        self.subject = subject
+        self.run_id = run_id
+        self.host = host
+        self.max_bytes = max_bytes
+        self.offset = 0
+        self.stream_offsets = {OutputStream.STDOUT: 0, OutputStream.STDERR: 0}
+        self.dropped_bytes = 0
+        self.pending: deque[_Pending] = deque()
+        # Offsets are assigned and chunks handed to NATS in one order, whichever pipe they came from.
+        self._lock = asyncio.Lock()
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped_bytes > 0
+
+    async def write(self, pieces: list[tuple[OutputStream, bytes]]) -> None:
+        """Publish each `(stream, data)` as the next chunk, in order; past the cap, count the bytes as
+        dropped instead. Waits while the executor has too many unacked chunks."""
+        async with self._lock:
+            for stream, data in pieces:
+                await self._write_one(stream, data)
+
+    async def _write_one(self, stream: OutputStream, data: bytes) -> None:
+        room = self.max_bytes - self.offset
+        if len(data) > room:
+            self.dropped_bytes += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
+        if not data:
+            return
+        chunk = OutputChunk(
+            run_id=self.run_id,
+            stream=stream,
+            offset=self.offset,
+            stream_offset=self.stream_offsets[stream],
+            data=data,
+            host=self.host,
+        )
+        self.offset += len(data)
+        self.stream_offsets[stream] += len(data)
+        await self._settle(block=False)
+        await self._publisher._send(self, chunk)
+
+    async def drain(self) -> None:
+        """Return once every chunk published so far is stored in JetStream (republishing any whose ack
+        failed or never came), so an event published next comes after all of this run's output."""
+        async with self._lock:
+            await self._settle(block=True)
+        self._publisher._forget(self)
+
+    async def _settle(self, block: bool) -> None:
+        timeout = self._publisher._ack_timeout_s
+        while self.pending:
+            entry = self.pending[0]
+            if not entry.future.done():
+                if not block:
+                    return
+                remaining = entry.sent_at + timeout - time.monotonic()
+                try:
+                    await asyncio.wait_for(asyncio.shield(entry.future), timeout=max(remaining, 0.0))
+                except TimeoutError:
+                    entry.future.cancel()
+                except BaseException:
+                    # The failure is looked at below; a cancellation of drain itself propagates.
+                    if not entry.future.done():
+                        raise
+            self.pending.popleft()
+            if entry.failed():
+                await self._publisher._republish(entry.subject, entry.chunk)
+
+
+class Pump:
+    """Copies one pipe into a run's output: 64 KiB reads, flushed when the buffer holds a newline or
+    reaches 64 KiB, and otherwise `FLUSH_AFTER_S` after its first byte so partial lines appear live."""
+
+    def __init__(self, reader: asyncio.StreamReader, stream: OutputStream, out: RunOutput) -> None:
+        self._reader = reader
+        self._stream = stream
+        self._out = out
+        self._buf = bytearray()
+        self._reading = False
+        self._abandoned = False
+        self.task: asyncio.Task[None] | None = None
+        # The run's other pipe, flushed ahead of this one.
+        self.sibling: Pump | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(self._run(), name=f"pump-{self._out.run_id}-{self._stream.value}")
+        return self.task
+
+    def abandon(self) -> bool:
+        """Stop waiting for more bytes (a process outside the group may hold the pipe open forever):
+        flush what was read and end. Only interrupts a pump that is waiting on the pipe, never one
+        publishing; returns whether it did."""
+        if self.task is None or self.task.done() or not self._reading:
+            return False
+        self._abandoned = True
+        self.task.cancel()
+        return True
+
+    async def _read(self, timeout: float | None) -> bytes | None:
+        """Next bytes from the pipe; b"" at EOF or when abandoned, None when `timeout` passed first."""
+        self._reading = True
+        try:
+            if timeout is None:
+                return await self._reader.read(CHUNK_SIZE)
+            return await asyncio.wait_for(self._reader.read(CHUNK_SIZE), timeout)
+        except TimeoutError:
+            return None
+        except asyncio.CancelledError:
+            if self._abandoned:
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                return b""
+            raise
+        finally:
+            self._reading = False
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = 0.0
+        while True:
+            timeout = max(deadline - loop.time(), 0.0) if self._buf else None
+            if timeout == 0.0:
+                await self._flush()
+                continue
+            data = await self._read(timeout)
+            if data is None:
+                await self._flush()
+                continue
+            if not data:
+                break
+            if not self._buf:
+                deadline = loop.time() + FLUSH_AFTER_S
+            self._buf += data
+            if len(self._buf) >= CHUNK_SIZE or b"\n" in data:
+                await self._flush()
+        await self._flush()
+
+    async def _flush(self) -> None:
+        # The other pipe's buffered bytes were read earlier than a line arriving now: publish them
+        # first, so the run's byte order stays close to the order the script wrote in.
+        pieces = self.sibling._take() if self.sibling is not None else []
+        pieces += self._take()
+        if pieces:
+            await self._out.write(pieces)
+
+    def _take(self) -> list[tuple[OutputStream, bytes]]:
+        pieces = [(self._stream, bytes(self._buf[i : i + CHUNK_SIZE])) for i in range(0, len(self._buf), CHUNK_SIZE)]
+        self._buf.clear()
+        return pieces

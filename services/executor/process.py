@@ -1,0 +1,183 @@
+"""The script's process: spawning it clean, its process group, killing the whole tree, and what
+its ending means as a run status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import pwd
+import shutil
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from scriptbus.events import RunStatus
+
+# Size of one pipe read, and the StreamReader's buffer limit (it pauses the pipe past twice this).
+READ_SIZE = 64 * 1024
+# How long to keep looking for group members after SIGKILL before calling them survivors.
+SURVIVOR_CHECK_S = 1.0
+
+
+class StopCause(enum.Enum):
+    """Why we signalled a run; decides its status together with how it ended."""
+
+    STOP = "stop"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+
+
+def clean_env(run_env: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a script gets: PATH, HOME, LANG, USER/LOGNAME of the executor, then the run's own
+    variables. Nothing else of the executor's (its NATS URL, credentials, any SCRIPTBUS_*) leaks in."""
+    src = os.environ if base is None else base
+    env: dict[str, str] = {"PATH": src.get("PATH") or os.defpath}
+    home = src.get("HOME")
+    if not home:
+        with contextlib.suppress(KeyError):
+            home = pwd.getpwuid(os.getuid()).pw_dir
+    if home:
+        env["HOME"] = home
+    env["LANG"] = src.get("LANG") or "C.UTF-8"
+    for name in ("USER", "LOGNAME"):
+        if src.get(name):
+            env[name] = src[name]
+    env.update(run_env)
+    return env
+
+
+def find_bash() -> str:
+    """Absolute path of bash on the executor's PATH, so a run's own PATH cannot hide it."""
+    path = shutil.which("bash")
+    if path is None:
+        raise RuntimeError("bash not found on PATH")
+    return path
+
+
+async def spawn(
+    bash: str, script: str, args: list[str], env: Mapping[str, str], cwd: Path
+) -> asyncio.subprocess.Process:
+    """Start `bash -c script bash args...` as the leader of a new session (so of its own process group),
+    stdin from /dev/null, stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        bash,
+        "-c",
+        script,
+        "bash",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(cwd),
+        env=dict(env),
+        start_new_session=True,
+        limit=READ_SIZE,
+    )
+
+
+async def wait_exit(proc: asyncio.subprocess.Process, poll_s: float = 0.05) -> int:
+    """The exit status of `proc` as soon as it exits.
+
+    `Process.wait()` in Python 3.11 also waits for the pipes to close, which a background child that
+    still holds them can put off forever; a pidfd tells us of the exit itself."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:
+        fd = -1  # already reaped, or no pidfd support: poll
+    if fd >= 0:
+        ready = loop.create_future()
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        poll_s = 0.002  # the child watcher reaps it any moment now
+    while proc.returncode is None:
+        await asyncio.sleep(poll_s)
+    return proc.returncode
+
+
+def _group_of(pid: int) -> tuple[int, str] | None:
+    """(pgrp, state) of a pid from /proc/<pid>/stat, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses; the fields after the last ')' are fixed.
+    fields = stat.rpartition(b")")[2].split()
+    if len(fields) < 3:
+        return None
+    return int(fields[2]), fields[0].decode()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of live (not zombie) processes in process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass  # someone else's process sits in the group; look at /proc anyway
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        info = _group_of(int(entry))
+        if info is not None and info[0] == pgid and info[1] not in ("Z", "X"):
+            members.append(int(entry))
+    return sorted(members)
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to every process of the group; False when the group is already empty."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+async def kill_group(pgid: int, settle_s: float = SURVIVOR_CHECK_S) -> list[int]:
+    """SIGKILL whatever is left of the group and return the pids still alive `settle_s` later."""
+    if not signal_group(pgid, signal.SIGKILL):
+        return []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle_s
+    delay = 0.005
+    while True:
+        members = group_members(pgid)
+        if not members or loop.time() >= deadline:
+            return members
+        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        delay = min(delay * 2, 0.1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: RunStatus
+    exit_code: int | None
+    signal: int | None
+
+
+def outcome(returncode: int, cause: StopCause | None, needed_kill: bool) -> Outcome:
+    """The run status for a process that ended with `returncode` (negative: killed by that signal),
+    given why we signalled it, if we did, and whether our SIGKILL was needed."""
+    exit_code = returncode if returncode >= 0 else None
+    sig = -returncode if returncode < 0 else None
+    if cause is StopCause.TIMEOUT:
+        status = RunStatus.TIMED_OUT
+    elif cause is not None:
+        status = RunStatus.KILLED if needed_kill else RunStatus.STOPPED
+    elif returncode == 0:
+        status = RunStatus.SUCCEEDED
+    elif returncode > 0:
+        status = RunStatus.FAILED
+    else:
+        status = RunStatus.TERMINATED
+    return Outcome(status, exit_code, sig)
