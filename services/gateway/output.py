@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # How often a waiting follower looks up from the subscription (shutdown, lost connection).
 _IDLE_CHECK_S = 1.0
 _ENDING_EVENTS = ("finished", "deleted")
+_CONSUMER_INACTIVE_S = 2.0
 
 
 async def open_output(
@@ -68,6 +69,8 @@ async def _follow(
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if position else DeliverPolicy.ALL,
             config=config,
+            # The server removes the ephemeral consumer this soon after we unsubscribe (or vanish).
+            inactive_threshold=_CONSUMER_INACTIVE_S,
         )
     output_subject = s.run_output(run_id)
     ending = {s.run_event(run_id, name) for name in _ENDING_EVENTS}
