@@ -19,9 +19,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", help="this executor's host token (default: the hostname)")
     p.add_argument(
-        "--pool", action="append", dest="pools", metavar="POOL", help="a pool to serve (repeatable; default: default)"
+        "--pool",
+        action="append",
+        dest="pools",
+        metavar="POOL",
+        help="a pool to serve (repeatable; default: default)",
     )
-    p.add_argument("--label", action="append", dest="labels", metavar="K=V", help="a label to report (repeatable)")
+    p.add_argument(
+        "--label", action="append", dest="labels", metavar="K=V", help="a label to report (repeatable)"
+    )
     p.add_argument("--max-concurrency", type=int, help="most runs at once (default 64)")
     return p
 

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nats.js import JetStreamContext
-
-from scriptbus.events import OutputStream, RunFinished, RunRequested, RunStarted, RunStatus, Subjects, publish_event
+from scriptbus.events import (
+    OutputStream,
+    RunFinished,
+    RunRequested,
+    RunStarted,
+    RunStatus,
+    Subjects,
+    publish_event,
+)
+from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.output import OutputPublisher, Pump
 from scriptbus.executor.process import (
     StopCause,
@@ -72,6 +80,7 @@ class Execution:
         self._reason = ""
         self._needed_kill = False
         self._stopper: asyncio.Task[None] | None = None
+        self._exit_task: asyncio.Task[int] | None = None
 
     def request_stop(self, cause: StopCause, reason: str) -> None:
         """TERM the process group, KILL it after the grace period. The first stop wins; a stop after
@@ -84,13 +93,19 @@ class Execution:
             self._stopper = asyncio.create_task(self._stop_sequence(self._pgid))
 
     async def _stop_sequence(self, pgid: int) -> None:
-        log.info("run %s: SIGTERM to group %d (%s), grace %.1fs", self.run_id, pgid, self._reason, self.grace_s)
+        log.info(
+            "run %s: SIGTERM to group %d (%s), grace %.1fs", self.run_id, pgid, self._reason, self.grace_s
+        )
         signal_group(pgid, signal.SIGTERM)
         try:
             await asyncio.wait_for(self._exited.wait(), timeout=self.grace_s)
         except TimeoutError:
+            if self._exit_task is not None and self._exit_task.done():
+                return  # it did end on our TERM, just as the grace ran out
             self._needed_kill = True
-            log.info("run %s: still running after %.1fs, SIGKILL to group %d", self.run_id, self.grace_s, pgid)
+            log.info(
+                "run %s: still running after %.1fs, SIGKILL to group %d", self.run_id, self.grace_s, pgid
+            )
             signal_group(pgid, signal.SIGKILL)
 
     async def run(self) -> RunFinished:
@@ -105,12 +120,15 @@ class Execution:
             log.warning("run %s: could not start: %s", self.run_id, exc)
             return await self._finish(
                 RunFinished(
-                    run_id=self.run_id, status=RunStatus.FAILED, host=self._me.host, reason=f"could not start: {exc}"
+                    run_id=self.run_id,
+                    status=RunStatus.FAILED,
+                    host=self._me.host,
+                    reason=f"could not start: {exc}",
                 )
             )
         started = time.monotonic()
         self._pgid = proc.pid  # a session leader's pid is its group id
-        exit_task = asyncio.create_task(wait_exit(proc))
+        exit_task = self._exit_task = asyncio.create_task(wait_exit(proc))
         assert proc.stdout is not None and proc.stderr is not None
         out = self._publisher.run_output(
             self._subjects.run_output(self.run_id), self.run_id, self._me.host, self._me.max_output_bytes
@@ -119,9 +137,11 @@ class Execution:
             await publish_event(
                 self._js,
                 self._subjects,
-                RunStarted(run_id=self.run_id, host=self._me.host, pid=proc.pid, executor_id=self._me.executor_id),
+                RunStarted(
+                    run_id=self.run_id, host=self._me.host, pid=proc.pid, executor_id=self._me.executor_id
+                ),
             )
-        except Exception as exc:
+        except BUS_ERRORS as exc:
             # The run is claimed and running; its finish will still say what happened.
             log.error("run %s: could not publish run.started: %s", self.run_id, exc)
         log.info("run %s: started pid %d", self.run_id, proc.pid)
@@ -152,7 +172,7 @@ class Execution:
             log.warning("run %s: processes survived SIGKILL: %s", self.run_id, survivors)
         if await self._wait_pumps(pumps):
             # Closing our ends of the pipes lets the transport finish although the holder lives on.
-            proc._transport.close()  # type: ignore[attr-defined]
+            proc._transport.close()
         await out.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=PIPE_LINGER_S)
@@ -196,7 +216,7 @@ class Execution:
             try:
                 await publish_event(self._js, self._subjects, finished)
                 break
-            except Exception as exc:
+            except BUS_ERRORS as exc:
                 # The finish must land: without it the run looks alive until its executor is declared lost.
                 log.warning("run %s: could not publish run.finished (%s); retrying", self.run_id, exc)
                 await asyncio.sleep(delay)

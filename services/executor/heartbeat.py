@@ -10,8 +10,8 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from nats.js import JetStreamContext
-
 from scriptbus.events import ExecutorHeartbeat, Subjects, publish_event, utcnow
+from scriptbus.executor.errors import BUS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Heartbeat:
         try:
             await publish_event(self._js, self._subjects, self.event(), timeout=max(self.interval_s, 1.0))
             return True
-        except Exception as exc:
+        except BUS_ERRORS as exc:
             log.warning("heartbeat not published: %s", exc)
             return False
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-
 from scriptbus.events import OutputChunk, OutputStream
+from scriptbus.executor.errors import BUS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class OutputPublisher:
         await self._acquire()
         try:
             future = await self._js.publish_async(out.subject, chunk.data, headers=chunk.headers())
-        except Exception as exc:
+        except BUS_ERRORS as exc:
             self._slots.release()
             log.warning("run %s: output publish failed (%s); retrying", out.run_id, exc)
             await self._republish(out.subject, chunk)
@@ -95,10 +95,14 @@ class OutputPublisher:
         delay = 0.1
         while not self._nc.is_closed:
             try:
-                await self._js.publish(subject, chunk.data, headers=chunk.headers(), timeout=self._ack_timeout_s)
+                await self._js.publish(
+                    subject, chunk.data, headers=chunk.headers(), timeout=self._ack_timeout_s
+                )
                 return
-            except Exception as exc:
-                log.warning("run %s: output republish at offset %d failed: %s", chunk.run_id, chunk.offset, exc)
+            except BUS_ERRORS as exc:
+                log.warning(
+                    "run %s: output republish at offset %d failed: %s", chunk.run_id, chunk.offset, exc
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         log.error("run %s: output at offset %d lost: connection closed", chunk.run_id, chunk.offset)
@@ -110,7 +114,9 @@ class OutputPublisher:
 class RunOutput:
     """One run's output: offsets across both streams, the byte cap, and its unacked chunks."""
 
-    def __init__(self, publisher: OutputPublisher, subject: str, run_id: str, host: str, max_bytes: int) -> None:
+    def __init__(
+        self, publisher: OutputPublisher, subject: str, run_id: str, host: str, max_bytes: int
+    ) -> None:
         self._publisher = publisher
         self.subject = subject
         self.run_id = run_id
@@ -260,6 +266,8 @@ class Pump:
             await self._out.write(pieces)
 
     def _take(self) -> list[tuple[OutputStream, bytes]]:
-        pieces = [(self._stream, bytes(self._buf[i : i + CHUNK_SIZE])) for i in range(0, len(self._buf), CHUNK_SIZE)]
+        pieces = [
+            (self._stream, bytes(self._buf[i : i + CHUNK_SIZE])) for i in range(0, len(self._buf), CHUNK_SIZE)
+        ]
         self._buf.clear()
         return pieces

@@ -89,8 +89,13 @@ async def wait_exit(proc: asyncio.subprocess.Process, poll_s: float = 0.05) -> i
     except OSError:
         fd = -1  # already reaped, or no pidfd support: poll
     if fd >= 0:
-        ready = loop.create_future()
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def exited() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, exited)
         try:
             await ready
         finally:

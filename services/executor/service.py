@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from scriptbus.events import ExecutorStopped, connect_bus, publish_event
+from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import ExecutorIdentity
 from scriptbus.executor.heartbeat import Heartbeat
 from scriptbus.executor.process import find_bash
@@ -70,7 +71,7 @@ async def serve(settings: ExecutorSettings) -> None:
     await beats
     try:
         await publish_event(js, subjects, ExecutorStopped(host=me.host, executor_id=me.executor_id))
-    except Exception as exc:
+    except BUS_ERRORS as exc:
         log.warning("executor.stopped not published: %s", exc)
     await nc.drain()
     log.info("executor stopped")

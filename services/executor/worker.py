@@ -12,7 +12,6 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-
 from scriptbus.events import (
     RunFinished,
     RunRequested,
@@ -26,6 +25,7 @@ from scriptbus.events import (
     valid_token,
 )
 from scriptbus.executor.capacity import Capacity
+from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import SHUTDOWN_REASON, Execution, ExecutorIdentity
 from scriptbus.executor.output import OutputPublisher
 from scriptbus.executor.process import StopCause
@@ -105,7 +105,7 @@ class Worker:
                 msgs = await sub.fetch(reserved, timeout=FETCH_WAIT_S)
             except (nats.errors.TimeoutError, TimeoutError):
                 msgs = []
-            except Exception as exc:
+            except BUS_ERRORS as exc:
                 log.warning("pull %s: %s", target, exc)
                 self.capacity.release(reserved)
                 await asyncio.sleep(RETRY_DELAY_S)
@@ -133,7 +133,7 @@ class Worker:
     async def _claim_and_run(self, msg: Msg) -> None:
         try:
             request = decode_event(msg.data)
-        except Exception as exc:
+        except ValueError as exc:
             request = None
             log.error("undecodable request on %s: %s", msg.subject, exc)
         if not isinstance(request, RunRequested) or not valid_token(request.run_id):
@@ -180,7 +180,10 @@ class Worker:
                 self._js,
                 self._subjects,
                 RunFinished(
-                    run_id=run_id, status=RunStatus.CANCELLED, host=self._me.host, reason=pending.stop_reason or ""
+                    run_id=run_id,
+                    status=RunStatus.CANCELLED,
+                    host=self._me.host,
+                    reason=pending.stop_reason or "",
                 ),
             )
             return
@@ -202,12 +205,12 @@ class Worker:
                 self._unsure_claims.discard(run_id)
                 try:
                     entry = await self._kv.get(run_id)
-                    return entry.value == self._me.host.encode()
-                except Exception as exc:
+                    return bool(entry.value == self._me.host.encode())
+                except BUS_ERRORS as exc:
                     log.warning("run %s: claim unknown: %s", run_id, exc)
                     return None
             return False
-        except Exception as exc:
+        except BUS_ERRORS as exc:
             self._unsure_claims.add(run_id)
             log.warning("run %s: claim failed: %s", run_id, exc)
             return None
@@ -216,7 +219,7 @@ class Worker:
         assert self._kv is not None
         try:
             await self._kv.delete(run_id)
-        except Exception as exc:
+        except BUS_ERRORS as exc:
             log.warning("run %s: could not hand back the claim: %s", run_id, exc)
 
     async def _stop_already_requested(self, run_id: str) -> str | None:
@@ -227,7 +230,7 @@ class Worker:
             )
         except nats.js.errors.NotFoundError:
             return None
-        except Exception as exc:
+        except BUS_ERRORS as exc:
             log.warning("run %s: could not look for an earlier stop: %s", run_id, exc)
             return None
         event = decode_event(raw.data or b"{}")
@@ -236,14 +239,14 @@ class Worker:
     async def _nak(self, msg: Msg, delay: float = RETRY_DELAY_S) -> None:
         try:
             await msg.nak(delay=delay or None)
-        except Exception as exc:
+        except BUS_ERRORS as exc:
             log.warning("nak failed: %s", exc)
 
     # stops -------------------------------------------------------------------------------------
     async def _on_stop(self, msg: Msg) -> None:
         try:
             event = decode_event(msg.data)
-        except Exception:
+        except ValueError:
             return
         if not isinstance(event, RunStopRequested):
             return
@@ -265,7 +268,7 @@ class Worker:
             # Unread replies to expired fetches would otherwise hold up draining the connection.
             try:
                 await sub.unsubscribe()
-            except Exception as exc:
+            except BUS_ERRORS as exc:
                 log.debug("unsubscribe: %s", exc)
 
     async def stop_runs(self) -> None:

@@ -17,7 +17,6 @@ import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-
 from scriptbus.events import (
     Event,
     ExecutorHeartbeat,
@@ -36,6 +35,7 @@ from scriptbus.events import (
     new_id,
     publish_event,
 )
+
 from tests.helpers.processes import ServiceProcess
 
 Bus = tuple[nats.NATS, JetStreamContext, Subjects]
@@ -174,7 +174,7 @@ def group_alive(pgid: int) -> list[int]:
 
 
 async def test_output_and_failure_status(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     script = "echo hello; echo oops >&2; printf '\\xff\\xfe'; sleep 0.1; echo done; exit 3"
     request = await request_run(js, s, script)
@@ -190,11 +190,15 @@ async def test_output_and_failure_status(bus: Bus, start_service: Any) -> None:
     assert finished.duration_s is not None and finished.duration_s >= 0.1
     assert not finished.output_truncated
     assert_output_consistent(record)
-    assert [t for kind, t in record.order if kind == "event"] == ["run.requested", "run.started", "run.finished"]
+    assert [t for kind, t in record.order if kind == "event"] == [
+        "run.requested",
+        "run.started",
+        "run.finished",
+    ]
 
 
 async def test_args_and_clean_env(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service, env={"EXECUTOR_SECRET": "hunter2"})
     script = 'printf "[%s]" "$@"; printf "\\n$#\\n"; env; pwd'
     request = await request_run(js, s, script, args=["a b", "*", "$HOME"], env={"GREETING": "hi there"})
@@ -216,7 +220,7 @@ async def test_args_and_clean_env(bus: Bus, start_service: Any) -> None:
 
 
 async def test_partial_line_is_live(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     request = await request_run(js, s, "printf 'waiting...'; sleep 30; echo never")
     sub = await follow(js, s.run_output(request.run_id))
@@ -230,7 +234,7 @@ async def test_partial_line_is_live(bus: Bus, start_service: Any) -> None:
 
 
 async def test_stop_kills_the_whole_process_tree(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     request = await request_run(js, s, "sleep 1000 & sleep 1000; wait", stop_grace_s=10)
     started = (await wait_run(js, s, request.run_id, until=RunStarted)).started
@@ -247,7 +251,7 @@ async def test_stop_kills_the_whole_process_tree(bus: Bus, start_service: Any) -
 
 
 async def test_stop_escalates_to_kill(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     # Ignored TERM is inherited by the children: only KILL ends any of them.
     request = await request_run(js, s, "trap '' TERM; sleep 1000 & sleep 1000; wait", stop_grace_s=0.5)
@@ -263,7 +267,7 @@ async def test_stop_escalates_to_kill(bus: Bus, start_service: Any) -> None:
 
 
 async def test_background_leftovers_die_and_do_not_block_the_finish(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     # One leftover in the group (killed), one that left the group and keeps stdout open (not waited for).
     request = await request_run(js, s, "sleep 1000 & setsid sleep 20 & echo done")
@@ -276,7 +280,7 @@ async def test_background_leftovers_die_and_do_not_block_the_finish(bus: Bus, st
 
 
 async def test_timeout(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     request = await request_run(js, s, "echo start; sleep 1000", timeout_s=1.0, stop_grace_s=2)
     record = await wait_run(js, s, request.run_id)
@@ -289,7 +293,7 @@ async def test_timeout(bus: Bus, start_service: Any) -> None:
 
 
 async def test_terminated_by_a_foreign_signal(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     request = await request_run(js, s, "kill -USR1 $$; sleep 5")
     finished = (await wait_run(js, s, request.run_id)).finished
@@ -298,7 +302,7 @@ async def test_terminated_by_a_foreign_signal(bus: Bus, start_service: Any) -> N
 
 
 async def test_stop_before_start_via_claim_never_starts(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service, "--max-concurrency", "1")
     # What the gateway does on stop-before-start: it wins the claim, so no executor ever will.
     run_id = new_id()
@@ -327,7 +331,7 @@ async def test_stop_before_start_via_claim_never_starts(bus: Bus, start_service:
 
 
 async def test_stop_stored_before_the_claim_cancels(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     # A stop already in the stream (its core message missed) must keep the run from starting.
     run_id = new_id()
@@ -341,8 +345,10 @@ async def test_stop_stored_before_the_claim_cancels(bus: Bus, start_service: Any
 
 
 async def test_host_target_and_heartbeat(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
-    await start_executor(start_service, "--host", "box-1", "--pool", "gpu", "--label", "zone=eu", "--max-concurrency", "7")
+    _nc, js, s = bus
+    await start_executor(
+        start_service, "--host", "box-1", "--pool", "gpu", "--label", "zone=eu", "--max-concurrency", "7"
+    )
     request = await request_run(js, s, "echo on box", host="box-1", pool="elsewhere")
     record = await wait_run(js, s, request.run_id)
     assert record.started.host == "box-1" and record.finished.status == RunStatus.SUCCEEDED
@@ -366,7 +372,7 @@ async def test_host_target_and_heartbeat(bus: Bus, start_service: Any) -> None:
 
 
 async def test_max_concurrency_across_targets(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service, "--host", "small", "--max-concurrency", "3")
     requests = [await request_run(js, s, "sleep 0.4", pool="default") for _ in range(6)]
     requests += [await request_run(js, s, "sleep 0.4", host="small") for _ in range(6)]
@@ -391,13 +397,16 @@ async def test_max_concurrency_across_targets(bus: Bus, start_service: Any) -> N
 
 
 async def test_two_executors_start_each_run_exactly_once(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await asyncio.gather(
         start_executor(start_service, "--host", "a", "--pool", "shared"),
         start_executor(start_service, "--host", "b", "--pool", "shared"),
     )
     await ensure_queue(js, s, "shared")
-    requests = [RunRequested(run_id=new_id(), script='sleep 0.05; echo "$1"', args=[str(i)], pool="shared") for i in range(200)]
+    requests = [
+        RunRequested(run_id=new_id(), script='sleep 0.05; echo "$1"', args=[str(i)], pool="shared")
+        for i in range(200)
+    ]
     await asyncio.gather(*(publish_event(js, s, r) for r in requests))
     records = await wait_runs(js, s, {r.run_id for r in requests}, timeout=150)
 
@@ -413,7 +422,7 @@ async def test_two_executors_start_each_run_exactly_once(bus: Bus, start_service
 
 
 async def test_large_output_streams_every_byte(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service)
     # About 20 MB of distinct lines, so order and completeness can be checked byte for byte.
     request = await request_run(js, s, "seq 1 2700000; echo tail >&2")
@@ -428,7 +437,7 @@ async def test_large_output_streams_every_byte(bus: Bus, start_service: Any) -> 
 
 
 async def test_output_past_the_cap_is_dropped_and_reported(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     await start_executor(start_service, env={"SCRIPTBUS_MAX_OUTPUT_BYTES": "1000"})
     request = await request_run(js, s, "head -c 5000 /dev/zero | tr '\\0' x; echo; echo after >&2")
     record = await wait_run(js, s, request.run_id)
@@ -440,13 +449,11 @@ async def test_output_past_the_cap_is_dropped_and_reported(bus: Bus, start_servi
 
 
 async def test_sigterm_stops_runs_and_reports_them(bus: Bus, start_service: Any) -> None:
-    nc, js, s = bus
+    _nc, js, s = bus
     executor = await start_executor(start_service, "--host", "leaving")
     polite = await request_run(js, s, "sleep 1000", stop_grace_s=5)
     stubborn = await request_run(js, s, "trap '' TERM; sleep 1000", stop_grace_s=0.5)
-    pids = [
-        (await wait_run(js, s, r.run_id, until=RunStarted)).started.pid for r in (polite, stubborn)
-    ]
+    pids = [(await wait_run(js, s, r.run_id, until=RunStarted)).started.pid for r in (polite, stubborn)]
     beats = await js.subscribe(s.executor_event("leaving", "*"), deliver_policy=DeliverPolicy.NEW)
 
     executor.terminate()
