@@ -4,22 +4,30 @@ PostgreSQL holds the position (`projection_position`), so the consumer keeps non
 starts at `last applied + 1` (`deliver_policy=by_start_sequence`) and acks nothing (`ack_policy=none`).
 A durable consumer with acks would keep a second position that can disagree with PostgreSQL's and
 cost an ack per message; when anything goes wrong the recorder just makes a new consumer.
+
+Pull requests are sent here rather than with nats-py's `fetch` because `fetch` cannot bound a batch
+in bytes: 1000 output chunks of 64 KiB are 64 MiB, which is nats-server's default `max_pending` for a
+client, and a server that has more than that queued for us drops the connection as a slow consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Mapping
 
-import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from scriptbus.events.envelope import new_id
+from scriptbus.events.streams import MAX_MSG_SIZE
 from scriptbus.events.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,20 @@ log = logging.getLogger(__name__)
 CONSUMER_INACTIVE_S = 30.0
 # Check that an idle consumer still exists after this long without messages.
 IDLE_CHECK_S = 5.0
+# A batch must have room for the largest message the stream accepts (plus its subject and headers),
+# or that message would block the feed forever.
+MIN_BATCH_BYTES = MAX_MSG_SIZE + 64 * 1024
+# How long past its expiry a pull request's closing status is waited for.
+PULL_GRACE_S = 0.5
+
+_STATUS = "Status"
+_DESCRIPTION = "Description"
+# No messages (no_wait) and request expired: the request is over.
+_CLOSING = ("404", "408")
+
+
+class FeedError(Exception):
+    """The consumer is gone or the server answered a pull with an error; start the feed again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +71,27 @@ class EventFeed:
 
     def __init__(
         self,
+        nc: Client,
         js: JetStreamContext,
         subjects: Subjects,
         *,
         batch_size: int,
+        batch_max_bytes: int,
         batch_wait_s: float,
         idle_wait_s: float,
     ) -> None:
+        self._nc = nc
         self._js = js
         self._stream = subjects.events_stream
         self._batch_size = batch_size
+        self._batch_max_bytes = max(batch_max_bytes, MIN_BATCH_BYTES)
         self._batch_wait_s = batch_wait_s
         self._idle_wait_s = idle_wait_s
-        self._sub: JetStreamContext.PullSubscription | None = None
         self._consumer: str | None = None
+        self._inbox: Subscription | None = None
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._idle_since: float | None = None
+        self._ahead: asyncio.Future[list[StreamMessage]] | None = None
 
     async def start(self, from_seq: int) -> None:
         """(Re)create the consumer so the next batch begins at stream sequence `from_seq`."""
@@ -79,36 +107,54 @@ class EventFeed:
             num_replicas=1,
         )
         await self._js.add_consumer(self._stream, config)
-        self._sub = await self._js.pull_subscribe_bind(name, stream=self._stream)
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def deliver(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        self._queue = queue
+        self._inbox = await self._nc.subscribe(self._nc.new_inbox(), cb=deliver)
         self._consumer = name
         self._idle_since = None
         log.info("consuming %s from seq %d", self._stream, from_seq)
 
     async def close(self) -> None:
         """Drop the consumer (best effort: an orphan expires on its own)."""
-        sub, name = self._sub, self._consumer
-        self._sub = self._consumer = None
-        if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may already be gone
-                pass
+        inbox, name, ahead = self._inbox, self._consumer, self._ahead
+        self._inbox = self._consumer = self._ahead = None
+        if ahead is not None:
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ahead
+        if inbox is not None:
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                await inbox.unsubscribe()
         if name is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await self._js.delete_consumer(self._stream, name)
-            except Exception:  # noqa: BLE001
-                pass
 
     async def next_batch(self) -> list[StreamMessage]:
-        """Up to `batch_size` messages; returns as soon as some are there, [] after an idle wait."""
-        if self._sub is None:
+        """Up to `batch_size` messages (and about `batch_max_bytes`); returns as soon as some are
+        there, [] after an idle wait.
+
+        While the caller applies a batch, the next one is already being fetched: receiving from NATS
+        then overlaps writing to PostgreSQL instead of adding to it.
+        """
+        if self._inbox is None:
             raise RuntimeError("feed not started")
-        msgs = await self._fetch(self._batch_size, self._batch_wait_s)
+        ahead, self._ahead = self._ahead, None
+        msgs = await (ahead if ahead is not None else self._read())
+        if msgs:
+            self._ahead = asyncio.ensure_future(self._read())
+        return msgs
+
+    async def _read(self) -> list[StreamMessage]:
+        msgs = await self._pull(self._batch_size, self._batch_wait_s)
         if not msgs:
             # Nothing waiting: long-poll for one message, then take whatever came with it.
-            msgs = await self._fetch(1, self._idle_wait_s)
+            msgs = await self._pull(1, self._idle_wait_s)
             if msgs and self._batch_size > 1:
-                msgs += await self._fetch(self._batch_size - 1, self._batch_wait_s)
+                msgs += await self._pull(self._batch_size - 1, self._batch_wait_s)
         loop = asyncio.get_running_loop()
         if msgs:
             self._idle_since = None
@@ -120,17 +166,46 @@ class EventFeed:
             await self.pending()
         return [StreamMessage.from_msg(m) for m in msgs]
 
-    async def _fetch(self, batch: int, timeout: float) -> list[Msg]:
-        assert self._sub is not None
-        try:
-            return await self._sub.fetch(batch, timeout=timeout)
-        except nats.errors.TimeoutError:
-            return []
+    async def _pull(self, batch: int, expires_s: float) -> list[Msg]:
+        """One pull request; returns when it is fulfilled, closed by a status, or has expired.
+
+        Every request answers into the same inbox, so the queue is one ordered run of messages:
+        whatever arrives after we stopped waiting for a request simply counts for the next one.
+        """
+        assert self._inbox is not None and self._consumer is not None
+        request = {"batch": batch, "max_bytes": self._batch_max_bytes, "expires": int(expires_s * 1e9)}
+        await self._nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer}",
+            json.dumps(request).encode(),
+            reply=self._inbox.subject,
+        )
+        loop = asyncio.get_running_loop()
+        # A request that ends exactly at max_bytes gets no closing status; nor does one lost in a
+        # reconnect (messages lost with it show up as a jump in sequence numbers).
+        deadline = loop.time() + expires_s + PULL_GRACE_S
+        msgs: list[Msg] = []
+        while len(msgs) < batch:
+            try:
+                msg = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    msg = await asyncio.wait_for(self._queue.get(), max(deadline - loop.time(), 0))
+                except TimeoutError:
+                    break
+            headers = msg.headers or {}
+            status = headers.get(_STATUS) if not msg.data else None
+            if status is None:
+                msgs.append(msg)
+            elif status in _CLOSING or (status == "409" and "MaxBytes" in headers.get(_DESCRIPTION, "")):
+                break
+            elif status != "100":  # 100 is an idle heartbeat
+                raise FeedError(f"pull answered {status} {headers.get(_DESCRIPTION, '')}")
+        return msgs
 
     async def pending(self) -> int:
         """Messages of the stream the consumer has not delivered yet (raises NotFoundError if it is gone)."""
-        assert self._sub is not None
-        info = await self._sub.consumer_info()
+        assert self._consumer is not None
+        info = await self._js.consumer_info(self._stream, self._consumer)
         return int(info.num_pending or 0)
 
     async def last_seq(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import asyncpg
 
@@ -58,9 +59,11 @@ async def run_recorder(
     nc, js, subjects = await connect_bus(settings, "scriptbus-recorder")
     conn = await connect_database(settings.database_url, stop)
     feed = EventFeed(
+        nc,
         js,
         subjects,
         batch_size=settings.batch_size,
+        batch_max_bytes=settings.batch_max_bytes,
         batch_wait_s=settings.batch_wait_s,
         idle_wait_s=settings.idle_wait_s,
     )
@@ -82,9 +85,19 @@ async def run_recorder(
                         break
                     position = await read_position(conn)
                     await feed.start(position + 1)
+                fetch_started = time.perf_counter()
                 msgs = await feed.next_batch()
                 if msgs:
+                    apply_started = time.perf_counter()
                     result = await apply_batch(conn, msgs, feed.only_deleted_between)
+                    log.debug(
+                        "batch of %d (%d bytes) fetched in %.1f ms, applied in %.1f ms; position %d",
+                        len(msgs),
+                        sum(len(m.data) for m in msgs),
+                        (apply_started - fetch_started) * 1000,
+                        (time.perf_counter() - apply_started) * 1000,
+                        result.position,
+                    )
                     position = result.position
                     if result.restart_from is not None:
                         await feed.start(result.restart_from)

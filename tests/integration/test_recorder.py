@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -403,3 +404,33 @@ def test_cli_help() -> None:
         [sys.executable, "-m", "scriptbus", "recorder", "--help"], capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 0 and "--rebuild" in out.stdout and "--exit-when-caught-up" in out.stdout
+
+
+async def test_backlog_larger_than_the_servers_client_buffer(
+    bus: Any, database_url: str, start_service: Any
+) -> None:
+    """A backlog of full 64 KiB chunks beyond nats-server's 64 MiB per-client buffer is read in
+    byte-bounded batches: no slow-consumer disconnect, no lost delivery, every byte stored."""
+    _, js, s = bus
+    run_id = new_id()
+    await publish_event(js, s, RunRequested(run_id=run_id, script="x"))
+    size, count = 64 * 1024, 1100
+    digest = hashlib.sha256()
+    pending = []
+    for i in range(count):
+        data = i.to_bytes(4, "big") * (size // 4)
+        digest.update(data)
+        chunk = OutputChunk(run_id, OutputStream.STDOUT, i * size, i * size, data)
+        pending.append(js.publish(s.run_output(run_id), data, headers=chunk.headers()))
+        if len(pending) == 50:
+            await asyncio.gather(*pending)
+            pending = []
+    await asyncio.gather(*pending)
+    recorder = start_service("recorder", "--exit-when-caught-up")
+    assert await asyncio.to_thread(recorder.wait, 120) == 0, recorder.log()
+    log = recorder.log().split("caught up with the stream")[0]
+    assert "disconnected" not in log and "not delivered" not in log, log
+    stored = hashlib.sha256()
+    for row in await fetch_output(database_url, run_id):
+        stored.update(row["data"])
+    assert stored.hexdigest() == digest.hexdigest()
