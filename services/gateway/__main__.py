@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
-from types import FrameType
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -18,22 +20,32 @@ log = logging.getLogger("scriptbus.gateway")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, with SIGTERM/SIGINT also setting our shutdown event: live output streams end
-    at once instead of holding the graceful shutdown open."""
+    """uvicorn's server with our own signal handling: SIGTERM/SIGINT set the shutdown event (live output
+    streams end at once instead of holding the graceful shutdown open) and the process then exits 0,
+    where uvicorn would re-raise the signal and die by it."""
 
     def __init__(self, config: uvicorn.Config, shutdown: asyncio.Event) -> None:
         super().__init__(config)
         self._shutdown = shutdown
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._shutdown.set)
-        super().handle_exit(sig, frame)
+    def _on_signal(self, sig: int) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            # A second Ctrl-C: stop waiting for open connections.
+            self.force_exit = True
+        log.info("%s: shutting down", signal.Signals(sig).name)
+        self._shutdown.set()
+        self.should_exit = True
 
 
 async def serve(settings: GatewaySettings) -> None:
