@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -17,14 +16,18 @@ from tests.e2e.conftest import Stack
 from tests.helpers.api import TERMINAL, start_run, wait_for_status
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def group_members(pgid: int) -> list[int]:
+    """Live processes of a process group; zombies are dead already, whatever `kill(pgid, 0)` says."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
 
 
 async def test_a_run_shows_growing_output_live_then_succeeds(stack: Stack, nats_url: str, prefix: str) -> None:
@@ -77,12 +80,12 @@ async def test_stop_kills_the_whole_process_group(stack: Stack) -> None:
     run = await start_run(stack.client, "sleep 1000 & sleep 1000; wait", stop_grace_s=2)
     running = await wait_for_status(stack.client, run["id"], "running")
     pgid = running["pid"]
-    assert group_alive(pgid)
+    assert len(group_members(pgid)) == 3  # bash and its two sleeps
     response = await stack.client.post(f"/api/v1/runs/{run['id']}/stop")
     assert response.status_code == 202, response.text
     done = await wait_for_status(stack.client, run["id"], TERMINAL, timeout=15)
     assert done["status"] in ("stopped", "killed")
-    assert not group_alive(pgid), "a process of the run's group survived the stop"
+    assert group_members(pgid) == [], "a process of the run's group survived the stop"
     again = await stack.client.post(f"/api/v1/runs/{run['id']}/stop")
     assert again.status_code == 409
 

@@ -1,0 +1,153 @@
+"""scriptbus throughput, as ratios of this machine's own limits measured in the same run.
+
+    python bench/run.py [--runs 500] [--output-mb 200]
+
+Starts a real `scriptbus up` (embedded nats-server and PostgreSQL) in a temporary data dir, measures the
+raw limits (bash spawn rate, pipe throughput, PostgreSQL COPY rate), then the same work through
+scriptbus, and prints both with their ratio. Stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import nats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from limits import bash_spawn_rate, copy_rate, pipe_throughput  # noqa: E402
+
+from scriptbus.embedded import free_port  # noqa: E402
+
+TERMINAL = {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
+
+
+def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scriptbus", "up", "--data-dir", str(data_dir), "--api-port", str(port),
+         "--nats-port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    banner = ""
+    for line in proc.stdout:
+        banner += line
+        if line.startswith("Ctrl-C"):
+            break
+    nats_url = re.search(r"NATS\s+(\S+)", banner)
+    pg_url = re.search(r"PostgreSQL\s+(\S+)", banner)
+    if not (nats_url and pg_url):
+        proc.kill()
+        sys.exit(f"scriptbus up did not start:\n{banner}")
+    return proc, nats_url.group(1), pg_url.group(1)
+
+
+async def wait_all(client: httpx.AsyncClient, ids: list[str], timeout: float = 600) -> None:
+    pending = set(ids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        page = (await client.get("/api/v1/runs", params={"limit": 1000})).json()
+        pending -= {r["id"] for r in page["items"] if r["status"] in TERMINAL}
+        if pending:
+            await asyncio.sleep(0.05)
+    if pending:
+        raise SystemExit(f"{len(pending)} runs did not finish")
+
+
+async def run_rate(client: httpx.AsyncClient, count: int) -> tuple[float, float]:
+    """Runs of `true` per second, POST to finished, and the median POST latency (read-your-writes)."""
+    gate = asyncio.Semaphore(32)
+    latencies: list[float] = []
+
+    async def post() -> str:
+        async with gate:
+            t = time.perf_counter()
+            response = await client.post("/api/v1/runs", json={"script": "true"})
+            latencies.append(time.perf_counter() - t)
+            response.raise_for_status()
+            return str(response.json()["id"])
+
+    start = time.perf_counter()
+    ids = await asyncio.gather(*(post() for _ in range(count)))
+    await wait_all(client, list(ids))
+    return count / (time.perf_counter() - start), statistics.median(latencies)
+
+
+async def output_rate(client: httpx.AsyncClient, total: int) -> float:
+    """Bytes per second from a script's pipe to committed rows in PostgreSQL."""
+    script = f"head -c {total} /dev/zero | tr '\\0' x"
+    run = (await client.post("/api/v1/runs", json={"script": script})).json()
+    start = time.perf_counter()
+    while True:
+        current = (await client.get(f"/api/v1/runs/{run['id']}")).json()
+        if current["status"] in TERMINAL and current["output_bytes"] >= total:
+            break
+        if current["status"] in TERMINAL and current["status"] != "succeeded":
+            raise SystemExit(f"output run ended {current['status']}")
+        await asyncio.sleep(0.02)
+    return total / (time.perf_counter() - start)
+
+
+async def live_latency(client: httpx.AsyncClient, nats_url: str, lines: int = 40) -> tuple[float, float]:
+    """Milliseconds from a script printing a line to that line arriving on the NATS output subject."""
+    nc = await nats.connect(nats_url)
+    delays: list[float] = []
+
+    async def on_line(msg: nats.aio.msg.Msg) -> None:
+        now = time.time()
+        for line in msg.data.decode().split():
+            delays.append((now - float(line)) * 1000)
+
+    await nc.subscribe("scriptbus.runs.*.out", cb=on_line)
+    script = f"for i in $(seq 1 {lines}); do date +%s.%N; sleep 0.05; done"
+    run = (await client.post("/api/v1/runs", json={"script": script})).json()
+    await wait_all(client, [run["id"]])
+    await asyncio.sleep(0.2)
+    await nc.close()
+    delays.sort()
+    return statistics.median(delays), delays[int(len(delays) * 0.99) - 1]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--output-mb", type=int, default=200)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="scriptbus-bench-") as tmp:
+        port = free_port()
+        up, nats_url, pg_url = start_up(Path(tmp) / "data", port)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+                spawn = await bash_spawn_rate()
+                pipe = await pipe_throughput()
+                copy = await copy_rate(pg_url)
+                runs, post_latency = await run_rate(client, args.runs)
+                output = await output_rate(client, args.output_mb * 1_000_000)
+                p50, p99 = await live_latency(client, nats_url)
+        finally:
+            up.send_signal(signal.SIGTERM)
+            up.wait(120)
+
+    mb = 1_000_000
+    print(f"{'measure':44} {'scriptbus':>12} {'machine limit':>16} {'ratio':>7}")
+    print(f"{'runs of `true`, POST to finished (runs/s)':44} {runs:12.0f} {spawn:12.0f} bash/s {runs / spawn:7.2f}")
+    print(f"{'output, pipe to PostgreSQL rows (MB/s)':44} {output / mb:12.1f} {pipe / mb:10.0f} pipe MB/s {output / pipe:7.3f}")
+    print(f"{'':44} {'':12} {copy / mb:10.0f} COPY MB/s {output / copy:7.2f}")
+    print(f"{'POST /runs latency, median (ms)':44} {post_latency * 1000:12.1f}")
+    print(f"{'line printed -> on NATS, p50 / p99 (ms)':44} {p50:12.1f} / {p99:.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
