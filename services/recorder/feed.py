@@ -46,6 +46,7 @@ _STATUS = "Status"
 _DESCRIPTION = "Description"
 # No messages (no_wait) and request expired: the request is over.
 _CLOSING = ("404", "408")
+_CLOSING_409 = ("Message Size Exceeds MaxBytes", "Batch Completed")
 
 
 class FeedError(Exception):
@@ -89,6 +90,8 @@ class EventFeed:
         self._idle_wait_s = idle_wait_s
         self._consumer: str | None = None
         self._inbox: Subscription | None = None
+        self._inbox_prefix = ""
+        self._requests = 0
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._idle_since: float | None = None
         self._ahead: asyncio.Future[list[StreamMessage]] | None = None
@@ -113,7 +116,8 @@ class EventFeed:
             queue.put_nowait(msg)
 
         self._queue = queue
-        self._inbox = await self._nc.subscribe(self._nc.new_inbox(), cb=deliver)
+        self._inbox_prefix = self._nc.new_inbox()
+        self._inbox = await self._nc.subscribe(f"{self._inbox_prefix}.*", cb=deliver)
         self._consumer = name
         self._idle_since = None
         log.info("consuming %s from seq %d", self._stream, from_seq)
@@ -169,15 +173,17 @@ class EventFeed:
     async def _pull(self, batch: int, expires_s: float) -> list[Msg]:
         """One pull request; returns when it is fulfilled, closed by a status, or has expired.
 
-        Every request answers into the same inbox, so the queue is one ordered run of messages:
+        All requests deliver into one subscription, so the queue is one ordered run of messages:
         whatever arrives after we stopped waiting for a request simply counts for the next one.
+        Status messages, though, arrive on the reply subject of their own request, which tells a
+        late one (e.g. the "409 Batch Completed" newer servers send after a full batch) from ours.
         """
         assert self._inbox is not None and self._consumer is not None
+        self._requests += 1
+        reply = f"{self._inbox_prefix}.{self._requests}"
         request = {"batch": batch, "max_bytes": self._batch_max_bytes, "expires": int(expires_s * 1e9)}
         await self._nc.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer}",
-            json.dumps(request).encode(),
-            reply=self._inbox.subject,
+            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer}", json.dumps(request).encode(), reply=reply
         )
         loop = asyncio.get_running_loop()
         # A request that ends exactly at max_bytes gets no closing status; nor does one lost in a
@@ -196,9 +202,11 @@ class EventFeed:
             status = headers.get(_STATUS) if not msg.data else None
             if status is None:
                 msgs.append(msg)
-            elif status in _CLOSING or (status == "409" and "MaxBytes" in headers.get(_DESCRIPTION, "")):
+            elif msg.subject != reply or status == "100":  # another request's, or a heartbeat
+                continue
+            elif status in _CLOSING or (status == "409" and headers.get(_DESCRIPTION, "") in _CLOSING_409):
                 break
-            elif status != "100":  # 100 is an idle heartbeat
+            else:
                 raise FeedError(f"pull answered {status} {headers.get(_DESCRIPTION, '')}")
         return msgs
 
