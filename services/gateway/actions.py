@@ -3,13 +3,11 @@ recorder has projected it so the answer (and the caller's next read) shows the c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
 import nats.errors
 import nats.js.errors
-
 from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.envelope import Event, new_id
 from scriptbus.events.publishing import publish_event

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from scriptbus.gateway.settings import GatewaySettings
 
 _bearer = HTTPBearer(
@@ -39,7 +39,7 @@ def exposure_error(settings: GatewaySettings) -> str | None:
 
 
 async def require_token(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """FastAPI dependency: a 401 unless the request carries a configured bearer token (when any is)."""
     settings: GatewaySettings = request.app.state.settings

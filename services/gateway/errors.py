@@ -57,7 +57,7 @@ def bus_errors(what: str) -> Iterator[None]:
     """Turn NATS failures into a 503 that says what could not be done."""
     try:
         yield
-    except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
         raise BusUnavailable(f"NATS unavailable: could not {what}: {exc or type(exc).__name__}") from exc
 
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-
 from scriptbus.gateway import readmodels
 from scriptbus.gateway.errors import DB_ERRORS
 from scriptbus.gateway.schemas import Health, Readiness

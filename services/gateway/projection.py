@@ -7,7 +7,6 @@ import contextlib
 import logging
 
 import asyncpg
-
 from scriptbus.gateway import readmodels
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ class ProjectionWatcher:
                 await asyncio.sleep(RECONNECT_S)
                 continue
             closed = asyncio.Event()
-            conn.add_termination_listener(lambda _c: closed.set())
+            conn.add_termination_listener(lambda _c, closed=closed: closed.set())
             try:
                 await conn.add_listener(readmodels.POSITION_CHANNEL, self._on_notify)
                 self._listening = True

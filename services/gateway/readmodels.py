@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-
 from scriptbus.events.output import OutputStream
 from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway.schemas import OUTPUT_TAIL_BYTES, Run, RunSummary

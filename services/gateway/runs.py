@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import StreamingResponse
-
 from scriptbus.events.output import OutputStream
 from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway import actions, output, queries

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-
 from scriptbus.events.statuses import RunStatus
 
 MAX_SCRIPT_BYTES = 1024 * 1024

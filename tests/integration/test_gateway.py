@@ -13,9 +13,9 @@ import nats
 import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
+from scriptbus.events import Subjects, claims_bucket, decode_event
 
 from scriptbus.embedded import free_port
-from scriptbus.events import Subjects, claims_bucket, decode_event
 from tests.helpers.api import wait_until_ready
 from tests.helpers.processes import ServiceProcess
 
@@ -50,8 +50,8 @@ class Api:
             seq = (msg.seq or 0) + 1
 
 
-@pytest.fixture
-async def api(
+@pytest.fixture(name="api")
+async def api_fixture(
     start_service: Callable[..., ServiceProcess],
     bus: tuple[nats.NATS, JetStreamContext, Subjects],
 ) -> AsyncIterator[Api]:
@@ -112,7 +112,9 @@ async def test_a_run_for_a_host_goes_to_that_hosts_queue(api: Api) -> None:
     run = await create(api, host="build-1.example.com", pool="linux")
     assert run["target_host"] == "build-1-example-com" and run["pool"] == "linux"
     # The host's queue existed before the request was published, so it holds the request.
-    info = await api.js.consumer_info(api.subjects.events_stream, api.subjects.queue_consumer(run["target_host"]))
+    info = await api.js.consumer_info(
+        api.subjects.events_stream, api.subjects.queue_consumer(run["target_host"])
+    )
     assert info.num_pending == 1
 
 
@@ -157,7 +159,8 @@ async def test_bad_input_is_refused_naming_the_field_and_publishes_nothing(api: 
         assert all(e["msg"] for e in errors)
 
     huge = await api.client.post(
-        "/api/v1/runs", content=b'{"script": "' + b"x" * (9 * 1024 * 1024) + b'"}',
+        "/api/v1/runs",
+        content=b'{"script": "' + b"x" * (9 * 1024 * 1024) + b'"}',
         headers={"content-type": "application/json"},
     )
     assert huge.status_code == 413, huge.text
@@ -248,7 +251,10 @@ async def test_list_filters_by_status(api: Api) -> None:
     assert [r["id"] for r in only_cancelled["items"]] == [cancelled["id"]] and only_cancelled["total"] == 1
     only_queued = (await api.client.get("/api/v1/runs", params={"status": "queued"})).json()
     assert [r["id"] for r in only_queued["items"]] == [r["id"] for r in reversed(queued)]
-    assert (await api.client.get("/api/v1/runs", params={"status": "running"})).json() == {"items": [], "total": 0}
+    assert (await api.client.get("/api/v1/runs", params={"status": "running"})).json() == {
+        "items": [],
+        "total": 0,
+    }
 
 
 async def test_health_readiness_and_docs(api: Api) -> None:

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from scriptbus.embedded import EmbeddedNats, free_port
 from tests.helpers.api import wait_until_ready
 from tests.helpers.processes import ServiceProcess
-from tests.integration.test_gateway import Api, api, create  # noqa: F401  (api is a fixture)
+from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
 from tests.integration.test_gateway_output import Follower
 
 
-async def wait_http(client: httpx.AsyncClient, path: str, ok: Callable[[httpx.Response], bool], timeout: float = 30) -> httpx.Response:
+async def wait_http(
+    client: httpx.AsyncClient, path: str, ok: Callable[[httpx.Response], bool], timeout: float = 30
+) -> httpx.Response:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -33,28 +34,34 @@ async def wait_http(client: httpx.AsyncClient, path: str, ok: Callable[[httpx.Re
     raise AssertionError(f"{path} never as expected; last: {getattr(last, 'text', last)}")
 
 
-def start_gateway(start_service: Callable[..., ServiceProcess], *args: str, **env: str) -> tuple[ServiceProcess, str]:
+def start_gateway(
+    start_service: Callable[..., ServiceProcess], *args: str, **env: str
+) -> tuple[ServiceProcess, str]:
     port = free_port()
     process = start_service("gateway", "--port", str(port), *args, env=env)
     return process, f"http://127.0.0.1:{port}"
 
 
-async def test_refuses_to_listen_beyond_loopback_without_tokens(start_service: Callable[..., ServiceProcess]) -> None:
+async def test_refuses_to_listen_beyond_loopback_without_tokens(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
     gateway, _ = start_gateway(start_service, "--host", "0.0.0.0")
     assert gateway.wait(30) != 0
     assert "SCRIPTBUS_API_TOKENS" in gateway.log() and "0.0.0.0" in gateway.log()
 
 
-async def test_tokens_guard_every_api_route(
-    start_service: Callable[..., ServiceProcess], bus: Any
-) -> None:
+async def test_tokens_guard_every_api_route(start_service: Callable[..., ServiceProcess], bus: Any) -> None:
     start_service("recorder")
     _, url = start_gateway(start_service, "--host", "0.0.0.0", SCRIPTBUS_API_TOKENS="alpha, beta")
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         await wait_until_ready(client)
         assert (await client.get("/healthz")).status_code == 200
         for headers in ({}, {"Authorization": "Bearer gamma"}, {"Authorization": "Basic YWxwaGE="}):
-            for method, path in [("GET", "/api/v1/runs"), ("POST", "/api/v1/runs"), ("GET", "/api/v1/runs/x")]:
+            for method, path in [
+                ("GET", "/api/v1/runs"),
+                ("POST", "/api/v1/runs"),
+                ("GET", "/api/v1/runs/x"),
+            ]:
                 response = await client.request(method, path, headers=headers, json={"script": "true"})
                 assert response.status_code == 401, (method, path, headers, response.text)
                 assert response.headers["www-authenticate"] == "Bearer"
@@ -97,7 +104,9 @@ async def test_readiness_follows_its_dependencies(
         nats_server.stop()
 
 
-async def test_postgres_down_is_a_503_not_a_500(start_service: Callable[..., ServiceProcess], bus: Any) -> None:
+async def test_postgres_down_is_a_503_not_a_500(
+    start_service: Callable[..., ServiceProcess], bus: Any
+) -> None:
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     gateway, url = start_gateway(start_service, SCRIPTBUS_DATABASE_URL=nowhere)
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
