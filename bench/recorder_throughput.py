@@ -23,15 +23,18 @@ from datetime import datetime
 
 import asyncpg
 import nats
-
 from scriptbus.events import OutputChunk, OutputStream, RunRequested, Subjects, ensure_streams, publish_event
 from scriptbus.recorder.run_output import _copy_skipping_duplicates
 
-_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?(recorder ready|caught up with the stream)", re.M)
+_LOG_TIME = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?(recorder ready|caught up with the stream)", re.MULTILINE
+)
 
 
 def _report(label: str, chunks: int, nbytes: int, seconds: float) -> None:
-    print(f"{label:<46} {chunks / seconds:10.0f} chunks/s {nbytes / seconds / 1e6:10.1f} MB/s  ({seconds:.2f}s)")
+    print(
+        f"{label:<46} {chunks / seconds:10.0f} chunks/s {nbytes / seconds / 1e6:10.1f} MB/s  ({seconds:.2f}s)"
+    )
 
 
 async def main() -> None:
@@ -66,14 +69,28 @@ async def main() -> None:
                 acks = []
         await asyncio.gather(*acks)
 
-        env = {**os.environ, "SCRIPTBUS_NATS_URL": nats_url, "SCRIPTBUS_DATABASE_URL": db_url,
-               "SCRIPTBUS_PREFIX": prefix, "SCRIPTBUS_LOG_LEVEL": os.environ.get("SCRIPTBUS_LOG_LEVEL", "INFO")}
-        proc = subprocess.run(
+        env = {
+            **os.environ,
+            "SCRIPTBUS_NATS_URL": nats_url,
+            "SCRIPTBUS_DATABASE_URL": db_url,
+            "SCRIPTBUS_PREFIX": prefix,
+            "SCRIPTBUS_LOG_LEVEL": os.environ.get("SCRIPTBUS_LOG_LEVEL", "INFO"),
+        }
+        proc = subprocess.run(  # noqa: ASYNC221 - nothing else runs meanwhile
             [sys.executable, "-m", "scriptbus.recorder", "--exit-when-caught-up"],
-            env=env, capture_output=True, text=True, timeout=600, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
         )
         stamps = [datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t, _ in _LOG_TIME.findall(proc.stderr)]
-        _report("recorder (NATS fetch + projection + COPY)", args.chunks, total, (stamps[-1] - stamps[0]).total_seconds())
+        _report(
+            "recorder (NATS fetch + projection + COPY)",
+            args.chunks,
+            total,
+            (stamps[-1] - stamps[0]).total_seconds(),
+        )
 
         conn = await asyncpg.connect(db_url)
         try:
@@ -85,7 +102,9 @@ async def main() -> None:
             started = time.perf_counter()
             async with conn.transaction():
                 await conn.copy_records_to_table("scratch", records=rows, columns=columns)
-            _report("raw COPY into a run_output-shaped table", args.chunks, total, time.perf_counter() - started)
+            _report(
+                "raw COPY into a run_output-shaped table", args.chunks, total, time.perf_counter() - started
+            )
             await conn.execute("TRUNCATE scratch")
             # The duplicate-tolerant path, timed against the empty scratch table under run_output's name.
             await conn.execute("ALTER TABLE run_output RENAME TO run_output_real")
@@ -93,7 +112,9 @@ async def main() -> None:
             started = time.perf_counter()
             async with conn.transaction():
                 await _copy_skipping_duplicates(conn, rows)
-            _report("COPY to temp table + INSERT ON CONFLICT", args.chunks, total, time.perf_counter() - started)
+            _report(
+                "COPY to temp table + INSERT ON CONFLICT", args.chunks, total, time.perf_counter() - started
+            )
         finally:
             await conn.close()
     finally:

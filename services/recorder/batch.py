@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
 
 import asyncpg
-
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.position import lock_position, store_position
 from scriptbus.recorder.projections import project_message
@@ -20,7 +19,13 @@ GapCheck = Callable[[int, int], Awaitable[bool]]
 
 # Errors caused by one message's content rather than by the database being unreachable: the batch is
 # retried message by message so that only the culprit is skipped.
-_CONTENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError, TypeError, KeyError)
+_CONTENT_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    ValueError,
+    TypeError,
+    KeyError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +37,9 @@ class BatchResult:
     restart_from: int | None = None
 
 
-async def apply_batch(conn: asyncpg.Connection, msgs: Sequence[StreamMessage], gap_check: GapCheck) -> BatchResult:
+async def apply_batch(
+    conn: asyncpg.Connection, msgs: Sequence[StreamMessage], gap_check: GapCheck
+) -> BatchResult:
     """Project `msgs` (in stream order) and store the new position, exactly once.
 
     Messages at or below the stored position are skipped, so a batch delivered again after a crash

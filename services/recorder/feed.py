@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -25,7 +25,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
 from scriptbus.events.envelope import new_id
 from scriptbus.events.streams import MAX_MSG_SIZE
 from scriptbus.events.subjects import Subjects
@@ -183,7 +182,9 @@ class EventFeed:
         reply = f"{self._inbox_prefix}.{self._requests}"
         request = {"batch": batch, "max_bytes": self._batch_max_bytes, "expires": int(expires_s * 1e9)}
         await self._nc.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer}", json.dumps(request).encode(), reply=reply
+            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer}",
+            json.dumps(request).encode(),
+            reply=reply,
         )
         loop = asyncio.get_running_loop()
         # A request that ends exactly at max_bytes gets no closing status; nor does one lost in a

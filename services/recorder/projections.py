@@ -9,16 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
-
 from scriptbus.events.codec import decode_event
 from scriptbus.events.envelope import Event
 from scriptbus.events.output import OutputChunk
-from scriptbus.events.runs import RunDeleted, RunEvent, RunFinished, RunRequested, RunStarted, RunStopRequested
+from scriptbus.events.runs import (
+    RunDeleted,
+    RunEvent,
+    RunFinished,
+    RunRequested,
+    RunStarted,
+    RunStopRequested,
+)
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.run_output import OutputBatch
@@ -171,7 +178,9 @@ async def project_message(conn: asyncpg.Connection, msg: StreamMessage, output: 
         return
     if isinstance(event, RunEvent):
         if not _valid_uuid(event.run_id):
-            log.warning("seq %d: %s for run id %r that is not a UUID, skipped", msg.seq, event.type, event.run_id)
+            log.warning(
+                "seq %d: %s for run id %r that is not a UUID, skipped", msg.seq, event.type, event.run_id
+            )
             return
         # Chunks collected so far must meet the run as it is at their place in the stream.
         if event.run_id in output.run_ids:

@@ -7,10 +7,10 @@ so chunks are collected while a batch is projected and written in bulk.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
-
 from scriptbus.events.output import OutputChunk
 
 _COLUMNS = ["run_id", "offset", "stream", "stream_offset", "data"]
@@ -76,7 +76,7 @@ class OutputBatch:
         return written
 
 
-async def _copy_skipping_duplicates(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> int:
+async def _copy_skipping_duplicates(conn: asyncpg.Connection, rows: Sequence[tuple[object, ...]]) -> int:
     """COPY into a scratch table, then keep only rows not stored yet (the first in stream order wins)."""
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS run_output_in (

@@ -8,7 +8,6 @@ import logging
 import time
 
 import asyncpg
-
 from scriptbus.events.bus import connect_bus
 from scriptbus.recorder.batch import apply_batch
 from scriptbus.recorder.feed import EventFeed
@@ -19,6 +18,13 @@ from scriptbus.recorder.settings import RecorderSettings
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+# Errors after which the PostgreSQL connection is not worth keeping.
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -75,16 +81,19 @@ async def run_recorder(
         position = await read_position(conn)
         await feed.start(position + 1)
         log.info("recorder ready at seq %d", position)
-        behind = True
+        caught_up_once = False
+        restart = False
         backoff = 0.2
         while not stop.is_set():
             try:
-                if conn is None or conn.is_closed():
-                    conn = await connect_database(settings.database_url, stop)
-                    if conn is None:
-                        break
+                if restart:
+                    if conn is None or conn.is_closed():
+                        conn = await connect_database(settings.database_url, stop)
+                        if conn is None:
+                            break
                     position = await read_position(conn)
                     await feed.start(position + 1)
+                    restart = False
                 fetch_started = time.perf_counter()
                 msgs = await feed.next_batch()
                 if msgs:
@@ -101,9 +110,8 @@ async def run_recorder(
                     position = result.position
                     if result.restart_from is not None:
                         await feed.start(result.restart_from)
-                    behind = True
-                elif behind:
-                    behind = False
+                elif not caught_up_once:
+                    caught_up_once = True
                     log.info("caught up at seq %d", position)
                 if target is not None and (position >= target or (not msgs and await feed.pending() == 0)):
                     log.info("caught up with the stream at seq %d; exiting", position)
@@ -113,17 +121,12 @@ async def run_recorder(
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever failed, the stored position is the truth
                 log.warning("recorder: %r; starting again from the stored position in %.1fs", exc, backoff)
+                restart = True
+                if conn is not None and isinstance(exc, _CONNECTION_ERRORS):
+                    conn.terminate()
+                    conn = None
                 await _sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-                try:
-                    if conn is not None and not conn.is_closed():
-                        position = await read_position(conn)
-                    await feed.start(position + 1)
-                except Exception as again:  # noqa: BLE001
-                    log.warning("recorder: cannot start again yet: %r", again)
-                    if conn is not None:
-                        conn.terminate()
-                    conn = None
     finally:
         await feed.close()
         if conn is not None and not conn.is_closed():

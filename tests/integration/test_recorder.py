@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-
 from scriptbus.events import (
     OutputChunk,
     OutputStream,
@@ -54,10 +53,19 @@ async def wait_position(url: str, seq: int, timeout: float = 30.0) -> None:
 
 
 async def publish_chunk(
-    js: JetStreamContext, s: Subjects, run_id: str, offset: int, data: bytes, *, stream: str = "stdout",
-    stream_offset: int | None = None, msg_id: str | None = None,
+    js: JetStreamContext,
+    s: Subjects,
+    run_id: str,
+    offset: int,
+    data: bytes,
+    *,
+    stream: str = "stdout",
+    stream_offset: int | None = None,
+    msg_id: str | None = None,
 ) -> PubAck:
-    chunk = OutputChunk(run_id, OutputStream(stream), offset, offset if stream_offset is None else stream_offset, data)
+    chunk = OutputChunk(
+        run_id, OutputStream(stream), offset, offset if stream_offset is None else stream_offset, data
+    )
     headers = chunk.headers()
     if msg_id is not None:
         headers["Nats-Msg-Id"] = msg_id
@@ -88,7 +96,11 @@ async def dump_read_models(url: str) -> dict[str, list[str]]:
     conn = await asyncpg.connect(url)
     try:
         return {
-            table: sorted(await conn.fetchval(f'SELECT coalesce(array_agg(row_to_json(t)::text), \'{{}}\') FROM "{table}" t'))
+            table: sorted(
+                await conn.fetchval(
+                    f"SELECT coalesce(array_agg(row_to_json(t)::text), '{{}}') FROM \"{table}\" t"
+                )
+            )
             for table in read_model_tables()
         }
     finally:
@@ -100,15 +112,27 @@ async def test_run_lifecycle_is_projected(bus: Any, database_url: str, start_ser
     recorder = start_service("recorder")
     run_id, command_id = new_id(), new_id()
     req = RunRequested(
-        run_id=run_id, script="echo $1", args=["a b"], env={"X": "1"}, description="d", timeout_s=9.5,
-        stop_grace_s=2, pool="gpu", host="h1", command_id=command_id,
+        run_id=run_id,
+        script="echo $1",
+        args=["a b"],
+        env={"X": "1"},
+        description="d",
+        timeout_s=9.5,
+        stop_grace_s=2,
+        pool="gpu",
+        host="h1",
+        command_id=command_id,
     )
     ack = await publish_event(js, s, req)
     await wait_position(database_url, ack.seq)
     row = await fetch_run(database_url, run_id)
     assert row is not None
     assert row["status"] == "queued" and row["seq"] == ack.seq and row["created_at"] == req.occurred_at
-    assert (row["script"], json.loads(row["args"]), json.loads(row["env"])) == ("echo $1", ["a b"], {"X": "1"})
+    assert (row["script"], json.loads(row["args"]), json.loads(row["env"])) == (
+        "echo $1",
+        ["a b"],
+        {"X": "1"},
+    )
     assert (row["pool"], row["target_host"], str(row["command_id"])) == ("gpu", "h1", command_id)
     assert (row["timeout_s"], row["stop_grace_s"], row["description"]) == (9.5, 2, "d")
 
@@ -127,8 +151,14 @@ async def test_run_lifecycle_is_projected(bus: Any, database_url: str, start_ser
     assert row is not None and row["status"] == "stopping" and row["stop_requested_at"] == stop.occurred_at
 
     fin = RunFinished(
-        run_id=run_id, status=RunStatus.KILLED, signal=9, duration_s=1.5, output_truncated=True,
-        dropped_bytes=7, survivors=[77], reason="needed SIGKILL",
+        run_id=run_id,
+        status=RunStatus.KILLED,
+        signal=9,
+        duration_s=1.5,
+        output_truncated=True,
+        dropped_bytes=7,
+        survivors=[77],
+        reason="needed SIGKILL",
     )
     await publish_event(js, s, fin)
     # A second verdict (e.g. lost, after the real end) and a late start change nothing.
@@ -216,7 +246,9 @@ async def test_delete_removes_run_and_later_output(bus: Any, database_url: str, 
     assert [r["data"] for r in await fetch_output(database_url, kept_id)] == [b"output"]
 
 
-async def test_unknown_and_broken_messages_are_skipped(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_unknown_and_broken_messages_are_skipped(
+    bus: Any, database_url: str, start_service: Any
+) -> None:
     _, js, s = bus
     recorder = start_service("recorder")
     await js.publish(f"{s.prefix}.runs.{new_id()}.renamed", json.dumps({"type": "run.renamed"}).encode())
@@ -253,7 +285,9 @@ async def test_position_is_notified(bus: Any, database_url: str, start_service: 
         await conn.close()
 
 
-async def test_deleted_and_aged_out_messages_are_not_gaps(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_deleted_and_aged_out_messages_are_not_gaps(
+    bus: Any, database_url: str, start_service: Any
+) -> None:
     _, js, s = bus
     ids = [new_id() for _ in range(6)]
     for rid in ids:
@@ -281,12 +315,21 @@ async def test_batch_is_exactly_once_and_stops_at_a_real_gap(database_url: str) 
         await apply_migrations(conn)
         ids = [new_id() for _ in range(5)]
         msgs = [
-            StreamMessage(seq=i + 1, subject=f"p.runs.{rid}.requested.default",
-                          data=RunRequested(run_id=rid, script=str(i)).model_dump_json().encode())
+            StreamMessage(
+                seq=i + 1,
+                subject=f"p.runs.{rid}.requested.default",
+                data=RunRequested(run_id=rid, script=str(i)).model_dump_json().encode(),
+            )
             for i, rid in enumerate(ids)
         ]
-        msgs.append(StreamMessage(seq=6, subject=f"p.runs.{ids[0]}.out", data=b"abc",
-                                  headers=OutputChunk(ids[0], OutputStream.STDOUT, 0, 0, b"abc").headers()))
+        msgs.append(
+            StreamMessage(
+                seq=6,
+                subject=f"p.runs.{ids[0]}.out",
+                data=b"abc",
+                headers=OutputChunk(ids[0], OutputStream.STDOUT, 0, 0, b"abc").headers(),
+            )
+        )
 
         async def still_there(first: int, end: int) -> bool:
             return False
@@ -302,8 +345,12 @@ async def test_batch_is_exactly_once_and_stops_at_a_real_gap(database_url: str) 
         assert (result.position, result.applied) == (6, 0)
         assert await conn.fetchval("SELECT count(*) FROM runs") == 5
         assert await conn.fetchval("SELECT count(*) FROM run_output") == 1
-        late = StreamMessage(seq=9, subject=f"p.runs.{ids[0]}.out", data=b"def",
-                             headers=OutputChunk(ids[0], OutputStream.STDOUT, 3, 3, b"def").headers())
+        late = StreamMessage(
+            seq=9,
+            subject=f"p.runs.{ids[0]}.out",
+            data=b"def",
+            headers=OutputChunk(ids[0], OutputStream.STDOUT, 3, 3, b"def").headers(),
+        )
         result = await apply_batch(conn, [late], all_deleted)
         assert (result.position, result.applied) == (9, 1)
         assert await conn.fetchval("SELECT output_bytes FROM runs WHERE id = $1", uuid.UUID(ids[0])) == 6
@@ -340,7 +387,7 @@ async def test_concurrent_starts_and_two_recorders(bus: Any, database_url: str, 
 
 
 async def test_lag(bus: Any, database_url: str, start_service: Any) -> None:
-    nc, js, s = bus
+    _, js, s = bus
     recorder = start_service("recorder")
     ack = await publish_event(js, s, RunRequested(run_id=new_id(), script="x"))
     await wait_position(database_url, ack.seq)
@@ -369,9 +416,13 @@ async def test_rebuild_reproduces_the_read_models(bus: Any, database_url: str, s
             data = bytes([i, 0xFF, 0xC3, 0x28]) + f"line {i}\n".encode()
             await publish_chunk(js, s, rid, offset, data, stream="stdout" if i % 3 else "stderr")
             offset += len(data)
-    await publish_event(js, s, RunFinished(run_id=done, status=RunStatus.SUCCEEDED, exit_code=0, duration_s=1))
+    await publish_event(
+        js, s, RunFinished(run_id=done, status=RunStatus.SUCCEEDED, exit_code=0, duration_s=1)
+    )
     await publish_event(js, s, RunStopRequested(run_id=stopped))
-    await publish_event(js, s, RunFinished(run_id=stopped, status=RunStatus.STOPPED, signal=15, survivors=[5]))
+    await publish_event(
+        js, s, RunFinished(run_id=stopped, status=RunStatus.STOPPED, signal=15, survivors=[5])
+    )
     await publish_event(js, s, RunFinished(run_id=stopped, status=RunStatus.LOST))
     await publish_event(js, s, RunFinished(run_id=deleted, status=RunStatus.FAILED, exit_code=1))
     await publish_event(js, s, RunDeleted(run_id=deleted))
@@ -403,7 +454,11 @@ async def test_rebuild_reproduces_the_read_models(bus: Any, database_url: str, s
 
 def test_cli_help() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "scriptbus", "recorder", "--help"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "scriptbus", "recorder", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 0 and "--rebuild" in out.stdout and "--exit-when-caught-up" in out.stdout
 

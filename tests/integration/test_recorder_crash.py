@@ -10,8 +10,15 @@ import uuid
 from typing import Any
 
 import asyncpg
-
-from scriptbus.events import OutputChunk, OutputStream, RunFinished, RunRequested, RunStatus, new_id, publish_event
+from scriptbus.events import (
+    OutputChunk,
+    OutputStream,
+    RunFinished,
+    RunRequested,
+    RunStatus,
+    new_id,
+    publish_event,
+)
 
 TOTAL_BYTES = 20 * 1024 * 1024
 KILLS = 4
@@ -28,7 +35,9 @@ async def position(url: str) -> int:
     return int(value or 0)
 
 
-async def test_sigkill_mid_stream_keeps_every_byte_once(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_sigkill_mid_stream_keeps_every_byte_once(
+    bus: Any, database_url: str, start_service: Any
+) -> None:
     _, js, s = bus
     rng = random.Random(20)
     run_id = new_id()
