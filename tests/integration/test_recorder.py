@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -491,3 +492,45 @@ async def test_backlog_larger_than_the_servers_client_buffer(
     for row in await fetch_output(database_url, run_id):
         stored.update(row["data"])
     assert stored.hexdigest() == digest.hexdigest()
+
+
+async def test_recovers_from_lost_database_connection_and_consumer(
+    bus: Any, database_url: str, pg_admin_url: str, start_service: Any
+) -> None:
+    """PostgreSQL dropping the connection (as on a restart) and the consumer vanishing (as on a
+    NATS server restart) cost a retry, never an event."""
+    _, js, s = bus
+    recorder = start_service("recorder")
+    first = new_id()
+    ack = await publish_event(js, s, RunRequested(run_id=first, script="x"))
+    await wait_position(database_url, ack.seq)
+    dbname = database_url.rsplit("/", 1)[1].split("?")[0]
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND application_name = 'scriptbus-recorder'",
+            dbname,
+        )
+    finally:
+        await admin.close()
+    assert killed == 1
+    second = new_id()
+    await publish_event(js, s, RunRequested(run_id=second, script="x"))
+    ack = await publish_chunk(js, s, second, 0, b"after reconnect")
+    await wait_position(database_url, ack.seq)
+
+    names = [c.name async for c in _consumers(js, s.events_stream)]
+    assert len(names) == 1
+    await js.delete_consumer(s.events_stream, names[0])
+    ack = await publish_chunk(js, s, second, 15, b", after a new consumer")
+    await wait_position(database_url, ack.seq)
+    out = await fetch_output(database_url, second)
+    assert b"".join(r["data"] for r in out) == b"after reconnect, after a new consumer"
+    assert recorder.proc.poll() is None
+
+
+async def _consumers(js: JetStreamContext, stream: str) -> AsyncIterator[Any]:
+    for info in await js.consumers_info(stream):
+        if info.name.startswith("recorder_"):
+            yield info.config
