@@ -217,7 +217,13 @@ class Execution:
                 await publish_event(self._js, self._subjects, finished)
                 break
             except BUS_ERRORS as exc:
-                # The finish must land: without it the run looks alive until its executor is declared lost.
+                # The finish must land: without it the run looks alive until its executor is declared
+                # lost. Only a shutdown that cannot reach NATS gives up (the run then ends as lost).
+                if self._publisher.gave_up:
+                    log.error(
+                        "run %s: run.finished (%s) not published: %s", self.run_id, finished.status, exc
+                    )
+                    return finished
                 log.warning("run %s: could not publish run.finished (%s); retrying", self.run_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -32,13 +32,21 @@ class _Pending:
     chunk: OutputChunk
     subject: str
     sent_at: float = field(default_factory=time.monotonic)
+    # Published again (synchronously) after its ack was lost; its future no longer matters.
+    resent: bool = False
 
     def failed(self) -> bool:
+        if self.resent:
+            return False
         return self.future.cancelled() or self.future.exception() is not None
 
 
 class OutputPublisher:
-    """Publishes output chunks for all the runs of one executor, `MAX_PENDING_ACKS` unacked at most."""
+    """Publishes output chunks for all the runs of one executor, `MAX_PENDING_ACKS` unacked at most.
+
+    A chunk in flight when the connection drops may be lost; JetStream keeps the ones before it, so
+    after a reconnect each run first publishes again all of its unacked chunks, in order (duplicates
+    are dropped by msg id), and only then new ones: the stream keeps every byte in offset order."""
 
     def __init__(
         self,
@@ -52,6 +60,11 @@ class OutputPublisher:
         self._slots = asyncio.Semaphore(max_pending)
         self._ack_timeout_s = ack_timeout_s
         self._runs: set[RunOutput] = set()
+        self.gave_up = False
+
+    def give_up(self) -> None:
+        """Stop retrying: chunks not yet stored are dropped (shutdown while NATS is unreachable)."""
+        self.gave_up = True
 
     def run_output(self, subject: str, run_id: str, host: str, max_bytes: int) -> RunOutput:
         """The output of one run, published to `subject`, at most `max_bytes` of it."""
@@ -59,8 +72,22 @@ class OutputPublisher:
         self._runs.add(out)
         return out
 
+    @property
+    def reconnects(self) -> int:
+        return int(self._nc.stats["reconnects"])
+
+    async def _connected(self) -> bool:
+        """Wait until the connection is up (publishing into the reconnect buffer would put new chunks
+        ahead of lost ones); False when there is no point waiting any more."""
+        while not self._nc.is_connected:
+            if self._nc.is_closed or self.gave_up:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def _send(self, out: RunOutput, chunk: OutputChunk) -> None:
-        await self._acquire()
+        if not await self._acquire():
+            return
         try:
             future = await self._js.publish_async(out.subject, chunk.data, headers=chunk.headers())
         except BUS_ERRORS as exc:
@@ -71,15 +98,16 @@ class OutputPublisher:
         future.add_done_callback(lambda _: self._slots.release())
         out.pending.append(_Pending(future, chunk, out.subject))
 
-    async def _acquire(self) -> None:
-        while True:
+    async def _acquire(self) -> bool:
+        while not self.gave_up:
             try:
                 await asyncio.wait_for(self._slots.acquire(), timeout=self._ack_timeout_s / 2)
-                return
+                return True
             except TimeoutError:
-                # Acks lost across a reconnect never come: give up on them so their slots free up;
-                # their owners publish those chunks again (JetStream drops any duplicate by msg id).
+                # Acks that never come would hold their slots forever: give up on them; their runs
+                # publish those chunks again (JetStream drops any duplicate by msg id).
                 self._expire_stale()
+        return False
 
     def _expire_stale(self) -> None:
         now = time.monotonic()
@@ -93,7 +121,7 @@ class OutputPublisher:
 
     async def _republish(self, subject: str, chunk: OutputChunk) -> None:
         delay = 0.1
-        while not self._nc.is_closed:
+        while not self._nc.is_closed and not self.gave_up:
             try:
                 await self._js.publish(
                     subject, chunk.data, headers=chunk.headers(), timeout=self._ack_timeout_s
@@ -105,7 +133,7 @@ class OutputPublisher:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        log.error("run %s: output at offset %d lost: connection closed", chunk.run_id, chunk.offset)
+        log.error("run %s: output at offset %d not stored: NATS unreachable", chunk.run_id, chunk.offset)
 
     def _forget(self, out: RunOutput) -> None:
         self._runs.discard(out)
@@ -126,6 +154,7 @@ class RunOutput:
         self.stream_offsets = {OutputStream.STDOUT: 0, OutputStream.STDERR: 0}
         self.dropped_bytes = 0
         self.pending: deque[_Pending] = deque()
+        self._synced_at = publisher.reconnects
         # Offsets are assigned and chunks handed to NATS in one order, whichever pipe they came from.
         self._lock = asyncio.Lock()
 
@@ -135,7 +164,7 @@ class RunOutput:
 
     async def write(self, pieces: list[tuple[OutputStream, bytes]]) -> None:
         """Publish each `(stream, data)` as the next chunk, in order; past the cap, count the bytes as
-        dropped instead. Waits while the executor has too many unacked chunks."""
+        dropped instead. Waits while the executor has too many unacked chunks or NATS is away."""
         async with self._lock:
             for stream, data in pieces:
                 await self._write_one(stream, data)
@@ -157,6 +186,7 @@ class RunOutput:
         )
         self.offset += len(data)
         self.stream_offsets[stream] += len(data)
+        await self._resync()
         await self._settle(block=False)
         await self._publisher._send(self, chunk)
 
@@ -164,8 +194,23 @@ class RunOutput:
         """Return once every chunk published so far is stored in JetStream (republishing any whose ack
         failed or never came), so an event published next comes after all of this run's output."""
         async with self._lock:
+            await self._resync()
             await self._settle(block=True)
         self._publisher._forget(self)
+
+    async def _resync(self) -> None:
+        """After a reconnect, publish every unacked chunk again, in order, before anything new."""
+        while await self._publisher._connected() and self._synced_at != self._publisher.reconnects:
+            self._synced_at = self._publisher.reconnects
+            unacked = [e for e in self.pending if not e.resent and (not e.future.done() or e.failed())]
+            if unacked:
+                log.info(
+                    "run %s: republishing %d unacked chunks after a reconnect", self.run_id, len(unacked)
+                )
+            for entry in unacked:
+                entry.resent = True
+                entry.future.cancel()  # its ack went with the old connection; frees its slot
+                await self._publisher._republish(entry.subject, entry.chunk)
 
     async def _settle(self, block: bool) -> None:
         timeout = self._publisher._ack_timeout_s
@@ -174,18 +219,32 @@ class RunOutput:
             if not entry.future.done():
                 if not block:
                     return
-                remaining = entry.sent_at + timeout - time.monotonic()
-                try:
-                    await asyncio.wait_for(asyncio.shield(entry.future), timeout=max(remaining, 0.0))
-                except TimeoutError:
-                    entry.future.cancel()
-                except BaseException:
-                    # The failure is looked at below; a cancellation of drain itself propagates.
-                    if not entry.future.done():
-                        raise
+                if not await self._await_ack(entry, timeout):
+                    # The connection dropped while we waited: republish everything unacked in order.
+                    await self._resync()
+                    continue
             self.pending.popleft()
             if entry.failed():
                 await self._publisher._republish(entry.subject, entry.chunk)
+
+    async def _await_ack(self, entry: _Pending, timeout: float) -> bool:
+        """Wait for the ack of `entry` (cancelled past `timeout`); False if a reconnect came first."""
+        while not entry.future.done():
+            if self._synced_at != self._publisher.reconnects:
+                return False
+            remaining = entry.sent_at + timeout - time.monotonic()
+            if remaining <= 0:
+                entry.future.cancel()
+                break
+            try:
+                await asyncio.wait_for(asyncio.shield(entry.future), timeout=min(remaining, 0.25))
+            except TimeoutError:
+                pass
+            except BaseException:
+                # A failed publish is looked at by the caller; a cancellation of ours propagates.
+                if not entry.future.done():
+                    raise
+        return True
 
 
 class Pump:

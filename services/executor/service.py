@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import uuid
@@ -73,5 +74,10 @@ async def serve(settings: ExecutorSettings) -> None:
         await publish_event(js, subjects, ExecutorStopped(host=me.host, executor_id=me.executor_id))
     except BUS_ERRORS as exc:
         log.warning("executor.stopped not published: %s", exc)
-    await nc.drain()
+    try:
+        await nc.drain()
+    except BUS_ERRORS as exc:
+        log.warning("could not drain the connection: %s", exc)
+        with contextlib.suppress(*BUS_ERRORS):
+            await nc.close()
     log.info("executor stopped")

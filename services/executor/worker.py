@@ -38,6 +38,8 @@ MAX_BATCH = 16
 FETCH_WAIT_S = 1.0
 # A request we could not claim (NATS trouble) comes back after this.
 RETRY_DELAY_S = 1.0
+# At shutdown, how long past the longest grace period finishes may take to reach NATS.
+SHUTDOWN_PUBLISH_S = 15.0
 
 
 class _Pending:
@@ -271,9 +273,18 @@ class Worker:
             except BUS_ERRORS as exc:
                 log.debug("unsubscribe: %s", exc)
 
-    async def stop_runs(self) -> None:
-        """Stop every run (TERM, grace, KILL) and wait until each has published its finish."""
-        for execution in list(self.executions.values()):
+    async def stop_runs(self, publish_within_s: float = SHUTDOWN_PUBLISH_S) -> None:
+        """Stop every run (TERM, grace, KILL) and wait until each has published its finish. Once the
+        runs are dead, publishing gets `publish_within_s` more; past that (NATS unreachable) the
+        remaining output and finishes are given up so the executor can still exit."""
+        executions = list(self.executions.values())
+        for execution in executions:
             execution.request_stop(StopCause.SHUTDOWN, SHUTDOWN_REASON)
+        grace = max((e.grace_s for e in executions), default=0.0)
+        deadline = asyncio.get_running_loop().time() + grace + publish_within_s
         while self._handlers:
-            await asyncio.gather(*list(self._handlers), return_exceptions=True)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 and not self._publisher.gave_up:
+                log.error("NATS unreachable: giving up on unpublished output and finishes")
+                self._publisher.give_up()
+            await asyncio.wait(list(self._handlers), timeout=max(left, 0.5))
