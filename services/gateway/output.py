@@ -37,7 +37,11 @@ async def open_output(
     if status is None:
         raise RunNotFound(run_id)
     if not follow or status in TERMINAL_STATUSES:
-        return _stored(gw, run_id, offset, stream)
+        stored = _stored(gw, run_id, offset, stream)
+        # Read the first page now: a failing database is then a 503, not a 200 cut short.
+        with db_errors():
+            first = await anext(stored, b"")
+        return _prepend(first, stored)
     if not gw.nc.is_connected:
         raise BusUnavailable("NATS is not connected; live output cannot be followed right now")
     return _follow(gw, run_id, offset, stream, position)
@@ -45,6 +49,13 @@ async def open_output(
 
 async def _stored(gw: Gateway, run_id: str, offset: int, stream: OutputStream | None) -> AsyncIterator[bytes]:
     async for _end, data in readmodels.read_output(gw.pool, run_id, offset, stream):
+        yield data
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for data in rest:
         yield data
 
 

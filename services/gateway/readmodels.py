@@ -16,6 +16,8 @@ from scriptbus.gateway.schemas import OUTPUT_TAIL_BYTES, Run, RunSummary
 
 POSITION_NAME = "runs"
 POSITION_CHANNEL = "scriptbus_position"
+# Output is read from PostgreSQL in pages of about this many bytes.
+PAGE_BYTES = 1024 * 1024
 
 _SUMMARY_COLUMNS = """
     id::text AS id, status, script, args, description, env, pool, target_host, timeout_s, stop_grace_s,
@@ -106,39 +108,48 @@ async def _output_tail(conn: asyncpg.Connection, run_id: str) -> str:
 
 
 async def read_output(
-    pool: asyncpg.Pool, run_id: str, start: int, stream: OutputStream | None, page_rows: int = 256
+    pool: asyncpg.Pool, run_id: str, start: int, stream: OutputStream | None, page_bytes: int = PAGE_BYTES
 ) -> AsyncIterator[tuple[int, bytes]]:
-    """The stored output from byte `start` on, as (end position, bytes) pieces in order.
+    """The output stored when called, from byte `start` on, as (end position, bytes) pieces in order.
 
-    Positions count the combined output, or only `stream`'s bytes when it is given."""
-    col = '"offset"' if stream is None else "stream_offset"
-    extra, params = ("", []) if stream is None else ("AND stream = $3", [stream.value])
-    first = await pool.fetchval(
-        f"SELECT max({col}) FROM run_output WHERE run_id = $1::uuid AND {col} <= $2 {extra}",
+    Positions count the combined output, or only `stream`'s bytes when it is given. Pages are ranges
+    of the combined offset (the primary key's order), so each query is an index range scan and holds
+    at most `page_bytes` plus one chunk, however small or large the chunks are."""
+    selected = None if stream is None else stream.value
+    if selected is None:
+        first = await pool.fetchval(
+            'SELECT max("offset") FROM run_output WHERE run_id = $1::uuid AND "offset" <= $2', run_id, start
+        )
+    else:
+        first = await pool.fetchval(
+            'SELECT "offset" FROM run_output WHERE run_id = $1::uuid AND stream = $2 AND stream_offset <= $3 '
+            "ORDER BY stream_offset DESC LIMIT 1",
+            run_id,
+            selected,
+            start,
+        )
+    end = await pool.fetchval(
+        'SELECT "offset" + length(data) FROM run_output WHERE run_id = $1::uuid ORDER BY "offset" DESC LIMIT 1',
         run_id,
-        start,
-        *params,
     )
-    cursor = -1 if first is None else first - 1
+    cursor: int = first or 0
     pos = start
-    while True:
+    while end is not None and cursor < end:
         rows = await pool.fetch(
-            f"SELECT {col} AS at, data FROM run_output WHERE run_id = $1::uuid AND {col} > $2 {extra} "
-            f"ORDER BY {col} LIMIT {int(page_rows)}",
+            'SELECT "offset", stream_offset, data FROM run_output WHERE run_id = $1::uuid '
+            'AND "offset" >= $2 AND "offset" < $3 AND ($4::text IS NULL OR stream = $4) ORDER BY "offset"',
             run_id,
             cursor,
-            *params,
+            cursor + page_bytes,
+            selected,
         )
         for row in rows:
-            at: int = row["at"]
+            at: int = row["offset"] if selected is None else row["stream_offset"]
             data: bytes = row["data"]
-            end = at + len(data)
-            if end > pos:
-                yield end, data[max(0, pos - at) :]
-                pos = end
-        if len(rows) < page_rows:
-            return
-        cursor = rows[-1]["at"]
+            if at + len(data) > pos:
+                yield at + len(data), data[max(0, pos - at) :]
+                pos = at + len(data)
+        cursor += page_bytes
 
 
 async def projection_position(pool: asyncpg.Pool) -> int:

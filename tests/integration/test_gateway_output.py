@@ -5,6 +5,7 @@ finished) is published by hand, so no script runs."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -185,6 +186,22 @@ async def test_long_output_pages_through_and_the_tail_is_the_last_64_kib(api: Ap
     assert ex.combined[cut - 1 : cut + 1] == "é".encode()
     # The half character is dropped rather than shown as U+FFFD.
     assert run["output"].encode() == ex.combined[cut + 1 :]
+
+
+async def test_megabytes_of_binary_output_come_back_exact(api: Api) -> None:
+    ex = await running(api)
+    # 3 MB in chunks of 60,000 random bytes (not aligned to anything), alternating streams.
+    for i in range(50):
+        await ex.write(os.urandom(60_000), OutputStream.STDERR if i % 3 == 0 else OutputStream.STDOUT)
+    await ex.finish()
+    await wait_run(api, ex.run_id, lambda r: r["status"] == "succeeded")
+    assert await output(api, ex.run_id) == ex.combined
+    for offset in (1, 1024 * 1024 - 1, 1024 * 1024, 2_500_001):
+        assert await output(api, ex.run_id, offset=offset) == ex.combined[offset:]
+    for stream in OutputStream:
+        written = ex.written[stream]
+        assert await output(api, ex.run_id, stream=stream.value) == written
+        assert await output(api, ex.run_id, stream=stream.value, offset=654_321) == written[654_321:]
 
 
 async def test_follow_sends_stored_then_live_bytes_and_ends_on_finish(api: Api) -> None:
