@@ -155,9 +155,10 @@ class EventFeed:
         msgs = await self._pull(self._batch_size, self._batch_wait_s)
         if not msgs:
             # Nothing waiting: long-poll for one message, then take whatever came with it.
+            # Then only what is already there: a lone event is applied at once, not after batch_wait_s.
             msgs = await self._pull(1, self._idle_wait_s)
             if msgs and self._batch_size > 1:
-                msgs += await self._pull(self._batch_size - 1, self._batch_wait_s)
+                msgs += await self._pull(self._batch_size - 1, None)
         loop = asyncio.get_running_loop()
         if msgs:
             self._idle_since = None
@@ -169,8 +170,9 @@ class EventFeed:
             await self.pending()
         return [StreamMessage.from_msg(m) for m in msgs]
 
-    async def _pull(self, batch: int, expires_s: float) -> list[Msg]:
+    async def _pull(self, batch: int, expires_s: float | None) -> list[Msg]:
         """One pull request; returns when it is fulfilled, closed by a status, or has expired.
+        `expires_s=None` asks only for messages available right now (`no_wait`).
 
         All requests deliver into one subscription, so the queue is one ordered run of messages:
         whatever arrives after we stopped waiting for a request simply counts for the next one.
@@ -180,7 +182,12 @@ class EventFeed:
         assert self._inbox is not None and self._consumer is not None
         self._requests += 1
         reply = f"{self._inbox_prefix}.{self._requests}"
-        request = {"batch": batch, "max_bytes": self._batch_max_bytes, "expires": int(expires_s * 1e9)}
+        request: dict[str, object] = {"batch": batch, "max_bytes": self._batch_max_bytes}
+        # The server ignores no_wait when expires is set too.
+        if expires_s is None:
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(expires_s * 1e9)
         await self._nc.publish(
             f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer}",
             json.dumps(request).encode(),
@@ -189,7 +196,7 @@ class EventFeed:
         loop = asyncio.get_running_loop()
         # A request that ends exactly at max_bytes gets no closing status; nor does one lost in a
         # reconnect (messages lost with it show up as a jump in sequence numbers).
-        deadline = loop.time() + expires_s + PULL_GRACE_S
+        deadline = loop.time() + (expires_s or 0.0) + PULL_GRACE_S
         msgs: list[Msg] = []
         while len(msgs) < batch:
             try:
