@@ -118,6 +118,14 @@ async def test_a_run_for_a_host_goes_to_that_hosts_queue(api: Api) -> None:
     assert info.num_pending == 1
 
 
+async def test_a_large_script_and_env_are_stored_whole(api: Api) -> None:
+    script = "# ünïcode\n" + "echo 0123456789abcdef\n" * 40_000
+    env = {f"VAR_{i}": "v" * 900 for i in range(100)}
+    run = await create(api, script=script, env=env, pool="nobody-serves-this")
+    got = (await api.client.get(f"/api/v1/runs/{run['id']}")).json()
+    assert got["script"] == script and got["env"] == env
+
+
 BAD_POSTS: list[tuple[str, Any, str]] = [
     ("not json", b"{not json", "body"),
     ("not an object", b"[1, 2]", "body"),
@@ -164,6 +172,9 @@ async def test_bad_input_is_refused_naming_the_field_and_publishes_nothing(api: 
         headers={"content-type": "application/json"},
     )
     assert huge.status_code == 413, huge.text
+    # Within the script's own cap, but with the envelope over what one NATS message may carry.
+    too_big = await api.client.post("/api/v1/runs", json={"script": "x" * (1024 * 1024 - 100)})
+    assert too_big.status_code == 413 and "bytes" in too_big.json()["detail"], too_big.text
     form = await api.client.post("/api/v1/runs", data={"script": "true"})
     assert form.status_code == 422
 
