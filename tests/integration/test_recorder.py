@@ -534,3 +534,30 @@ async def _consumers(js: JetStreamContext, stream: str) -> AsyncIterator[Any]:
     for info in await js.consumers_info(stream):
         if info.name.startswith("recorder_"):
             yield info.config
+
+
+async def test_a_message_postgresql_rejects_costs_only_itself(
+    bus: Any, database_url: str, start_service: Any
+) -> None:
+    """A NUL byte fits in JSON but not in a PostgreSQL text column: that run is skipped with an
+    error, the rest of its batch is applied, and the recorder goes on."""
+    _, js, s = bus
+    before, poisoned, after = new_id(), new_id(), new_id()
+    await publish_event(js, s, RunRequested(run_id=before, script="ok"))
+    await publish_chunk(js, s, before, 0, b"kept")
+    await publish_event(js, s, RunRequested(run_id=poisoned, script="a\x00b"))
+    await publish_event(js, s, RunRequested(run_id=new_id(), script="ok", env={"A": "\x00"}))
+    await publish_event(js, s, RunRequested(run_id=after, script="ok"))
+    ack = await publish_chunk(js, s, after, 0, b"also kept")
+    recorder = start_service("recorder")
+    await wait_position(database_url, ack.seq)
+    assert [r["data"] for r in await fetch_output(database_url, before)] == [b"kept"]
+    assert [r["data"] for r in await fetch_output(database_url, after)] == [b"also kept"]
+    assert await fetch_run(database_url, poisoned) is None
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM runs") == 2
+    finally:
+        await conn.close()
+    assert recorder.log().count("cannot be projected") == 2, recorder.log()
+    assert recorder.proc.poll() is None
