@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from pydantic import ValidationError
 from scriptbus.executor.settings import ExecutorSettings, parse_labels
 
 
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
             _parser().error(str(exc))
     if args.max_concurrency is not None:
         overrides["max_concurrency"] = args.max_concurrency
-    settings = ExecutorSettings(**overrides)
+    try:
+        settings = ExecutorSettings(**overrides)
+    except ValidationError as exc:
+        _parser().error(f"invalid settings: {exc}")
     logging.basicConfig(
         stream=sys.stderr,
         level=os.environ.get("SCRIPTBUS_LOG_LEVEL", settings.log_level).upper(),
