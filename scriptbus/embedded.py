@@ -26,6 +26,7 @@ from pathlib import Path
 # As root, PostgreSQL refuses to run; it runs as this system user instead.
 PG_SYSTEM_USER = "scriptbus-pg"
 _PR_SET_PDEATHSIG = 1
+MAX_PAYLOAD = 8 * 1024 * 1024
 
 
 class ServerError(RuntimeError):
@@ -112,8 +113,12 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 20.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A 1 MiB script plus its event envelope must fit one message: the default payload cap is 1 MiB.
+        config = self.data_dir / "nats-server.conf"
+        config.write_text(f"max_payload: {MAX_PAYLOAD}\n")
         args = [
             nats_server_binary(),
+            "-c", str(config),
             "-a", self.host,
             "-p", str(self.port),
             "-js",

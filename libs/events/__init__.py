@@ -5,6 +5,7 @@ Every service imports this package; nothing else is shared between services.
 
 from scriptbus.events.bus import BusSettings, connect_bus
 from scriptbus.events.codec import decode_event, encode_event, event_headers
+from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpdated
 from scriptbus.events.envelope import Event, new_id, utcnow
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
 from scriptbus.events.output import OutputChunk, OutputStream
@@ -17,7 +18,13 @@ from scriptbus.events.runs import (
 )
 from scriptbus.events.publishing import publish_event, subject_for
 from scriptbus.events.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, RunStatus
-from scriptbus.events.streams import claims_bucket, ensure_queue, ensure_streams
+from scriptbus.events.streams import (
+    claims_bucket,
+    command_names_bucket,
+    ensure_queue,
+    ensure_streams,
+    idempotency_bucket,
+)
 from scriptbus.events.subjects import Subjects, host_token, valid_token
 
 __all__ = [
@@ -27,6 +34,9 @@ __all__ = [
     "subject_for",
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
+    "CommandCreated",
+    "CommandDeleted",
+    "CommandUpdated",
     "Event",
     "ExecutorHeartbeat",
     "ExecutorLost",
@@ -43,6 +53,8 @@ __all__ = [
     "decode_event",
     "encode_event",
     "claims_bucket",
+    "command_names_bucket",
+    "idempotency_bucket",
     "ensure_queue",
     "ensure_streams",
     "event_headers",

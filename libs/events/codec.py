@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from pydantic import TypeAdapter
 
+from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpdated
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
@@ -28,6 +29,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ExecutorHeartbeat,
         ExecutorStopped,
         ExecutorLost,
+        CommandCreated,
+        CommandUpdated,
+        CommandDeleted,
     )
 }
 

@@ -6,6 +6,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from scriptbus.events.codec import encode_event, event_headers
+from scriptbus.events.commands import CommandEvent
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorEvent
 from scriptbus.events.runs import RunEvent, RunRequested
@@ -17,6 +18,8 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.run_requested(event.run_id, event.target)
     if isinstance(event, RunEvent):
         return s.run_event(event.run_id, event.type.removeprefix("run."))
+    if isinstance(event, CommandEvent):
+        return s.command_event(event.command_id, event.type.removeprefix("command."))
     if isinstance(event, ExecutorEvent):
         return s.executor_event(event.host, event.type.removeprefix("executor."))
     raise TypeError(f"no subject for event type {event.type!r}")

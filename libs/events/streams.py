@@ -18,10 +18,12 @@ from nats.js.kv import KeyValue
 
 from scriptbus.events.subjects import Subjects
 
-# JetStream's default message cap is 1 MiB; output chunks are at most 64 KiB, events far smaller.
-MAX_MSG_SIZE = 1024 * 1024
+# Output chunks are at most 64 KiB; the largest event is a run request with a 1 MiB script. The server's
+# own max_payload (1 MiB unless configured; `scriptbus up` sets 8 MiB) caps messages below this too.
+MAX_MSG_SIZE = 8 * 1024 * 1024
 DUPLICATE_WINDOW_S = 120.0
 CLAIM_MAX_AGE_S = 30 * 24 * 3600.0
+IDEMPOTENCY_TTL_S = 24 * 3600.0
 # A request pulled but neither claimed nor released in this time goes to another executor.
 QUEUE_ACK_WAIT_S = 30.0
 
@@ -70,21 +72,35 @@ async def ensure_streams(js: JetStreamContext, s: Subjects) -> None:
     await _ensure_stream(js, events_stream_config(s))
     await _ensure_stream(js, executors_stream_config(s))
     await claims_bucket(js, s)
+    await command_names_bucket(js, s)
+    await idempotency_bucket(js, s)
+
+
+async def _bucket(js: JetStreamContext, name: str, ttl: float | None) -> KeyValue:
+    try:
+        return await js.key_value(name)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=name, history=1, ttl=ttl, storage=StorageType.FILE))
+    except nats.js.errors.BadRequestError:
+        return await js.key_value(name)
 
 
 async def claims_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
     """Run id -> who holds it. `create` on this bucket is the one atomic claim on a run: an executor's
     claim means it starts the run, a stop's claim means no executor ever will."""
-    try:
-        return await js.key_value(s.claims_bucket)
-    except nats.js.errors.BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=s.claims_bucket, history=1, ttl=CLAIM_MAX_AGE_S, storage=StorageType.FILE)
-        )
-    except nats.js.errors.BadRequestError:
-        return await js.key_value(s.claims_bucket)
+    return await _bucket(js, s.claims_bucket, CLAIM_MAX_AGE_S)
+
+
+async def command_names_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
+    """Command name -> command id. Whoever wins `create` of a name owns it; delete frees it."""
+    return await _bucket(js, s.command_names_bucket, None)
+
+
+async def idempotency_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
+    """sha256(Idempotency-Key) -> {"request": sha256 of method+path+body, "resource": ...}; 24 h."""
+    return await _bucket(js, s.idempotency_bucket, IDEMPOTENCY_TTL_S)
 
 
 def queue_consumer_config(s: Subjects, target: str) -> ConsumerConfig:

@@ -33,6 +33,10 @@ class Subjects:
         self.events_stream = f"{up}_EVENTS"
         self.executors_stream = f"{up}_EXECUTORS"
         self.claims_bucket = f"{up}_claims"
+        # Command name -> command id; `create` makes names unique without a database round trip.
+        self.command_names_bucket = f"{up}_command_names"
+        # Idempotency-Key (hashed) -> the request's hash and the resource it made; entries live 24 h.
+        self.idempotency_bucket = f"{up}_idempotency"
         # Subjects held by the events stream
         self.events_subjects = [
             f"{prefix}.runs.>",
@@ -62,6 +66,11 @@ class Subjects:
 
     def run_all(self, run_id: str) -> str:
         return f"{self.prefix}.runs.{run_id}.>"
+
+    # commands -----------------------------------------------------------------------------------
+    def command_event(self, command_id: str, name: str) -> str:
+        """`created`, `updated`, `deleted`."""
+        return f"{self.prefix}.commands.{command_id}.{name}"
 
     # executors ----------------------------------------------------------------------------------
     def executor_event(self, host: str, name: str) -> str:

@@ -1,0 +1,38 @@
+"""Events of the saved-command catalogue: named scripts that runs can be started from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from scriptbus.events.envelope import Event
+
+
+class CommandEvent(Event):
+    command_id: str
+
+
+class CommandDefinition(CommandEvent):
+    """The whole definition: `updated` replaces it (PUT semantics), it never patches."""
+
+    name: str
+    description: str = ""
+    script: str
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = None
+    stop_grace_s: float = 5.0
+    pool: str = "default"
+
+
+class CommandCreated(CommandDefinition):
+    type: Literal["command.created"] = "command.created"
+
+
+class CommandUpdated(CommandDefinition):
+    type: Literal["command.updated"] = "command.updated"
+
+
+class CommandDeleted(CommandEvent):
+    type: Literal["command.deleted"] = "command.deleted"
+    name: str
