@@ -23,6 +23,7 @@ from datetime import datetime
 
 import asyncpg
 import nats
+
 from scriptbus.events import OutputChunk, OutputStream, RunRequested, Subjects, ensure_streams, publish_event
 from scriptbus.recorder.run_output import _copy_skipping_duplicates
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.position import lock_position, store_position
 from scriptbus.recorder.projections import project_message

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from scriptbus.events.envelope import new_id
 from scriptbus.events.streams import MAX_MSG_SIZE
 from scriptbus.events.subjects import Subjects
@@ -154,8 +155,8 @@ class EventFeed:
     async def _read(self) -> list[StreamMessage]:
         msgs = await self._pull(self._batch_size, self._batch_wait_s)
         if not msgs:
-            # Nothing waiting: long-poll for one message, then take whatever came with it.
-            # Then only what is already there: a lone event is applied at once, not after batch_wait_s.
+            # Nothing waiting: long-poll for one message, then add only what is already there, so a
+            # lone event is applied at once rather than after batch_wait_s.
             msgs = await self._pull(1, self._idle_wait_s)
             if msgs and self._batch_size > 1:
                 msgs += await self._pull(self._batch_size - 1, None)

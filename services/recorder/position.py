@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from nats.js import JetStreamContext
+
 from scriptbus.events.subjects import Subjects
 
 POSITION_NAME = "runs"

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
+
 from scriptbus.events.codec import decode_event
 from scriptbus.events.envelope import Event
 from scriptbus.events.output import OutputChunk

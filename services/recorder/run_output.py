@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+
 from scriptbus.events.output import OutputChunk
 
 _COLUMNS = ["run_id", "offset", "stream", "stream_offset", "data"]

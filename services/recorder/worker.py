@@ -8,6 +8,7 @@ import logging
 import time
 
 import asyncpg
+
 from scriptbus.events.bus import connect_bus
 from scriptbus.recorder.batch import apply_batch
 from scriptbus.recorder.feed import EventFeed

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+
 from scriptbus.events import (
     OutputChunk,
     OutputStream,

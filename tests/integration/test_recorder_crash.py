@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+
 from scriptbus.events import (
     OutputChunk,
     OutputStream,
