@@ -6,6 +6,8 @@ import importlib
 import sys
 
 SERVICES = ("gateway", "executor", "recorder", "scheduler")
+# Kept in step with scriptbus.client.CLIENT_COMMANDS, without importing the client for the services.
+CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors")
 
 USAGE = """usage: scriptbus <command> [options]
 
@@ -15,6 +17,16 @@ system:
   executor    the agent that runs scripts on this host
   recorder    projects the event stream into PostgreSQL
   scheduler   watches executors (and, later, workflows)
+
+client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBUS_TOKEN, --json):
+  run         run a script (inline, -f FILE or --command NAME) and follow its output
+  ps          list runs (queued and running; --all for finished ones too)
+  show        one run in full
+  logs        a run's output (-f follows it live)
+  stop        stop a run
+  rm          forget a finished run
+  commands    saved commands: list, show, create, edit, rm
+  executors   the fleet: hosts, state, pools, load
 
 Run `scriptbus <command> --help` for a command's options.
 """
@@ -26,7 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
-    if command in SERVICES:
+    if command in CLIENT or command.startswith("--"):
+        # Client commands, also with global options first: `scriptbus --json ps`.
+        from scriptbus.client import main as client_main
+
+        client_main(args)
+    elif command in SERVICES:
         module = importlib.import_module(f"scriptbus.{command}.__main__")
         module.main(rest)
     elif command == "up":

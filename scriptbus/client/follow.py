@@ -1,0 +1,297 @@
+"""Following a run live: its events over SSE (`GET /runs/{id}/events`), output bytes onto the right
+local stream, reconnecting with `Last-Event-ID` after a dropped connection so every byte arrives once.
+
+Gateways without the events endpoint are followed through `/output?follow=true`, one connection per
+stream, and the final status is read from `GET /runs/{id}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, BinaryIO, Self
+
+from scriptbus.client.api import Api, ClientError, NotFound, Unreachable
+from scriptbus.client.render import signal_name
+
+TERMINAL = frozenset(
+    {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
+)
+_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    id: str | None
+    event: str
+    data: str
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[SseEvent]:
+    """Server-sent events from the lines of a `text/event-stream` body (WHATWG rules: `:` comments,
+    one optional space after the colon, `data` lines joined by newlines, a blank line dispatches)."""
+    event_id: str | None = None
+    event = ""
+    data: list[str] = []
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data or event:
+                yield SseEvent(event_id, event or "message", "\n".join(data))
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id" and "\x00" not in value:
+            event_id = value
+
+
+@dataclass
+class Outcome:
+    """How a followed run ended."""
+
+    status: str
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""
+    deleted: bool = False
+
+
+class InterruptGuard:
+    """Holds Ctrl-C back while an output chunk is written and its position recorded, so following again
+    after the interrupt neither repeats nor skips a byte. Install it in the main thread only."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending = False
+        self._previous: Any = None
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._depth:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._pending:
+                self._pending = False
+                raise KeyboardInterrupt
+
+
+@dataclass
+class RunFollower:
+    """Writes a run's output to `stdout`/`stderr` (binary streams) until it ends, then returns its
+    `Outcome`. `follow()` may be called again after a KeyboardInterrupt: it resumes where it stopped.
+
+    `only` keeps one stream's bytes (written to `stdout`); `on_state` hears `queued` / `running` /
+    `stopping` as the run moves on (and `finished` at the end)."""
+
+    api: Api
+    run_id: str
+    stdout: BinaryIO
+    stderr: BinaryIO
+    only: str | None = None
+    on_state: Callable[[str], None] = lambda _state: None
+    guard: InterruptGuard = field(default_factory=InterruptGuard)
+    reconnect_for_s: float = 60.0
+    last_event_id: str | None = None
+    _fallback: _OutputFollower | None = None
+
+    def follow(self) -> Outcome:
+        if self._fallback is not None:
+            return self._fallback.follow()
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else None
+            try:
+                with (
+                    self.api.transport_errors(),
+                    self.api.stream(f"/runs/{self.run_id}/events", headers=headers) as response,
+                ):
+                    failing_since, attempt = None, 0
+                    for event in parse_sse(response.iter_lines()):
+                        outcome = self._handle(event)
+                        if outcome is not None:
+                            return outcome
+                # The server closed the stream before the run ended (a gateway restart): resume.
+            except NotFound as exc:
+                if not exc.no_route:
+                    raise
+                self._fallback = _OutputFollower(self)
+                return self._fallback.follow()
+            except (Unreachable, ClientError) as exc:
+                # 4xx other than a missing route will not heal by retrying; 5xx and lost connections may.
+                if not isinstance(exc, Unreachable) and not _retryable(exc):
+                    raise
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > self.reconnect_for_s:
+                    raise Unreachable(
+                        f"{exc.message}; the run goes on: reattach with `scriptbus logs -f {self.run_id}`"
+                    ) from exc
+            time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+            attempt += 1
+
+    def _handle(self, event: SseEvent) -> Outcome | None:
+        try:
+            body = json.loads(event.data) if event.data else {}
+        except ValueError:
+            body = {}
+        if event.event == "output":
+            stream = str(body.get("stream", "stdout"))
+            data = base64.b64decode(body.get("data", ""))
+            self.on_state("running")
+            with self.guard.critical():
+                if self.only is None or stream == self.only:
+                    target = self.stderr if stream == "stderr" and self.only is None else self.stdout
+                    target.write(data)
+                    target.flush()
+                self.last_event_id = event.id or self.last_event_id
+            return None
+        self.last_event_id = event.id or self.last_event_id
+        if event.event == "run.requested":
+            self.on_state("queued")
+        elif event.event == "run.started":
+            self.on_state("running")
+        elif event.event == "run.stop_requested":
+            self.on_state("stopping")
+        elif event.event == "run.finished":
+            self.on_state("finished")
+            return Outcome(
+                status=str(body.get("status", "")),
+                exit_code=body.get("exit_code"),
+                signal=body.get("signal"),
+                reason=str(body.get("reason") or ""),
+            )
+        elif event.event == "run.deleted":
+            self.on_state("finished")
+            return Outcome(status="deleted", deleted=True)
+        return None
+
+
+def _retryable(exc: ClientError) -> bool:
+    return exc.status is not None and exc.status >= 500
+
+
+class _OutputFollower:
+    """The older way: `/output?follow=true&stream=…` per stream, each in a thread, then the status."""
+
+    def __init__(self, parent: RunFollower) -> None:
+        self.parent = parent
+        streams = [parent.only] if parent.only else ["stdout", "stderr"]
+        self.errors: list[ClientError] = []
+        self.threads = [
+            threading.Thread(target=self._pump, args=(stream,), daemon=True, name=f"follow-{stream}")
+            for stream in streams
+        ]
+        self.lock = threading.Lock()
+        for thread in self.threads:
+            thread.start()
+
+    def follow(self) -> Outcome:
+        for thread in self.threads:
+            # join() with a timeout keeps the main thread responsive to Ctrl-C.
+            while thread.is_alive():
+                thread.join(0.2)
+        if self.errors:
+            raise self.errors[0]
+        p = self.parent
+        deadline = time.monotonic() + 10
+        while True:
+            run = p.api.get_run(p.run_id)
+            # The output ends on the finish event; the read model follows a moment later.
+            if run["status"] in TERMINAL or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        p.on_state("finished")
+        return Outcome(
+            str(run["status"]), run.get("exit_code"), run.get("signal"), str(run.get("reason") or "")
+        )
+
+    def _pump(self, stream: str) -> None:
+        p = self.parent
+        target = p.stderr if stream == "stderr" and p.only is None else p.stdout
+        offset = 0
+        failing_since: float | None = None
+        while True:
+            params = {"follow": "true", "stream": stream, "offset": offset}
+            try:
+                with (
+                    p.api.transport_errors(),
+                    p.api.stream(f"/runs/{p.run_id}/output", params=params) as response,
+                ):
+                    failing_since = None
+                    for data in response.iter_raw():
+                        if not data:
+                            continue
+                        with self.lock:
+                            p.on_state("running")
+                            target.write(data)
+                            target.flush()
+                        offset += len(data)
+                return
+            except Unreachable as exc:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > p.reconnect_for_s:
+                    self.errors.append(exc)
+                    return
+                time.sleep(0.5)
+            except ClientError as exc:
+                self.errors.append(exc)
+                return
+            except (OSError, ValueError):
+                # Our own stdout went away (a closed pipe): nothing left to write to.
+                return
+
+
+def exit_status(outcome: Outcome) -> tuple[int, str]:
+    """The exit status of `scriptbus run` for how the run ended, and the status line to print (empty
+    when the script's own exit code says it all)."""
+    status = outcome.status
+    if status == "succeeded":
+        return 0, ""
+    if status == "failed" and outcome.exit_code is not None:
+        return outcome.exit_code, ""
+    if status in ("terminated", "stopped", "killed") and outcome.signal:
+        name = signal_name(outcome.signal)
+        what = {"terminated": "killed by", "stopped": "stopped with", "killed": "killed with"}[status]
+        return 128 + outcome.signal, f"{status}: {what} {name}"
+    if status == "deleted":
+        return 1, "deleted while it was being followed"
+    line = status.replace("_", " ") if status else "ended with an unknown status"
+    if outcome.reason:
+        line += f": {outcome.reason}"
+    return 1, line
+
+
+__all__ = ["InterruptGuard", "Outcome", "RunFollower", "SseEvent", "exit_status", "parse_sse"]
