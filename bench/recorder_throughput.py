@@ -28,7 +28,7 @@ from scriptbus.events import OutputChunk, OutputStream, RunRequested, Subjects, 
 from scriptbus.recorder.run_output import _copy_skipping_duplicates
 
 _LOG_TIME = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?(recorder ready|caught up with the stream)", re.MULTILINE
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?runs: (ready at|caught up with the stream)", re.MULTILINE
 )
 
 

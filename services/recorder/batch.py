@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from scriptbus.recorder.feed import StreamMessage
-from scriptbus.recorder.position import lock_position, store_position
-from scriptbus.recorder.projections import project_message
-from scriptbus.recorder.run_output import OutputBatch
+from scriptbus.recorder.position import POSITION_NAME, lock_position, store_position
+from scriptbus.recorder.projections import BatchWrites, project_message
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +38,35 @@ class BatchResult:
 
 
 async def apply_batch(
-    conn: asyncpg.Connection, msgs: Sequence[StreamMessage], gap_check: GapCheck
+    conn: asyncpg.Connection,
+    msgs: Sequence[StreamMessage],
+    gap_check: GapCheck,
+    *,
+    position_name: str = POSITION_NAME,
 ) -> BatchResult:
-    """Project `msgs` (in stream order) and store the new position, exactly once.
+    """Project `msgs` (in stream order) and store the new position `position_name`, exactly once.
 
     Messages at or below the stored position are skipped, so a batch delivered again after a crash
-    changes nothing. A jump in sequence numbers stops the batch there unless the missing messages
-    no longer exist in the stream.
+    changes nothing. A jump in sequence numbers stops the batch there unless `gap_check` says the
+    missing messages no longer exist in the stream.
     """
     try:
-        return await _apply(conn, msgs, gap_check, careful=False)
+        return await _apply(conn, msgs, gap_check, position_name, careful=False)
     except _CONTENT_ERRORS as exc:
         log.warning("batch of %d failed (%s); applying it message by message", len(msgs), exc)
-        return await _apply(conn, msgs, gap_check, careful=True)
+        return await _apply(conn, msgs, gap_check, position_name, careful=True)
 
 
 async def _apply(
-    conn: asyncpg.Connection, msgs: Sequence[StreamMessage], gap_check: GapCheck, *, careful: bool
+    conn: asyncpg.Connection,
+    msgs: Sequence[StreamMessage],
+    gap_check: GapCheck,
+    position_name: str,
+    *,
+    careful: bool,
 ) -> BatchResult:
     async with conn.transaction():
-        last = await lock_position(conn)
+        last = await lock_position(conn, position_name)
         accepted: list[StreamMessage] = []
         restart_from: int | None = None
         expected = last + 1
@@ -79,12 +87,12 @@ async def _apply(
         if careful:
             await _project_one_by_one(conn, accepted)
         else:
-            output = OutputBatch()
+            writes = BatchWrites()
             for m in accepted:
-                await project_message(conn, m, output)
-            await output.flush(conn)
+                await project_message(conn, m, writes)
+            await writes.flush(conn)
         position = accepted[-1].seq
-        await store_position(conn, position)
+        await store_position(conn, position, position_name)
     return BatchResult(position=position, applied=len(accepted), restart_from=restart_from)
 
 
@@ -92,8 +100,8 @@ async def _project_one_by_one(conn: asyncpg.Connection, msgs: Sequence[StreamMes
     for m in msgs:
         try:
             async with conn.transaction():  # a savepoint: a failure undoes this message only
-                output = OutputBatch()
-                await project_message(conn, m, output)
-                await output.flush(conn)
+                writes = BatchWrites()
+                await project_message(conn, m, writes)
+                await writes.flush(conn)
         except _CONTENT_ERRORS as exc:
             log.error("seq %d on %s cannot be projected, skipped: %r", m.seq, m.subject, exc)

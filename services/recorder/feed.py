@@ -28,7 +28,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from scriptbus.events.envelope import new_id
 from scriptbus.events.streams import MAX_MSG_SIZE
-from scriptbus.events.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +67,13 @@ class StreamMessage:
 
 
 class EventFeed:
-    """Batches of the events stream from a given sequence on, in stream order."""
+    """Batches of one stream from a given sequence on, in stream order."""
 
     def __init__(
         self,
         nc: Client,
         js: JetStreamContext,
-        subjects: Subjects,
+        stream: str,
         *,
         batch_size: int,
         batch_max_bytes: int,
@@ -83,7 +82,7 @@ class EventFeed:
     ) -> None:
         self._nc = nc
         self._js = js
-        self._stream = subjects.events_stream
+        self._stream = stream
         self._batch_size = batch_size
         self._batch_max_bytes = max(batch_max_bytes, MIN_BATCH_BYTES)
         self._batch_wait_s = batch_wait_s

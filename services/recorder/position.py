@@ -7,7 +7,10 @@ from nats.js import JetStreamContext
 
 from scriptbus.events.subjects import Subjects
 
+# Position in the events stream (runs, output, commands).
 POSITION_NAME = "runs"
+# Position in the executors stream, which is projected on its own.
+EXECUTORS_POSITION_NAME = "executors"
 # The gateway LISTENs here to wait for read-your-writes; the payload is the new last_seq.
 NOTIFY_CHANNEL = "scriptbus_position"
 
@@ -29,9 +32,11 @@ async def lock_position(conn: asyncpg.Connection, name: str = POSITION_NAME) -> 
 
 
 async def store_position(conn: asyncpg.Connection, seq: int, name: str = POSITION_NAME) -> None:
-    """Inside the batch's transaction: record `seq` as applied and tell listeners once it commits."""
+    """Inside the batch's transaction: record `seq` as applied and, for the events stream, tell
+    listeners once it commits."""
     await conn.execute("UPDATE projection_position SET last_seq = $2 WHERE name = $1", name, seq)
-    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(seq))
+    if name == POSITION_NAME:
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(seq))
 
 
 async def projection_lag(conn: asyncpg.Connection, js: JetStreamContext, subjects: Subjects) -> int:

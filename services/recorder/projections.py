@@ -1,7 +1,8 @@
 """Projections: plain functions from one event to SQL, dispatched by event type.
 
 They run inside the batch's transaction, in stream order; the stream's order is the truth, so a
-`run.finished` may be applied in the same batch as its `run.requested`.
+`run.finished` may be applied in the same batch as its `run.requested`. The same dispatcher serves the
+events stream (runs, output, commands) and the executors stream (the fleet).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,9 @@ import asyncpg
 from pydantic import ValidationError
 
 from scriptbus.events.codec import decode_event
+from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandEvent, CommandUpdated
 from scriptbus.events.envelope import Event
+from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
 from scriptbus.events.output import OutputChunk
 from scriptbus.events.runs import (
     RunDeleted,
@@ -30,12 +34,31 @@ from scriptbus.events.runs import (
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.run_output import OutputBatch
+from scriptbus.recorder.run_stats import RunStats
 
 log = logging.getLogger(__name__)
 
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 
-Projection = Callable[[asyncpg.Connection, Any, int], Awaitable[None]]
+
+@dataclass
+class BatchWrites:
+    """What the projections of one transaction collect to write in bulk at its end."""
+
+    output: OutputBatch = field(default_factory=OutputBatch)
+    stats: RunStats = field(default_factory=RunStats)
+
+    async def flush_output(self, conn: asyncpg.Connection) -> None:
+        stored = await self.output.flush(conn)
+        if stored:
+            self.stats.count("output_bytes", by=stored)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        await self.flush_output(conn)
+        await self.stats.flush(conn)
+
+
+Projection = Callable[[asyncpg.Connection, Any, int, BatchWrites], Awaitable[None]]
 
 
 def _aware(t: datetime) -> datetime:
@@ -51,8 +74,11 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
         return None
 
 
-async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int) -> None:
-    await conn.execute(
+# runs ---------------------------------------------------------------------------------------------
+
+
+async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: BatchWrites) -> None:
+    status = await conn.execute(
         """INSERT INTO runs (id, seq, status, script, args, env, description, pool, target_host,
                              command_id, timeout_s, stop_grace_s, created_at)
            VALUES ($1, $2, 'queued', $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11, $12)
@@ -70,17 +96,19 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int) -> 
         e.stop_grace_s,
         _aware(e.occurred_at),
     )
+    if status == "INSERT 0 1":
+        w.stats.count("requested", e.pool)
 
 
-async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int) -> None:
+async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int, w: BatchWrites) -> None:
     # A stop requested before the start was seen leaves the run `stopping`, not `running`.
-    await conn.execute(
+    first_start = await conn.fetchval(
         """UPDATE runs SET
-               status = CASE WHEN status = ANY($6::text[]) THEN status
-                             WHEN stop_requested_at IS NOT NULL THEN 'stopping'
-                             ELSE 'running' END,
+               status = CASE WHEN runs.stop_requested_at IS NOT NULL THEN 'stopping' ELSE 'running' END,
                host = $2, pid = $3, executor_id = $4, started_at = $5
-           WHERE id = $1 AND NOT (status = ANY($6::text[]))""",
+           FROM (SELECT id, started_at FROM runs WHERE id = $1 FOR UPDATE) AS before
+           WHERE runs.id = before.id AND NOT (runs.status = ANY($6::text[]))
+           RETURNING before.started_at IS NULL""",
         uuid.UUID(e.run_id),
         e.host,
         e.pid,
@@ -88,9 +116,11 @@ async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int) -> None
         _aware(e.occurred_at),
         _TERMINAL,
     )
+    if first_start:
+        w.stats.count("started", e.host)
 
 
-async def run_stop_requested(conn: asyncpg.Connection, e: RunStopRequested, seq: int) -> None:
+async def run_stop_requested(conn: asyncpg.Connection, e: RunStopRequested, seq: int, w: BatchWrites) -> None:
     await conn.execute(
         """UPDATE runs SET
                stop_requested_at = COALESCE(stop_requested_at, $2),
@@ -101,9 +131,9 @@ async def run_stop_requested(conn: asyncpg.Connection, e: RunStopRequested, seq:
     )
 
 
-async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int) -> None:
+async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: BatchWrites) -> None:
     # The first finish wins: a later one (a lost-executor verdict after the real end) changes nothing.
-    await conn.execute(
+    status = await conn.execute(
         """UPDATE runs SET
                status = $2, exit_code = $3, signal = $4, host = COALESCE($5, host), finished_at = $6,
                duration_s = $7, output_truncated = $8, dropped_bytes = $9, survivors = $10::jsonb,
@@ -122,12 +152,105 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int) -> No
         e.reason,
         _TERMINAL,
     )
+    if status == "UPDATE 1":
+        w.stats.count("finished", e.status.value)
+        if e.duration_s is not None:
+            w.stats.observe_duration(e.duration_s)
 
 
-async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int) -> None:
+async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: BatchWrites) -> None:
     run_id = uuid.UUID(e.run_id)
     await conn.execute("DELETE FROM run_output WHERE run_id = $1", run_id)
     await conn.execute("DELETE FROM runs WHERE id = $1", run_id)
+
+
+# commands -----------------------------------------------------------------------------------------
+
+
+async def command_created(conn: asyncpg.Connection, e: CommandCreated, seq: int, w: BatchWrites) -> None:
+    await conn.execute(
+        """INSERT INTO commands (id, name, description, script, env, timeout_s, stop_grace_s, pool,
+                                 version, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, 1, $9, $9)
+           ON CONFLICT (id) DO NOTHING""",
+        uuid.UUID(e.command_id),
+        e.name,
+        e.description,
+        e.script,
+        json.dumps(e.env),
+        e.timeout_s,
+        e.stop_grace_s,
+        e.pool,
+        _aware(e.occurred_at),
+    )
+
+
+async def command_updated(conn: asyncpg.Connection, e: CommandUpdated, seq: int, w: BatchWrites) -> None:
+    await conn.execute(
+        """UPDATE commands SET name = $2, description = $3, script = $4, env = $5::jsonb, timeout_s = $6,
+                               stop_grace_s = $7, pool = $8, version = version + 1, updated_at = $9
+           WHERE id = $1""",
+        uuid.UUID(e.command_id),
+        e.name,
+        e.description,
+        e.script,
+        json.dumps(e.env),
+        e.timeout_s,
+        e.stop_grace_s,
+        e.pool,
+        _aware(e.occurred_at),
+    )
+
+
+async def command_deleted(conn: asyncpg.Connection, e: CommandDeleted, seq: int, w: BatchWrites) -> None:
+    await conn.execute("DELETE FROM commands WHERE id = $1", uuid.UUID(e.command_id))
+
+
+# executors ----------------------------------------------------------------------------------------
+
+
+async def executor_heartbeat(
+    conn: asyncpg.Connection, e: ExecutorHeartbeat, seq: int, w: BatchWrites
+) -> None:
+    await conn.execute(
+        """INSERT INTO executors (host, executor_id, pools, labels, version, capacity, running,
+                                  running_run_ids, interval_s, started_at, last_heartbeat, state)
+           VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)
+           ON CONFLICT (host) DO UPDATE SET
+               executor_id = EXCLUDED.executor_id, pools = EXCLUDED.pools, labels = EXCLUDED.labels,
+               version = EXCLUDED.version, capacity = EXCLUDED.capacity, running = EXCLUDED.running,
+               running_run_ids = EXCLUDED.running_run_ids, interval_s = EXCLUDED.interval_s,
+               started_at = EXCLUDED.started_at, last_heartbeat = EXCLUDED.last_heartbeat,
+               state = EXCLUDED.state""",
+        e.host,
+        e.executor_id,
+        json.dumps(e.pools),
+        json.dumps(e.labels),
+        e.version,
+        e.capacity,
+        e.running,
+        json.dumps(e.running_run_ids),
+        e.interval_s,
+        _aware(e.started_at),
+        _aware(e.occurred_at),
+        "draining" if e.draining else "online",
+    )
+
+
+async def executor_stopped(conn: asyncpg.Connection, e: ExecutorStopped, seq: int, w: BatchWrites) -> None:
+    # Only the executor process that said so: a newer one on the same host may already be online.
+    await conn.execute(
+        """UPDATE executors SET state = 'stopped', running = 0, running_run_ids = '[]'
+           WHERE host = $1 AND executor_id = $2""",
+        e.host,
+        e.executor_id,
+    )
+
+
+async def executor_lost(conn: asyncpg.Connection, e: ExecutorLost, seq: int, w: BatchWrites) -> None:
+    await conn.execute(
+        "UPDATE executors SET state = 'lost' WHERE host = $1 AND executor_id = $2", e.host, e.executor_id
+    )
 
 
 PROJECTIONS: dict[str, Projection] = {
@@ -136,6 +259,12 @@ PROJECTIONS: dict[str, Projection] = {
     "run.stop_requested": run_stop_requested,
     "run.finished": run_finished,
     "run.deleted": run_deleted,
+    "command.created": command_created,
+    "command.updated": command_updated,
+    "command.deleted": command_deleted,
+    "executor.heartbeat": executor_heartbeat,
+    "executor.stopped": executor_stopped,
+    "executor.lost": executor_lost,
 }
 
 
@@ -151,10 +280,11 @@ def _valid_uuid(value: str) -> bool:
     return _uuid_or_none(value) is not None
 
 
-async def project_message(conn: asyncpg.Connection, msg: StreamMessage, output: OutputBatch) -> None:
-    """Apply one stream message. Output chunks are only collected in `output`; the caller flushes it.
+async def project_message(conn: asyncpg.Connection, msg: StreamMessage, writes: BatchWrites) -> None:
+    """Apply one stream message. Output chunks and counters are only collected in `writes`; the
+    caller flushes it before the transaction commits.
 
-    Messages that cannot be understood (unknown type, bad JSON, a run id that is not a UUID) are
+    Messages that cannot be understood (unknown type, bad JSON, an id that is not a UUID) are
     skipped with a warning: the position moves past them all the same.
     """
     run_id = output_run_id(msg.subject)
@@ -163,7 +293,7 @@ async def project_message(conn: asyncpg.Connection, msg: StreamMessage, output: 
             log.warning("seq %d: output for run id %r that is not a UUID, dropped", msg.seq, run_id)
             return
         try:
-            output.add(OutputChunk.from_message(run_id, msg.data, msg.headers))
+            writes.output.add(OutputChunk.from_message(run_id, msg.data, msg.headers))
         except ValueError as exc:
             log.warning("seq %d: bad output chunk headers (%s), dropped", msg.seq, exc)
         return
@@ -177,16 +307,14 @@ async def project_message(conn: asyncpg.Connection, msg: StreamMessage, output: 
     projection = PROJECTIONS.get(event.type)
     if projection is None:
         return
-    if isinstance(event, RunEvent):
-        if not _valid_uuid(event.run_id):
-            log.warning(
-                "seq %d: %s for run id %r that is not a UUID, skipped", msg.seq, event.type, event.run_id
-            )
-            return
-        # Chunks collected so far must meet the run as it is at their place in the stream.
-        if event.run_id in output.run_ids:
-            if isinstance(event, RunDeleted):
-                output.discard_run(event.run_id)
-            elif isinstance(event, RunRequested):
-                await output.flush(conn)
-    await projection(conn, event, msg.seq)
+    entity_id = event.run_id if isinstance(event, RunEvent) else None
+    if isinstance(event, CommandEvent):
+        entity_id = event.command_id
+    if entity_id is not None and not _valid_uuid(entity_id):
+        log.warning("seq %d: %s for id %r that is not a UUID, skipped", msg.seq, event.type, entity_id)
+        return
+    if isinstance(event, RunRequested | RunDeleted) and event.run_id in writes.output.run_ids:
+        # Chunks collected so far must meet the run as it is at their place in the stream, whatever
+        # the batch boundaries: a rebuild then stores (and counts) exactly what the live run did.
+        await writes.flush_output(conn)
+    await projection(conn, event, msg.seq, writes)

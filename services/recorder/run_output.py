@@ -28,14 +28,8 @@ class OutputBatch:
         self.chunks.append(chunk)
         self.run_ids.add(chunk.run_id)
 
-    def discard_run(self, run_id: str) -> None:
-        """Forget the chunks of a run that is being deleted."""
-        if run_id in self.run_ids:
-            self.chunks = [c for c in self.chunks if c.run_id != run_id]
-            self.run_ids.discard(run_id)
-
     async def flush(self, conn: asyncpg.Connection) -> int:
-        """Write the collected chunks of known runs; returns the number of rows written.
+        """Write the collected chunks of known runs; returns the number of bytes stored.
 
         Chunks of runs that do not exist (never requested, or deleted) are dropped. A chunk whose
         (run_id, offset) is already stored is skipped without failing the others.
@@ -61,7 +55,7 @@ class OutputBatch:
             # losing the rest of the batch's transaction.
             async with conn.transaction():
                 await conn.copy_records_to_table("run_output", records=rows, columns=_COLUMNS)
-            written = len(rows)
+            written = sum(len(row[4]) for row in rows)
         except asyncpg.UniqueViolationError:
             written = await _copy_skipping_duplicates(conn, rows)
         ends: dict[uuid.UUID, int] = {}
@@ -78,7 +72,8 @@ class OutputBatch:
 
 
 async def _copy_skipping_duplicates(conn: asyncpg.Connection, rows: Sequence[tuple[object, ...]]) -> int:
-    """COPY into a scratch table, then keep only rows not stored yet (the first in stream order wins)."""
+    """COPY into a scratch table, then keep only rows not stored yet (the first in stream order wins);
+    returns the bytes stored."""
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS run_output_in (
                n bigserial, run_id uuid, "offset" bigint, stream text, stream_offset bigint, data bytea
@@ -86,10 +81,14 @@ async def _copy_skipping_duplicates(conn: asyncpg.Connection, rows: Sequence[tup
     )
     await conn.execute("TRUNCATE run_output_in")
     await conn.copy_records_to_table("run_output_in", records=rows, columns=_COLUMNS)
-    status = await conn.execute(
-        """INSERT INTO run_output (run_id, "offset", stream, stream_offset, data)
-           SELECT run_id, "offset", stream, stream_offset, data FROM run_output_in ORDER BY n
-           ON CONFLICT (run_id, "offset") DO NOTHING"""
+    written = await conn.fetchval(
+        """WITH stored AS (
+               INSERT INTO run_output (run_id, "offset", stream, stream_offset, data)
+               SELECT run_id, "offset", stream, stream_offset, data FROM run_output_in ORDER BY n
+               ON CONFLICT (run_id, "offset") DO NOTHING
+               RETURNING length(data) AS n
+           )
+           SELECT coalesce(sum(n), 0) FROM stored"""
     )
     await conn.execute("TRUNCATE run_output_in")
-    return int(status.split()[-1])
+    return int(written)

@@ -1,19 +1,22 @@
-"""The recorder's loop: fetch a batch, apply it in one transaction, repeat; start over from the stored
-position after any failure."""
+"""The recorder's loops, one per stream: fetch a batch, apply it in one transaction, repeat; start
+over from the stored position after any failure."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 import asyncpg
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from scriptbus.events.bus import connect_bus
-from scriptbus.recorder.batch import apply_batch
+from scriptbus.recorder.batch import GapCheck, apply_batch
 from scriptbus.recorder.feed import EventFeed
 from scriptbus.recorder.migrations import apply_migrations
-from scriptbus.recorder.position import read_position
+from scriptbus.recorder.position import EXECUTORS_POSITION_NAME, POSITION_NAME, read_position
 from scriptbus.recorder.settings import RecorderSettings
 
 log = logging.getLogger(__name__)
@@ -28,11 +31,26 @@ _CONNECTION_ERRORS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class StreamProjection:
+    """One stream projected into the read models, with its own position."""
+
+    position_name: str
+    stream: str
+    # The executors stream keeps only the last message per subject: jumps over superseded
+    # messages are its normal state, not lost deliveries.
+    gaps_are_normal: bool = False
+
+
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:
         pass
+
+
+async def _no_gap(first: int, end: int) -> bool:
+    return True
 
 
 async def connect_database(url: str, stop: asyncio.Event) -> asyncpg.Connection | None:
@@ -58,33 +76,59 @@ async def run_recorder(
     rebuild: bool = False,
     exit_when_caught_up: bool = False,
 ) -> None:
-    """Project the events stream into PostgreSQL until `stop` is set.
+    """Project the events and executors streams into PostgreSQL until `stop` is set.
 
-    `rebuild` drops the read models first and replays the stream from its start;
-    `exit_when_caught_up` returns once everything in the stream at start-up is applied.
+    `rebuild` drops the read models first and replays the streams from their start;
+    `exit_when_caught_up` returns once everything in the streams at start-up is applied.
     """
     nc, js, subjects = await connect_bus(settings, "scriptbus-recorder")
-    conn = await connect_database(settings.database_url, stop)
+    try:
+        conn = await connect_database(settings.database_url, stop)
+        if conn is None:
+            return
+        try:
+            await apply_migrations(conn, rebuild=rebuild)
+        finally:
+            await conn.close()
+        projections = [
+            StreamProjection(POSITION_NAME, subjects.events_stream),
+            StreamProjection(EXECUTORS_POSITION_NAME, subjects.executors_stream, gaps_are_normal=True),
+        ]
+        await asyncio.gather(
+            *(project_stream(p, settings, nc, js, stop, exit_when_caught_up) for p in projections)
+        )
+    finally:
+        await nc.drain()
+        log.info("recorder stopped")
+
+
+async def project_stream(
+    projection: StreamProjection,
+    settings: RecorderSettings,
+    nc: Client,
+    js: JetStreamContext,
+    stop: asyncio.Event,
+    exit_when_caught_up: bool,
+) -> None:
+    """Apply one stream's batches until `stop` is set (or, if asked, until caught up)."""
+    name = projection.position_name
     feed = EventFeed(
         nc,
         js,
-        subjects,
+        projection.stream,
         batch_size=settings.batch_size,
         batch_max_bytes=settings.batch_max_bytes,
         batch_wait_s=settings.batch_wait_s,
         idle_wait_s=settings.idle_wait_s,
     )
+    gap_check: GapCheck = _no_gap if projection.gaps_are_normal else feed.only_deleted_between
+    conn: asyncpg.Connection | None = None
+    target: int | None = None
+    position = 0
+    started = caught_up_once = False
+    restart = True
+    backoff = 0.2
     try:
-        if conn is None:
-            return
-        await apply_migrations(conn, rebuild=rebuild)
-        target = await feed.last_seq() if exit_when_caught_up else None
-        position = await read_position(conn)
-        await feed.start(position + 1)
-        log.info("recorder ready at seq %d", position)
-        caught_up_once = False
-        restart = False
-        backoff = 0.2
         while not stop.is_set():
             try:
                 if restart:
@@ -92,16 +136,23 @@ async def run_recorder(
                         conn = await connect_database(settings.database_url, stop)
                         if conn is None:
                             break
-                    position = await read_position(conn)
+                    if exit_when_caught_up and target is None:
+                        target = await feed.last_seq()
+                    position = await read_position(conn, name)
                     await feed.start(position + 1)
+                    if not started:
+                        started = True
+                        log.info("%s: ready at seq %d", name, position)
                     restart = False
+                assert conn is not None
                 fetch_started = time.perf_counter()
                 msgs = await feed.next_batch()
                 if msgs:
                     apply_started = time.perf_counter()
-                    result = await apply_batch(conn, msgs, feed.only_deleted_between)
+                    result = await apply_batch(conn, msgs, gap_check, position_name=name)
                     log.debug(
-                        "batch of %d (%d bytes) fetched in %.1f ms, applied in %.1f ms; position %d",
+                        "%s: batch of %d (%d bytes) fetched in %.1f ms, applied in %.1f ms; position %d",
+                        name,
                         len(msgs),
                         sum(len(m.data) for m in msgs),
                         (apply_started - fetch_started) * 1000,
@@ -113,15 +164,15 @@ async def run_recorder(
                         await feed.start(result.restart_from)
                 elif not caught_up_once:
                     caught_up_once = True
-                    log.info("caught up at seq %d", position)
+                    log.info("%s: caught up at seq %d", name, position)
                 if target is not None and (position >= target or (not msgs and await feed.pending() == 0)):
-                    log.info("caught up with the stream at seq %d; exiting", position)
+                    log.info("%s: caught up with the stream at seq %d; exiting", name, position)
                     break
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever failed, the stored position is the truth
-                log.warning("recorder: %r; starting again from the stored position in %.1fs", exc, backoff)
+                log.warning("%s: %r; starting again from the stored position in %.1fs", name, exc, backoff)
                 restart = True
                 if conn is not None and isinstance(exc, _CONNECTION_ERRORS):
                     conn.terminate()
@@ -132,5 +183,3 @@ async def run_recorder(
         await feed.close()
         if conn is not None and not conn.is_closed():
             await conn.close()
-        await nc.drain()
-        log.info("recorder stopped")

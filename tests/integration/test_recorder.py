@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,13 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from scriptbus.events import (
+    CommandCreated,
+    CommandDeleted,
+    CommandUpdated,
+    Event,
+    ExecutorHeartbeat,
+    ExecutorLost,
+    ExecutorStopped,
     OutputChunk,
     OutputStream,
     RunDeleted,
@@ -35,10 +43,10 @@ from scriptbus.recorder.migrations import apply_migrations, migration_files, rea
 from scriptbus.recorder.position import NOTIFY_CHANNEL, projection_lag
 
 
-async def position(url: str) -> int:
+async def position(url: str, name: str = "runs") -> int:
     conn = await asyncpg.connect(url)
     try:
-        value = await conn.fetchval("SELECT last_seq FROM projection_position WHERE name = 'runs'")
+        value = await conn.fetchval("SELECT last_seq FROM projection_position WHERE name = $1", name)
     except asyncpg.UndefinedTableError:
         value = None
     finally:
@@ -46,10 +54,11 @@ async def position(url: str) -> int:
     return int(value or 0)
 
 
-async def wait_position(url: str, seq: int, timeout: float = 30.0) -> None:
-    """Wait until the recorder has applied stream sequence `seq`."""
+async def wait_position(url: str, seq: int, timeout: float = 30.0, name: str = "runs") -> None:
+    """Wait until the recorder has applied stream sequence `seq` (of the executors stream if `name`
+    is "executors")."""
     deadline = time.monotonic() + timeout
-    while (current := await position(url)) < seq:
+    while (current := await position(url, name)) < seq:
         assert time.monotonic() < deadline, f"position {current} never reached {seq}"
         await asyncio.sleep(0.05)
 
@@ -434,12 +443,24 @@ async def test_rebuild_reproduces_the_read_models(bus: Any, database_url: str, s
     await publish_event(js, s, RunFinished(run_id=cancelled, status=RunStatus.CANCELLED))
     await publish_event(js, s, RunRequested(run_id=queued, script="waits", host="h2", command_id=new_id()))
     await js.publish(f"{s.prefix}.runs.{new_id()}.renamed", b'{"type": "run.renamed"}')
+    command_id = new_id()
+    await publish_event(js, s, CommandCreated(command_id=command_id, name="backup", script="tar c /"))
+    await publish_event(js, s, CommandUpdated(command_id=command_id, name="backup", script="tar cz /"))
+    gone = new_id()
+    await publish_event(js, s, CommandCreated(command_id=gone, name="old", script="true"))
+    await publish_event(js, s, CommandDeleted(command_id=gone, name="old"))
+    for event in fleet_history():
+        await publish_event(js, s, event)
     ack = await publish_chunk(js, s, new_id(), 0, b"unknown run")
     await wait_position(database_url, ack.seq)
+    await wait_position(
+        database_url, (await js.stream_info(s.executors_stream)).state.last_seq, name="executors"
+    )
     live.terminate()
     assert await asyncio.to_thread(live.wait, 15) == 0
     before = await dump_read_models(database_url)
     assert len(before["runs"]) == 4 and len(before["run_output"]) == 40
+    assert len(before["commands"]) == 1 and len(before["executors"]) == 2 and before["run_stats"]
 
     conn = await asyncpg.connect(database_url)
     try:  # something no event explains, which a rebuild must not keep
@@ -487,7 +508,7 @@ async def test_backlog_larger_than_the_servers_client_buffer(
     await asyncio.gather(*pending)
     recorder = start_service("recorder", "--exit-when-caught-up")
     assert await asyncio.to_thread(recorder.wait, 120) == 0, recorder.log()
-    log = recorder.log().split("caught up with the stream")[0]
+    log = recorder.log().split("runs: caught up with the stream")[0]
     assert "disconnected" not in log and "WARNING scriptbus.recorder" not in log, log
     stored = hashlib.sha256()
     for row in await fetch_output(database_url, run_id):
@@ -515,7 +536,7 @@ async def test_recovers_from_lost_database_connection_and_consumer(
         )
     finally:
         await admin.close()
-    assert killed == 1
+    assert killed == 2  # one connection per stream projected
     second = new_id()
     await publish_event(js, s, RunRequested(run_id=second, script="x"))
     ack = await publish_chunk(js, s, second, 0, b"after reconnect")
@@ -562,3 +583,105 @@ async def test_a_message_postgresql_rejects_costs_only_itself(
         await conn.close()
     assert recorder.log().count("cannot be projected") == 2, recorder.log()
     assert recorder.proc.poll() is None
+
+
+def fleet_history() -> list[Event]:
+    """Host a: up, restarted (a new executor id), and an old verdict about its first life; host b: lost."""
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    beat = {"pools": ["default"], "version": "1", "capacity": 4, "started_at": started, "interval_s": 0.5}
+    return [
+        ExecutorHeartbeat(host="a", executor_id="a1", running=1, running_run_ids=["r1"], **beat),
+        ExecutorHeartbeat(host="a", executor_id="a1", running=2, **beat),
+        ExecutorStopped(host="a", executor_id="a1"),
+        ExecutorHeartbeat(host="a", executor_id="a2", running=0, labels={"gpu": "no"}, **beat),
+        ExecutorLost(host="a", executor_id="a1", last_seen=started),  # about a1: changes nothing
+        ExecutorHeartbeat(host="b", executor_id="b1", running=3, draining=True, **beat),
+        ExecutorLost(host="b", executor_id="b1", last_seen=started),
+    ]
+
+
+async def test_commands_and_fleet(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    start_service("recorder")
+    command_id = new_id()
+    created = CommandCreated(
+        command_id=command_id, name="backup", script="tar c /", env={"A": "1"}, timeout_s=60, pool="p"
+    )
+    await publish_event(js, s, created)
+    updated = CommandUpdated(command_id=command_id, name="backup2", script="tar cz /", description="gz")
+    await publish_event(js, s, updated)
+    other = new_id()
+    await publish_event(js, s, CommandCreated(command_id=other, name="old", script="true"))
+    await publish_event(js, s, CommandDeleted(command_id=other, name="old"))
+    reused = new_id()
+    ack = await publish_event(js, s, CommandCreated(command_id=reused, name="old", script="false"))
+    for event in fleet_history():
+        fleet_ack = await publish_event(js, s, event)
+    await wait_position(database_url, ack.seq)
+    await wait_position(database_url, fleet_ack.seq, name="executors")
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = {r["name"]: r for r in await conn.fetch("SELECT * FROM commands")}
+        executors = {r["host"]: r for r in await conn.fetch("SELECT * FROM executors")}
+        notified = await conn.fetchval("SELECT last_seq FROM projection_position WHERE name = 'runs'")
+    finally:
+        await conn.close()
+    assert set(rows) == {"backup2", "old"} and str(rows["old"]["id"]) == reused
+    c = rows["backup2"]
+    assert (c["script"], c["description"], json.loads(c["env"]), c["timeout_s"], c["pool"]) == (
+        "tar cz /",
+        "gz",
+        {},
+        None,
+        "default",
+    )
+    assert (c["version"], c["created_at"], c["updated_at"]) == (2, created.occurred_at, updated.occurred_at)
+    a, b = executors["a"], executors["b"]
+    assert (a["executor_id"], a["state"], a["running"], json.loads(a["labels"])) == (
+        "a2",
+        "online",
+        0,
+        {"gpu": "no"},
+    )
+    assert (b["state"], b["running"], json.loads(b["running_run_ids"])) == ("lost", 3, [])
+    assert json.loads(b["pools"]) == ["default"] and b["capacity"] == 4 and b["interval_s"] == 0.5
+    assert notified == ack.seq  # the executors stream has its own position
+
+
+async def test_run_stats_count_each_fact_once(bus: Any, database_url: str, start_service: Any) -> None:
+    _, js, s = bus
+    start_service("recorder", env={"SCRIPTBUS_BATCH_SIZE": "2"})
+    runs = [new_id() for _ in range(3)]
+    for rid, pool in zip(runs, ["p1", "p1", "p2"]):
+        await publish_event(js, s, RunRequested(run_id=rid, script="x", pool=pool))
+        await publish_event(js, s, RunStarted(run_id=rid, host="h", pid=1, executor_id="e"))
+        await publish_event(js, s, RunStarted(run_id=rid, host="h", pid=1, executor_id="e"))  # again
+        await publish_chunk(js, s, rid, 0, b"12345")
+        await publish_chunk(js, s, rid, 0, b"12345", msg_id=f"again-{rid}")  # a duplicate chunk
+    await publish_event(js, s, RunRequested(run_id=runs[0], script="x", pool="p1"))  # a duplicate request
+    await publish_event(js, s, RunFinished(run_id=runs[0], status=RunStatus.SUCCEEDED, duration_s=0.2))
+    await publish_event(js, s, RunFinished(run_id=runs[0], status=RunStatus.LOST, duration_s=99))
+    await publish_event(
+        js, s, RunFinished(run_id=runs[1], status=RunStatus.FAILED, exit_code=1, duration_s=42)
+    )
+    ack = await publish_event(js, s, RunDeleted(run_id=runs[1]))
+    await wait_position(database_url, ack.seq)
+    conn = await asyncpg.connect(database_url)
+    try:
+        stats = {(r["name"], r["label"]): r["value"] for r in await conn.fetch("SELECT * FROM run_stats")}
+    finally:
+        await conn.close()
+    assert stats[("requested", "p1")] == 2 and stats[("requested", "p2")] == 1
+    assert stats[("started", "h")] == 3
+    assert stats[("finished", "succeeded")] == 1 and stats[("finished", "failed")] == 1
+    assert ("finished", "lost") not in stats
+    assert stats[("output_bytes", "")] == 15
+    assert (stats[("duration_count", "")], stats[("duration_sum", "")]) == (2, 42.2)
+    buckets = {label: v for (name, label), v in stats.items() if name == "duration_bucket"}
+    assert (buckets.get("0.1", 0), buckets["0.5"], buckets["30"], buckets["60"]) == (
+        0,
+        1,
+        1,
+        2,
+    )
+    assert buckets["+Inf"] == 2
