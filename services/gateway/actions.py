@@ -15,7 +15,7 @@ from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStop
 from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
 from scriptbus.events.streams import MAX_MSG_SIZE, ensure_queue
 from scriptbus.events.subjects import host_token
-from scriptbus.gateway import readmodels
+from scriptbus.gateway import fleet, queries, readmodels
 from scriptbus.gateway.errors import (
     DB_ERRORS,
     BusUnavailable,
@@ -25,7 +25,7 @@ from scriptbus.gateway.errors import (
     bus_errors,
     db_errors,
 )
-from scriptbus.gateway.schemas import Run, RunCreate
+from scriptbus.gateway.schemas import CommandRunCreate, Run, RunCreate
 from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
@@ -36,28 +36,28 @@ CANCEL_REASON = "stopped before it started"
 _HEADER_ROOM = 512
 
 
-def _require_bus(gw: Gateway) -> None:
+def require_bus(gw: Gateway) -> None:
+    """A 503 unless NATS is connected."""
     # While reconnecting, nats-py would buffer the publish and the caller would wait for nothing.
     if not gw.nc.is_connected:
         raise BusUnavailable("NATS is not connected; nothing was stored, try again shortly")
 
 
-async def _publish(gw: Gateway, event: Event, what: str) -> int:
+async def publish(gw: Gateway, event: Event, what: str) -> int:
     """Store `event`; returns its stream sequence."""
-    _require_bus(gw)
+    require_bus(gw)
     try:
         ack = await publish_event(gw.js, gw.subjects, event)
     except nats.errors.TimeoutError as exc:
         raise BusUnavailable(
-            f"NATS did not confirm the event of run {getattr(event, 'run_id', '?')} in time; "
-            "it may or may not have been stored"
+            f"NATS did not confirm the {event.type} event in time; it may or may not have been stored"
         ) from exc
     except (nats.errors.Error, OSError) as exc:
         raise BusUnavailable(f"NATS unavailable: could not {what}: {exc or type(exc).__name__}") from exc
     return ack.seq
 
 
-async def _readable(gw: Gateway, seq: int) -> bool:
+async def readable(gw: Gateway, seq: int) -> bool:
     """Wait (bounded) until the recorder has applied `seq`."""
     reached = await gw.watcher.wait_for(seq, gw.settings.read_your_writes_timeout_s)
     if not reached:
@@ -71,10 +71,11 @@ async def _readable(gw: Gateway, seq: int) -> bool:
 
 async def _read_back(gw: Gateway, run_id: str, seq: int) -> Run | None:
     """The run from the read model once it shows `seq`; None if it could not be read in time."""
-    if not await _readable(gw, seq):
+    if not await readable(gw, seq):
         return None
     try:
-        return await readmodels.get_run(gw.pool, run_id)
+        run = await readmodels.get_run(gw.pool, run_id)
+        return None if run is None else await fleet.explain_one(gw, run)
     except DB_ERRORS as exc:
         log.warning("reading run %s back failed: %s", run_id, exc)
         return None
@@ -84,6 +85,7 @@ def _from_request(event: RunRequested) -> Run:
     return Run(
         id=event.run_id,
         status=RunStatus.QUEUED,
+        command_id=event.command_id,
         script=event.script,
         args=event.args,
         description=event.description,
@@ -110,8 +112,22 @@ def _from_request(event: RunRequested) -> Run:
     )
 
 
+def check_size(gw: Gateway, event: Event) -> None:
+    """A 413 unless `event` fits in one NATS message."""
+    size = len(encode_event(event)) + sum(len(k) + len(v) + 4 for k, v in event_headers(event).items())
+    limit = min(gw.nc.max_payload or MAX_MSG_SIZE, MAX_MSG_SIZE) - _HEADER_ROOM
+    if size > limit:
+        raise RequestTooLarge(
+            f"script, args, env and description together encode to {size} bytes; "
+            f"one {event.type.split('.')[0]} event may take at most {limit} bytes"
+        )
+
+
 async def create_run(gw: Gateway, body: RunCreate) -> Run:
-    """Queue a run: publish `run.requested` to its pool's (or host's) queue and return the run."""
+    """Queue a run of an inline script, or of a saved command when `body.command_id` names one."""
+    if body.command_id is not None:
+        return await create_command_run(gw, body.command_id, body.command_overrides())
+    assert body.script is not None  # the route checked that exactly one of the two is given
     event = RunRequested(
         run_id=new_id(),
         script=body.script,
@@ -123,23 +139,50 @@ async def create_run(gw: Gateway, body: RunCreate) -> Run:
         pool=body.pool,
         host=host_token(body.host) if body.host else None,
     )
-    size = len(encode_event(event)) + sum(len(k) + len(v) + 4 for k, v in event_headers(event).items())
-    limit = min(gw.nc.max_payload or MAX_MSG_SIZE, MAX_MSG_SIZE) - _HEADER_ROOM
-    if size > limit:
-        raise RequestTooLarge(
-            f"script, args, env and description together encode to {size} bytes; "
-            f"one run request may take at most {limit} bytes"
-        )
-    _require_bus(gw)
+    return await _request(gw, event)
+
+
+async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate) -> Run:
+    """Queue a run of a saved command: its script (copied, so later edits do not change this run) with
+    `body.args`; `body.env` over the command's env; fields `body` leaves out take the command's values."""
+    command = await queries.get_command(gw, ref)
+    given = body.model_fields_set
+    event = RunRequested(
+        run_id=new_id(),
+        script=command.script,
+        args=body.args,
+        env={**command.env, **body.env},
+        description=command.description if body.description is None else body.description,
+        # An explicit null timeout means "none", overriding the command's.
+        timeout_s=body.timeout_s if "timeout_s" in given else command.timeout_s,
+        stop_grace_s=command.stop_grace_s if body.stop_grace_s is None else body.stop_grace_s,
+        pool=body.pool or command.pool,
+        host=host_token(body.host) if body.host else None,
+        command_id=command.id,
+    )
+    return await _request(gw, event)
+
+
+async def _request(gw: Gateway, event: RunRequested) -> Run:
+    """Publish `run.requested` to its pool's (or host's) queue and return the run."""
+    check_size(gw, event)
+    require_bus(gw)
     target = event.target
     if target not in gw.queues:
         # The queue must exist before the request is published, or no executor would ever see it.
         with bus_errors(f"create the request queue for {target!r}"):
             await ensure_queue(gw.js, gw.subjects, target)
         gw.queues.add(target)
-    seq = await _publish(gw, event, "queue the run")
+    seq = await publish(gw, event, "queue the run")
     log.info("run %s requested on %s (seq %d)", event.run_id, target, seq)
-    return await _read_back(gw, event.run_id, seq) or _from_request(event)
+    run = await _read_back(gw, event.run_id, seq)
+    if run is not None:
+        return run
+    try:
+        return await fleet.explain_one(gw, _from_request(event))
+    except Exception as exc:  # noqa: BLE001 - the run is stored; a missing reason must not fail the request
+        log.warning("could not tell why run %s waits: %s", event.run_id, exc)
+        return _from_request(event)
 
 
 async def _status(gw: Gateway, run_id: str) -> RunStatus:
@@ -177,7 +220,7 @@ async def stop_run(gw: Gateway, run_id: str) -> Run:
     status = await _status(gw, run_id)
     if status in TERMINAL_STATUSES:
         raise RunConflict(f"run {run_id} already finished ({status})")
-    _require_bus(gw)
+    require_bus(gw)
     event: RunFinished | RunStopRequested
     if await _claim_for_cancel(gw, run_id):
         event = RunFinished(
@@ -188,7 +231,7 @@ async def stop_run(gw: Gateway, run_id: str) -> Run:
         )
     else:
         event = RunStopRequested(run_id=run_id)
-    seq = await _publish(gw, event, "stop the run")
+    seq = await publish(gw, event, "stop the run")
     log.info("run %s: %s (seq %d)", run_id, event.type, seq)
     run = await _read_back(gw, run_id, seq)
     if run is not None:
@@ -207,6 +250,6 @@ async def delete_run(gw: Gateway, run_id: str) -> None:
     status = await _status(gw, run_id)
     if status not in TERMINAL_STATUSES:
         raise RunConflict(f"run {run_id} is {status}; stop it and let it finish before deleting it")
-    seq = await _publish(gw, RunDeleted(run_id=run_id), "delete the run")
+    seq = await publish(gw, RunDeleted(run_id=run_id), "delete the run")
     log.info("run %s deleted (seq %d)", run_id, seq)
-    await _readable(gw, seq)
+    await readable(gw, seq)

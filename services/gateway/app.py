@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from scriptbus.events.bus import connect_bus
-from scriptbus.gateway import health, readmodels, runs
+from scriptbus.gateway import commands, executors, health, readmodels, runs
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError
 from scriptbus.gateway.projection import ProjectionWatcher
@@ -27,7 +27,15 @@ A write (`POST`, `DELETE`) answers once the read models show it, so a read right
 Output is stored as raw bytes: `GET /api/v1/runs/{id}/output` returns them exactly, and with
 `?follow=true` keeps streaming live until the run ends.
 
-When `SCRIPTBUS_API_TOKENS` is set, every `/api` route needs `Authorization: Bearer <token>`.
+Saved commands (`/api/v1/commands`) are named scripts, found by id or name, that runs start from
+with their own `args`. `GET /api/v1/runs/{id}/events` follows everything about a run as Server-Sent
+Events, resumable with `Last-Event-ID`.
+
+Every `POST` accepts `Idempotency-Key`: the same key with the same request within 24 h gets the
+original response (with `Idempotent-Replayed: true`) and acts only once.
+
+When `SCRIPTBUS_API_TOKENS` is set, every `/api` route needs `Authorization: Bearer <token>`
+(and `/metrics` too, except from this machine).
 """
 
 
@@ -81,6 +89,8 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.state.settings = settings
     app.add_middleware(BodyLimit)
     app.include_router(runs.router)
+    app.include_router(commands.router)
+    app.include_router(executors.router)
     app.include_router(health.router)
 
     @app.exception_handler(GatewayError)

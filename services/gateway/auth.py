@@ -57,3 +57,14 @@ async def require_token(
             detail="a valid bearer token is required (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+async def require_token_off_loopback(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """FastAPI dependency for /metrics: a scraper on this machine needs no token, any other caller does
+    (when tokens are configured)."""
+    client = request.client
+    if client is not None and is_loopback(client.host):
+        return
+    await require_token(request, credentials)

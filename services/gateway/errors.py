@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import asyncpg
 import nats.errors
+from fastapi.exceptions import RequestValidationError
 
 
 class GatewayError(Exception):
@@ -25,6 +26,38 @@ class RunNotFound(GatewayError):
 
     def __init__(self, run_id: str) -> None:
         super().__init__(f"run {run_id} not found")
+
+
+class CommandNotFound(GatewayError):
+    status_code = 404
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"command '{ref}' not found")
+
+
+class NameTaken(GatewayError):
+    status_code = 409
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"command name '{name}' is taken")
+
+
+class IdempotencyMismatch(GatewayError):
+    """The Idempotency-Key was used before for a different request."""
+
+    status_code = 422
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key '{key}' was already used with a different request")
+
+
+class IdempotencyInProgress(GatewayError):
+    """The first request with this Idempotency-Key has not answered yet."""
+
+    status_code = 409
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"a request with Idempotency-Key '{key}' is still in progress; retry shortly")
 
 
 class RunConflict(GatewayError):
@@ -68,3 +101,8 @@ def db_errors() -> Iterator[None]:
         yield
     except DB_ERRORS as exc:
         raise ReadModelUnavailable(f"PostgreSQL unavailable: {exc or type(exc).__name__}") from exc
+
+
+def invalid_input(loc: tuple[str, ...], msg: str, value: object = None) -> RequestValidationError:
+    """A 422 in FastAPI's own shape (`detail` lists the field and why), for checks a model cannot make."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg, "input": value}])

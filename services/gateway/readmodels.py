@@ -1,4 +1,4 @@
-"""SQL against the read models the recorder keeps (`services/recorder/migrations/001_runs.sql`).
+"""SQL against the read models the recorder keeps (`services/recorder/migrations/*.sql`).
 
 The gateway only reads here; every change goes through an event.
 """
@@ -6,13 +6,16 @@ The gateway only reads here; every change goes through an event.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 from scriptbus.events.output import OutputStream
-from scriptbus.events.statuses import RunStatus
-from scriptbus.gateway.schemas import OUTPUT_TAIL_BYTES, Run, RunSummary
+from scriptbus.events.statuses import ACTIVE_STATUSES, RunStatus
+from scriptbus.gateway.schemas import OUTPUT_TAIL_BYTES, Command, Run, RunSummary
 
 POSITION_NAME = "runs"
 POSITION_CHANNEL = "scriptbus_position"
@@ -20,7 +23,7 @@ POSITION_CHANNEL = "scriptbus_position"
 PAGE_BYTES = 1024 * 1024
 
 _SUMMARY_COLUMNS = """
-    id::text AS id, status, script, args, description, env, pool, target_host, timeout_s, stop_grace_s,
+    id::text AS id, status, command_id::text AS command_id, script, args, description, env, pool, target_host, timeout_s, stop_grace_s,
     exit_code, signal, host, pid, created_at, started_at, stop_requested_at, finished_at, duration_s,
     output_bytes, output_truncated, dropped_bytes, reason, survivors
 """
@@ -60,22 +63,70 @@ async def get_status(pool: asyncpg.Pool, run_id: str) -> RunStatus | None:
     return None if status is None else RunStatus(status)
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a list shows; None means any."""
+
+    status: RunStatus | None = None
+    command_id: str | None = None
+    # Where it ran, or (not started yet) the host it was asked to run on.
+    host: str | None = None
+    pool: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The WHERE clause (or "") and its parameters, numbered from $1."""
+        clauses: list[str] = []
+        params: list[Any] = []
+
+        def add(sql: str, value: Any) -> None:
+            params.append(value)
+            clauses.append(sql.replace("$?", f"${len(params)}"))
+
+        if self.status is not None:
+            add("status = $?", self.status.value)
+        if self.command_id is not None:
+            add("command_id = $?::uuid", self.command_id)
+        if self.host is not None:
+            add("(host = $? OR (host IS NULL AND target_host = $?))", self.host)
+        if self.pool is not None:
+            add("pool = $?", self.pool)
+        if self.created_after is not None:
+            add("created_at > $?", self.created_after)
+        if self.created_before is not None:
+            add("created_at < $?", self.created_before)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
 async def list_runs(
-    pool: asyncpg.Pool, status: RunStatus | None, limit: int, offset: int
-) -> tuple[list[RunSummary], int]:
-    """A page of runs, newest first, and how many match in all."""
-    where, params = ("WHERE status = $1", [status.value]) if status else ("", [])
-    n = len(params)
+    pool: asyncpg.Pool,
+    where: RunFilter,
+    limit: int,
+    offset: int,
+    before: tuple[datetime, str] | None = None,
+) -> tuple[list[RunSummary], int, bool]:
+    """A page of runs newest first (by created_at, then id), how many match in all, and whether more
+    follow the page. `before` starts the page just past that (created_at, id) instead of at `offset`."""
+    clause, params = where.where()
+    page_clause = clause
+    page_params = list(params)
+    if before is not None:
+        page_params += [before[0], before[1]]
+        n = len(page_params)
+        keyset = f"(created_at, id) < (${n - 1}::timestamptz, ${n}::uuid)"
+        page_clause = f"{clause} AND {keyset}" if clause else f"WHERE {keyset}"
+    n = len(page_params)
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            f"SELECT {_SUMMARY_COLUMNS} FROM runs {where} "
+            f"SELECT {_SUMMARY_COLUMNS} FROM runs {page_clause} "
             f"ORDER BY created_at DESC, id DESC LIMIT ${n + 1} OFFSET ${n + 2}",
-            *params,
-            limit,
+            *page_params,
+            limit + 1,
             offset,
         )
-        total = await conn.fetchval(f"SELECT count(*) FROM runs {where}", *params)
-    return [RunSummary(**_summary(r)) for r in rows], int(total)
+        total = await conn.fetchval(f"SELECT count(*) FROM runs {clause}", *params)
+    return [RunSummary(**_summary(r)) for r in rows[:limit]], int(total), len(rows) > limit
 
 
 async def _output_tail(conn: asyncpg.Connection, run_id: str) -> str:
@@ -150,6 +201,89 @@ async def read_output(
                 yield at + len(data), data[max(0, pos - at) :]
                 pos = at + len(data)
         cursor += page_bytes
+
+
+_COMMAND_COLUMNS = """
+    id::text AS id, name, description, script, env, timeout_s, stop_grace_s, pool, version, created_at,
+    updated_at
+"""
+
+
+def _as_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+async def get_command(pool: asyncpg.Pool, ref: str) -> Command | None:
+    """The command whose id is `ref`, else the one named `ref`; None when there is neither."""
+    command_id = _as_uuid(ref)
+    async with pool.acquire() as conn:
+        row = None
+        if command_id is not None:
+            row = await conn.fetchrow(
+                f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE id = $1::uuid", command_id
+            )
+        if row is None:
+            row = await conn.fetchrow(f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE name = $1", ref)
+    return None if row is None else Command(**dict(row.items()))
+
+
+async def list_commands(pool: asyncpg.Pool, q: str, limit: int, offset: int) -> tuple[list[Command], int]:
+    """Commands ordered by name whose name or description contains `q` (any case), and how many match."""
+    # strpos rather than LIKE: `q` may hold % or _ and must match them literally.
+    where = "WHERE strpos(lower(name), lower($1)) > 0 OR strpos(lower(description), lower($1)) > 0"
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT {_COMMAND_COLUMNS} FROM commands {where} ORDER BY name LIMIT $2 OFFSET $3",
+            q,
+            limit,
+            offset,
+        )
+        total = await conn.fetchval(f"SELECT count(*) FROM commands {where}", q)
+    return [Command(**dict(r.items())) for r in rows], int(total)
+
+
+async def command_id_by_name(pool: asyncpg.Pool, name: str) -> str | None:
+    value = await pool.fetchval("SELECT id::text FROM commands WHERE name = $1", name)
+    return None if value is None else str(value)
+
+
+async def executors(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every executor host the fleet has reported, by host, as stored (state not yet aged)."""
+    rows = await pool.fetch(
+        """SELECT host, executor_id, pools, labels, version, capacity, running, last_heartbeat, started_at,
+                  state, now() AS now
+           FROM executors ORDER BY host"""
+    )
+    return [dict(r.items()) for r in rows]
+
+
+async def run_stats(pool: asyncpg.Pool) -> list[tuple[str, str, float]]:
+    """The monotonic counters: (name, label, value)."""
+    rows = await pool.fetch("SELECT name, label, value FROM run_stats")
+    return [(r["name"], r["label"], float(r["value"])) for r in rows]
+
+
+async def active_runs(pool: asyncpg.Pool) -> dict[str, int]:
+    """How many runs are queued, running and stopping now (every active status present, 0 if none)."""
+    rows = await pool.fetch(
+        "SELECT status, count(*) AS n FROM runs WHERE status = ANY($1::text[]) GROUP BY status",
+        sorted(s.value for s in ACTIVE_STATUSES),
+    )
+    counts = {s.value: 0 for s in ACTIVE_STATUSES}
+    counts.update({r["status"]: int(r["n"]) for r in rows})
+    return counts
+
+
+async def queue_depth(pool: asyncpg.Pool) -> dict[str, int]:
+    """Queued runs per target: the host asked for, else the pool."""
+    rows = await pool.fetch(
+        "SELECT coalesce(target_host, pool) AS target, count(*) AS n FROM runs WHERE status = 'queued' "
+        "GROUP BY 1"
+    )
+    return {r["target"]: int(r["n"]) for r in rows}
 
 
 async def projection_position(pool: asyncpg.Pool) -> int:

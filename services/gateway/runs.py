@@ -3,65 +3,134 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from scriptbus.events.output import OutputStream
 from scriptbus.events.statuses import RunStatus
-from scriptbus.gateway import actions, output, queries
+from scriptbus.gateway import actions, events_sse, idempotency, output, queries
 from scriptbus.gateway.auth import require_token
-from scriptbus.gateway.schemas import Message, Run, RunCreate, RunList
+from scriptbus.gateway.idempotency import IdempotencyKey, Outcome
+from scriptbus.gateway.openapi import (
+    IN_PROGRESS,
+    INVALID,
+    REPLAYED_HEADERS,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    conflict,
+    not_found,
+)
+from scriptbus.gateway.readmodels import RunFilter
+from scriptbus.gateway.schemas import Run, RunCreate, RunList
 from scriptbus.gateway.state import Gateway, get_gateway
 
-router = APIRouter(prefix="/api/v1/runs", tags=["runs"], dependencies=[Depends(require_token)])
+PREFIX = "/api/v1/runs"
+router = APIRouter(prefix=PREFIX, tags=["runs"], dependencies=[Depends(require_token)])
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 RunId = Annotated[uuid.UUID, Path(description="The run's id, a UUID.")]
 
-_401: dict[int | str, dict[str, Any]] = {401: {"model": Message, "description": "Missing or wrong token."}}
-_404: dict[int | str, dict[str, Any]] = {404: {"model": Message, "description": "No such run."}}
-_409: dict[int | str, dict[str, Any]] = {409: {"model": Message, "description": "Not in a state for this."}}
-_503: dict[int | str, dict[str, Any]] = {
-    503: {"model": Message, "description": "NATS or PostgreSQL is unavailable; nothing was changed."}
-}
+_404 = not_found("run")
+
+
+def run_outcome(run: Run) -> Outcome:
+    """A 202 with the run and its `Location`."""
+    return Outcome(202, run, {"Location": f"{PREFIX}/{run.id}"}, ("run", run.id))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # A time without a zone is taken as UTC, as every time this API returns is.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 @router.post(
     "",
     status_code=202,
     response_model=Run,
-    summary="Run a script",
+    summary="Run a script or a saved command",
     responses={
-        **_401,
-        413: {"model": Message, "description": "The request as a whole is too large for one event."},
-        **_503,
+        202: {"description": "The run, queued.", "headers": REPLAYED_HEADERS},
+        **UNAUTHORIZED,
+        **not_found("command (for `command_id`)"),
+        **conflict(IN_PROGRESS),
+        **TOO_LARGE,
+        **INVALID,
+        **UNAVAILABLE,
     },
 )
-async def create_run(body: RunCreate, response: Response, gw: GatewayDep) -> Run:
-    """Queue a bash script for an executor of `pool` (or exactly `host`).
+async def create_run(
+    body: RunCreate, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Queue a bash script for an executor of `pool` (or exactly `host`): an inline `script`, or the
+    saved command named by `command_id` (its id or name) with `args`. Exactly one of the two.
 
     Answers once the run is readable, so a `GET` right after finds it; its status is `queued` until an
     executor starts it. `Location` names the new run."""
-    run = await actions.create_run(gw, body)
-    response.headers["Location"] = f"{router.prefix}/{run.id}"
-    return run
+    errors = body.source_errors()
+    if errors:
+        raise RequestValidationError(errors)
+
+    async def act() -> Outcome:
+        return run_outcome(await actions.create_run(gw, body))
+
+    return await idempotency.respond(gw, request, idempotency_key, act)
 
 
-@router.get("", response_model=RunList, summary="List runs", responses={**_401, **_503})
+@router.get("", response_model=RunList, summary="List runs", responses={**UNAUTHORIZED, **UNAVAILABLE})
 async def list_runs(
     gw: GatewayDep,
     status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
+    command_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=128, description="Only runs of this saved command (id or name)."),
+    ] = None,
+    host: Annotated[
+        str | None,
+        Query(min_length=1, max_length=255, description="Only runs on this host (or queued for it)."),
+    ] = None,
+    pool: Annotated[
+        str | None, Query(min_length=1, max_length=128, description="Only runs of this pool.")
+    ] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="Only runs created after this time (ISO 8601; UTC if no zone).")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="Only runs created before this time (ISO 8601; UTC if no zone).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Runs to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, description="Runs to skip; must be 0 with `cursor`.")] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=512,
+            description="`next_cursor` of the previous page: the next older page, stable while new runs "
+            "are added.",
+        ),
+    ] = None,
 ) -> RunList:
-    """Runs newest first, without their output."""
-    return await queries.list_runs(gw, status, limit, offset)
+    """Runs newest first (by creation time, then id), without their output."""
+    where = RunFilter(
+        status=status,
+        command_id=command_id,
+        host=host,
+        pool=pool,
+        created_after=_aware(created_after),
+        created_before=_aware(created_before),
+    )
+    return await queries.list_runs(gw, where, limit, offset, cursor)
 
 
-@router.get("/{run_id}", response_model=Run, summary="Get a run", responses={**_401, **_404, **_503})
+@router.get(
+    "/{run_id}", response_model=Run, summary="Get a run", responses={**UNAUTHORIZED, **_404, **UNAVAILABLE}
+)
 async def get_run(run_id: RunId, gw: GatewayDep) -> Run:
-    """Status, exit code or signal, host, pid, timestamps, output size and the last 64 KiB of output."""
+    """Status, exit code or signal, host, pid, timestamps, output size and the last 64 KiB of output.
+    A queued run's `reason` says why it waits when no live executor serves its pool or host."""
     return await queries.get_run(gw, str(run_id))
 
 
@@ -74,9 +143,9 @@ async def get_run(run_id: RunId, gw: GatewayDep) -> Run:
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
             "description": "The exact bytes the script wrote.",
         },
-        **_401,
+        **UNAUTHORIZED,
         **_404,
-        **_503,
+        **UNAVAILABLE,
     },
 )
 async def get_output(
@@ -99,18 +168,77 @@ async def get_output(
     return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
 
 
+_SSE_EXAMPLE = (
+    'id: 7\nevent: run.started\ndata: {"type":"run.started","run_id":"…","host":"build-1",…}\n\n'
+    'id: 8\nevent: output\ndata: {"stream":"stdout","offset":0,"data":"aGkK","text":"hi\\n"}\n\n'
+)
+
+
+@router.get(
+    "/{run_id}/events",
+    summary="Follow a run's events (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}},
+            "description": "One SSE event per message of the run: `id` is its stream sequence, `event` its "
+            "type (`run.requested`, `run.started`, `run.stop_requested`, `run.finished`, `run.deleted`, "
+            "or `output`), `data` the event's JSON; for `output`, `{stream, offset, data (base64), text}`. "
+            "Ends after `run.finished` or `run.deleted`.",
+        },
+        **UNAUTHORIZED,
+        **_404,
+        **UNAVAILABLE,
+    },
+)
+async def get_events(
+    run_id: RunId,
+    gw: GatewayDep,
+    last_event_id_header: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID", ge=0, description="Resume after this event id (what EventSource sends)."
+        ),
+    ] = None,
+    last_event_id: Annotated[
+        int | None, Query(ge=0, description="Resume after this event id (when the header cannot be set).")
+    ] = None,
+) -> StreamingResponse:
+    """Everything that happens to the run, live: replays what is stored, then follows. A run not started
+    yet is waited for; a finished one replays and the stream closes. Resuming with `Last-Event-ID`
+    delivers every later event (so every output byte) exactly once."""
+    after = last_event_id_header if last_event_id_header is not None else last_event_id
+    body = await events_sse.open_events(gw, str(run_id), after)
+    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
 @router.post(
     "/{run_id}/stop",
     status_code=202,
     response_model=Run,
     summary="Stop a run",
-    responses={**_401, **_404, **_409, **_503},
+    responses={
+        202: {"description": "The run, stopping or cancelled.", "headers": REPLAYED_HEADERS},
+        **UNAUTHORIZED,
+        **_404,
+        **conflict(f"The run has already finished, or {IN_PROGRESS}."),
+        **INVALID,
+        **UNAVAILABLE,
+    },
 )
-async def stop_run(run_id: RunId, gw: GatewayDep) -> Run:
+async def stop_run(
+    run_id: RunId, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None
+) -> Response:
     """A queued run is cancelled at once and will never start (status `cancelled`); a running one gets
     SIGTERM, then SIGKILL after its `stop_grace_s` (status `stopping`, then `stopped` or `killed`).
     409 when the run has already finished."""
-    return await actions.stop_run(gw, str(run_id))
+
+    async def act() -> Outcome:
+        run = await actions.stop_run(gw, str(run_id))
+        return Outcome(202, run, resource=("run", run.id))
+
+    return await idempotency.respond(gw, request, idempotency_key, act)
 
 
 @router.delete(
@@ -118,7 +246,7 @@ async def stop_run(run_id: RunId, gw: GatewayDep) -> Run:
     status_code=204,
     response_class=Response,
     summary="Delete a finished run",
-    responses={**_401, **_404, **_409, **_503},
+    responses={**UNAUTHORIZED, **_404, **conflict("The run is queued or running."), **UNAVAILABLE},
 )
 async def delete_run(run_id: RunId, gw: GatewayDep) -> Response:
     """Forget a finished run and its output. 409 while it is queued or running: stop it first."""

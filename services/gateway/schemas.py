@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from scriptbus.events.statuses import RunStatus
 
 MAX_SCRIPT_BYTES = 1024 * 1024
@@ -15,11 +15,13 @@ MAX_ARGS_BYTES = 128 * 1024
 MAX_ARGS = 4096
 MAX_DESCRIPTION_CHARS = 4096
 MAX_HOST_CHARS = 255
+MAX_COMMAND_NAME_CHARS = 128
 # How much of the combined output `GET /runs/{id}` shows.
 OUTPUT_TAIL_BYTES = 64 * 1024
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+COMMAND_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
 def _no_nul(value: str) -> str:
@@ -43,8 +45,44 @@ Arg = Annotated[str, AfterValidator(_no_nul)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
+def _args(value: list[str]) -> list[str]:
+    size = sum(len(a.encode()) + 1 for a in value)
+    if size > MAX_ARGS_BYTES:
+        raise ValueError(f"total {size} bytes; at most {MAX_ARGS_BYTES} bytes are accepted")
+    return value
+
+
+def _env(value: dict[str, str]) -> dict[str, str]:
+    bad = [name for name in value if not ENV_NAME.match(name)]
+    if bad:
+        raise ValueError(f"invalid variable name(s) {bad!r}: names must match {ENV_NAME.pattern}")
+    for name, val in value.items():
+        if "\x00" in val:
+            raise ValueError(f"value of {name} must not contain NUL characters")
+    size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in value.items())
+    if size > MAX_ENV_BYTES:
+        raise ValueError(f"total {size} bytes; at most {MAX_ENV_BYTES} bytes are accepted")
+    return value
+
+
+Args = Annotated[list[Arg], Field(max_length=MAX_ARGS), AfterValidator(_args)]
+Env = Annotated[dict[str, str], AfterValidator(_env)]
+
+_ARGS_DOC = "Positional parameters: `$1`, `$2`, … inside the script."
+_ENV_DOC = (
+    "Extra environment variables; names match `^[A-Za-z_][A-Za-z0-9_]*$`, "
+    f"names and values together at most {MAX_ENV_BYTES // 1024} KiB."
+)
+_TIMEOUT_DOC = "Stop the run after this many seconds (status `timed_out`)."
+_GRACE_DOC = "Seconds between SIGTERM and SIGKILL when the run is stopped."
+_POOL_DOC = "Executor pool to run in: letters, digits, `_`, `-`."
+_HOST_DOC = "Run on this executor host only (instead of any executor of the pool)."
+_COMMAND_REF_DOC = "A saved command's id or name."
+
+
 class RunCreate(BaseModel):
-    """A request to run a bash script. Unknown fields are ignored."""
+    """A request to run a bash script: an inline `script`, or a saved command named by `command_id`
+    (exactly one of the two). Unknown fields are ignored."""
 
     model_config = ConfigDict(
         extra="ignore",
@@ -57,60 +95,131 @@ class RunCreate(BaseModel):
                     "env": {"GREETING": "hi"},
                     "timeout_s": 60,
                     "pool": "default",
+                },
+                {"command_id": "backup", "args": ["/srv/data"], "env": {"LEVEL": "full"}},
+            ]
+        },
+    )
+
+    script: Script | None = Field(None, description="Bash source to run, at most 1 MiB (UTF-8).")
+    command_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_COMMAND_NAME_CHARS,
+        description=f"{_COMMAND_REF_DOC} The run copies its script; fields left out here take the "
+        "command's values, and `env` is merged over the command's.",
+    )
+    args: Args = Field(default_factory=list, description=_ARGS_DOC)
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text shown in lists.")
+    env: Env = Field(default_factory=dict, description=_ENV_DOC)
+    timeout_s: FiniteFloat | None = Field(None, gt=0, description=_TIMEOUT_DOC)
+    stop_grace_s: FiniteFloat = Field(5.0, ge=0, description=_GRACE_DOC)
+    pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
+    host: str | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
+
+    def source_errors(self) -> list[dict[str, Any]]:
+        """Validation errors (FastAPI's shape) unless exactly one of `script` and `command_id` is given."""
+        if self.script is None and self.command_id is None:
+            return [
+                {
+                    "type": "missing",
+                    "loc": ("body", "script"),
+                    "msg": "Field required: give either `script` or `command_id`",
+                    "input": None,
+                }
+            ]
+        if self.script is not None and self.command_id is not None:
+            return [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "command_id"),
+                    "msg": "Value error, give either `script` or `command_id`, not both",
+                    "input": self.command_id,
+                }
+            ]
+        return []
+
+    def command_overrides(self) -> CommandRunCreate:
+        """The fields this request sets explicitly, as a request to run its command."""
+        fields = self.model_fields_set - {"script", "command_id"}
+        return CommandRunCreate.model_validate({name: getattr(self, name) for name in fields})
+
+
+class CommandRunCreate(BaseModel):
+    """A request to run a saved command. Fields left out take the command's values; `env` is merged
+    over the command's `env`. Unknown fields are ignored."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"args": ["/srv/data", "with space"], "env": {"LEVEL": "full"}}]},
+    )
+
+    args: Args = Field(default_factory=list, description=_ARGS_DOC)
+    env: Env = Field(default_factory=dict, description=_ENV_DOC + " Overrides the command's variables.")
+    description: str | None = Field(
+        None,
+        max_length=MAX_DESCRIPTION_CHARS,
+        description="Free text shown in lists (default: the command's).",
+    )
+    timeout_s: FiniteFloat | None = Field(
+        None, gt=0, description=_TIMEOUT_DOC + " Default: the command's; an explicit null means none."
+    )
+    stop_grace_s: FiniteFloat | None = Field(None, ge=0, description=_GRACE_DOC + " Default: the command's.")
+    pool: str | None = Field(None, pattern=TOKEN_PATTERN, description=_POOL_DOC + " Default: the command's.")
+    host: str | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
+
+
+class CommandCreate(BaseModel):
+    """A saved command: a named script runs can be started from. `PUT` replaces all of it."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "backup",
+                    "description": "copy $1 to the backup host",
+                    "script": 'rsync -a "$1" backup:/srv/backups/',
+                    "env": {"RSYNC_RSH": "ssh"},
+                    "timeout_s": 3600,
+                    "stop_grace_s": 5,
+                    "pool": "default",
                 }
             ]
         },
     )
 
-    script: Script = Field(description="Bash source to run, at most 1 MiB (UTF-8).")
-    args: list[Arg] = Field(
-        default_factory=list,
-        max_length=MAX_ARGS,
-        description="Positional parameters: `$1`, `$2`, … inside the script.",
+    name: str = Field(
+        pattern=COMMAND_NAME_PATTERN,
+        description="Unique name: a letter or digit, then up to 127 letters, digits, `_`, `.`, `-`.",
     )
-    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text shown in lists.")
-    env: dict[str, str] = Field(
-        default_factory=dict,
-        description="Extra environment variables; names match `^[A-Za-z_][A-Za-z0-9_]*$`, "
-        f"names and values together at most {MAX_ENV_BYTES // 1024} KiB.",
-    )
-    timeout_s: FiniteFloat | None = Field(
-        None, gt=0, description="Stop the run after this many seconds (status `timed_out`)."
-    )
-    stop_grace_s: FiniteFloat = Field(
-        5.0, ge=0, description="Seconds between SIGTERM and SIGKILL when the run is stopped."
-    )
-    pool: str = Field(
-        "default", pattern=TOKEN_PATTERN, description="Executor pool to run in: letters, digits, `_`, `-`."
-    )
-    host: str | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_HOST_CHARS,
-        description="Run on this executor host only (instead of any executor of the pool).",
-    )
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text.")
+    script: Script = Field(description="Bash source, at most 1 MiB (UTF-8); gets the run's `args` as `$1`….")
+    env: Env = Field(default_factory=dict, description=_ENV_DOC)
+    timeout_s: FiniteFloat | None = Field(None, gt=0, description=_TIMEOUT_DOC)
+    stop_grace_s: FiniteFloat = Field(5.0, ge=0, description=_GRACE_DOC)
+    pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
 
-    @field_validator("args")
-    @classmethod
-    def _args_size(cls, value: list[str]) -> list[str]:
-        size = sum(len(a.encode()) + 1 for a in value)
-        if size > MAX_ARGS_BYTES:
-            raise ValueError(f"total {size} bytes; at most {MAX_ARGS_BYTES} bytes are accepted")
-        return value
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in value if not ENV_NAME.match(name)]
-        if bad:
-            raise ValueError(f"invalid variable name(s) {bad!r}: names must match {ENV_NAME.pattern}")
-        for name, val in value.items():
-            if "\x00" in val:
-                raise ValueError(f"value of {name} must not contain NUL characters")
-        size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in value.items())
-        if size > MAX_ENV_BYTES:
-            raise ValueError(f"total {size} bytes; at most {MAX_ENV_BYTES} bytes are accepted")
-        return value
+class Command(BaseModel):
+    """A saved command as stored."""
+
+    id: str
+    name: str
+    description: str
+    script: str
+    env: dict[str, str]
+    timeout_s: float | None
+    stop_grace_s: float
+    pool: str
+    version: int = Field(description="1 when created, one more on every replace.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class CommandList(BaseModel):
+    items: list[Command]
+    total: int = Field(description="How many commands match `q`, across all pages.")
 
 
 class RunSummary(BaseModel):
@@ -118,6 +227,7 @@ class RunSummary(BaseModel):
 
     id: str
     status: RunStatus
+    command_id: str | None = Field(None, description="The saved command it was started from, if any.")
     script: str
     args: list[str]
     description: str
@@ -138,7 +248,10 @@ class RunSummary(BaseModel):
     output_bytes: int = Field(description="Bytes of output stored (stdout and stderr together).")
     output_truncated: bool = Field(description="True when output went past the per-run cap.")
     dropped_bytes: int = Field(description="Bytes of output past the cap, counted but not stored.")
-    reason: str
+    reason: str = Field(
+        description="Why it ended as it did; for a queued run, why it waits (e.g. no live executor serves "
+        "its pool), else empty."
+    )
     survivors: list[int] = Field(description="Pids of the run's processes still alive after SIGKILL.")
 
 
@@ -153,7 +266,35 @@ class Run(RunSummary):
 
 class RunList(BaseModel):
     items: list[RunSummary]
-    total: int = Field(description="How many runs match the filter, across all pages.")
+    total: int = Field(description="How many runs match the filters, across all pages.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page. Pages by cursor "
+        "stay stable while new runs are added."
+    )
+
+
+ExecutorState = Literal["online", "draining", "lost", "stopped"]
+
+
+class Executor(BaseModel):
+    """The latest word from one executor host."""
+
+    host: str
+    executor_id: str = Field(description="Fresh for every start of the executor process.")
+    pools: list[str]
+    labels: dict[str, str]
+    version: str
+    capacity: int = Field(description="How many runs it takes at once.")
+    running: int = Field(description="How many runs it had at its last heartbeat.")
+    last_heartbeat: datetime | None
+    started_at: datetime | None
+    state: ExecutorState = Field(
+        description="`lost` also when its last heartbeat is older than SCRIPTBUS_EXECUTOR_LOST_AFTER_S."
+    )
+
+
+class ExecutorList(BaseModel):
+    items: list[Executor]
 
 
 class Message(BaseModel):

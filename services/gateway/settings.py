@@ -19,6 +19,9 @@ class GatewaySettings(BusSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/scriptbus"
     # How long a write waits for the recorder to project its event before answering from the event.
     read_your_writes_timeout_s: float = Field(5.0, ge=0)
+    # An executor silent for longer than this shows as `lost` and serves nothing (same variable as the
+    # scheduler's, so both agree).
+    executor_lost_after_s: float = Field(10.0, gt=0)
     # Comma-separated bearer tokens; when set, every /api route requires one of them.
     api_tokens: str = ""
     log_level: str = "INFO"

@@ -10,7 +10,7 @@ from fastapi import Request
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from scriptbus.events.streams import claims_bucket
+from scriptbus.events.streams import claims_bucket, command_names_bucket, idempotency_bucket
 from scriptbus.events.subjects import Subjects
 from scriptbus.gateway.projection import ProjectionWatcher
 from scriptbus.gateway.settings import GatewaySettings
@@ -29,12 +29,26 @@ class Gateway:
     # Targets whose request queue this process has already made sure of.
     queues: set[str] = field(default_factory=set)
     _claims: KeyValue | None = None
+    _command_names: KeyValue | None = None
+    _idempotency: KeyValue | None = None
 
     async def claims(self) -> KeyValue:
         """The claims bucket, looked up once."""
         if self._claims is None:
             self._claims = await claims_bucket(self.js, self.subjects)
         return self._claims
+
+    async def command_names(self) -> KeyValue:
+        """The command-names bucket (name -> command id), looked up once."""
+        if self._command_names is None:
+            self._command_names = await command_names_bucket(self.js, self.subjects)
+        return self._command_names
+
+    async def idempotency(self) -> KeyValue:
+        """The idempotency bucket, looked up once."""
+        if self._idempotency is None:
+            self._idempotency = await idempotency_bucket(self.js, self.subjects)
+        return self._idempotency
 
 
 def get_gateway(request: Request) -> Gateway:

@@ -1,0 +1,133 @@
+"""A run's events as Server-Sent Events: every JetStream message of the run, in stream order, each with
+its stream sequence as the SSE id so a client resumes exactly after the last one it saw."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from scriptbus.events.output import OutputChunk
+from scriptbus.gateway import readmodels
+from scriptbus.gateway.actions import require_bus
+from scriptbus.gateway.errors import RunNotFound, bus_errors, db_errors
+from scriptbus.gateway.state import Gateway
+
+log = logging.getLogger(__name__)
+
+OUTPUT_EVENT = "output"
+ENDING_EVENTS = ("run.finished", "run.deleted")
+# A comment line this often keeps proxies and clients from timing out an idle stream.
+KEEPALIVE_S = 15.0
+_IDLE_CHECK_S = 1.0
+_CONSUMER_INACTIVE_S = 2.0
+
+
+async def _first_seq(gw: Gateway, subject: str) -> int | None:
+    """The stream sequence of the first message on `subject` (wildcards allowed), or None."""
+    try:
+        msg = await gw.js.get_msg(gw.subjects.events_stream, seq=1, subject=subject, next=True)
+    except nats.js.errors.NotFoundError:
+        return None
+    return msg.seq
+
+
+async def _end_seq(gw: Gateway, run_id: str) -> int | None:
+    """The sequence of the event that ends the run's stream (its first finish or its deletion)."""
+    s = gw.subjects
+    found = [
+        seq
+        for seq in [await _first_seq(gw, s.run_event(run_id, name)) for name in ("finished", "deleted")]
+        if seq is not None
+    ]
+    return min(found) if found else None
+
+
+async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> AsyncIterator[bytes]:
+    """Check that the run exists (in the read model, or in the stream for a deleted run), then return an
+    iterator of SSE frames from just after `last_event_id` until the run's finish or deletion."""
+    with db_errors():
+        status = await readmodels.get_status(gw.pool, run_id)
+    require_bus(gw)
+    s = gw.subjects
+    with bus_errors("read the run's events"):
+        if status is None and await _first_seq(gw, s.run_all(run_id)) is None:
+            raise RunNotFound(run_id)
+        end = await _end_seq(gw, run_id)
+        start = (last_event_id or 0) + 1
+        if end is not None and end < start:
+            # The client has seen the end already: nothing more will come.
+            return _nothing()
+        sub = await gw.js.subscribe(
+            s.run_all(run_id),
+            stream=s.events_stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=start),
+            # The server removes the ephemeral consumer this soon after we unsubscribe (or vanish).
+            inactive_threshold=_CONSUMER_INACTIVE_S,
+        )
+    return _frames(gw, run_id, sub)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def frame(seq: int, kind: str, data: str) -> bytes:
+    """One SSE event; every line of `data` becomes a `data:` line."""
+    lines = [f"id: {seq}", f"event: {kind}", *(f"data: {line}" for line in data.split("\n"))]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def describe(prefix: str, run_id: str, msg: Msg) -> tuple[str, str]:
+    """(SSE event name, JSON data) of one message of a run."""
+    # <prefix>.runs.<id>.<name>[.<target>]
+    name = msg.subject[len(f"{prefix}.runs.{run_id}.") :].split(".")[0]
+    if name == "out":
+        chunk = OutputChunk.from_message(run_id, msg.data, msg.headers)
+        data = {
+            "stream": chunk.stream.value,
+            "offset": chunk.offset,
+            "data": base64.b64encode(chunk.data).decode(),
+            "text": chunk.data.decode("utf-8", errors="replace"),
+        }
+        return OUTPUT_EVENT, json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"run.{name}", msg.data.decode("utf-8", errors="replace")
+
+
+async def _frames(gw: Gateway, run_id: str, sub: JetStreamContext.PushSubscription) -> AsyncIterator[bytes]:
+    loop = anyio.current_time
+    quiet_since = loop()
+    try:
+        while not gw.shutdown.is_set():
+            try:
+                msg = await sub.next_msg(timeout=_IDLE_CHECK_S)
+            except nats.errors.TimeoutError:
+                if gw.nc.is_closed:
+                    log.warning("run %s: NATS connection closed while streaming events", run_id)
+                    return
+                if loop() - quiet_since >= KEEPALIVE_S:
+                    quiet_since = loop()
+                    yield b": keepalive\n\n"
+                continue
+            quiet_since = loop()
+            kind, data = describe(gw.subjects.prefix, run_id, msg)
+            yield frame(msg.metadata.sequence.stream, kind, data)
+            if kind in ENDING_EVENTS:
+                return
+    finally:
+        # A client that goes away cancels us; unsubscribing must still happen.
+        with anyio.CancelScope(shield=True):
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.Error, OSError) as exc:
+                log.debug("unsubscribe after streaming run %s: %s", run_id, exc)

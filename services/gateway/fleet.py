@@ -1,0 +1,98 @@
+"""The fleet as the read models last saw it: each executor's state (aged by its heartbeat), and why a
+queued run is still waiting."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+from scriptbus.events.statuses import RunStatus
+from scriptbus.gateway import readmodels
+from scriptbus.gateway.errors import db_errors
+from scriptbus.gateway.schemas import Executor, ExecutorState, RunSummary
+from scriptbus.gateway.state import Gateway
+
+log = logging.getLogger(__name__)
+
+STATES: tuple[ExecutorState, ...] = ("online", "draining", "lost", "stopped")
+
+R = TypeVar("R", bound=RunSummary)
+
+
+def effective_state(row: dict[str, Any], lost_after_s: float) -> ExecutorState:
+    """The stored state, except that an online or draining executor silent for longer than
+    `lost_after_s` is `lost`, whether or not the scheduler has said so yet."""
+    state: str = row["state"]
+    if state not in STATES:
+        return "lost"
+    if state in ("online", "draining"):
+        last = row["last_heartbeat"]
+        if last is None or row["now"] - last > timedelta(seconds=lost_after_s):
+            return "lost"
+    return state  # type: ignore[return-value]  # checked against STATES above
+
+
+async def _executor_rows(gw: Gateway) -> list[dict[str, Any]]:
+    with db_errors():
+        try:
+            return await readmodels.executors(gw.pool)
+        except asyncpg.UndefinedTableError:
+            # A recorder older than the executors read model: no fleet is known.
+            return []
+
+
+async def list_executors(gw: Gateway) -> list[Executor]:
+    """Every executor host, by host, with its effective state."""
+    lost_after = gw.settings.executor_lost_after_s
+    return [
+        Executor(**{**row, "state": effective_state(row, lost_after)}) for row in await _executor_rows(gw)
+    ]
+
+
+@dataclass(frozen=True)
+class LiveTargets:
+    """The pools and hosts that at least one online executor with a fresh heartbeat serves."""
+
+    pools: set[str] = field(default_factory=set)
+    hosts: set[str] = field(default_factory=set)
+
+    def waiting_reason(self, pool: str, target_host: str | None) -> str:
+        """Why a queued run for this target cannot start now, or "" when an executor could take it."""
+        if target_host:
+            return "" if target_host in self.hosts else f"no live executor on host '{target_host}'"
+        return "" if pool in self.pools else f"no live executor serves pool '{pool}'"
+
+
+async def live_targets(gw: Gateway) -> LiveTargets:
+    """What the live part of the fleet serves right now."""
+    live = LiveTargets()
+    lost_after = gw.settings.executor_lost_after_s
+    for row in await _executor_rows(gw):
+        # Draining executors take no new runs.
+        if effective_state(row, lost_after) == "online":
+            live.hosts.add(row["host"])
+            live.pools.update(row["pools"] or [])
+    return live
+
+
+async def explain_queued(gw: Gateway, runs: list[R]) -> list[R]:
+    """`runs` with the waiting reason filled in on those queued for a target no live executor serves."""
+    if not any(r.status is RunStatus.QUEUED and not r.reason for r in runs):
+        return runs
+    live = await live_targets(gw)
+    out: list[R] = []
+    for run in runs:
+        if run.status is RunStatus.QUEUED and not run.reason:
+            reason = live.waiting_reason(run.pool, run.target_host)
+            if reason:
+                run = run.model_copy(update={"reason": reason})
+        out.append(run)
+    return out
+
+
+async def explain_one(gw: Gateway, run: R) -> R:
+    """`explain_queued` for a single run."""
+    return (await explain_queued(gw, [run]))[0]

@@ -1,0 +1,32 @@
+"""Keyset cursors for the runs list: an opaque token naming the last run of a page by (created_at, id),
+so the next page starts just past it however many runs were added meanwhile."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+
+from scriptbus.gateway.schemas import RunSummary
+
+
+def encode_cursor(run: RunSummary) -> str:
+    """The cursor of the page that follows `run`."""
+    raw = json.dumps({"t": run.created_at.isoformat(), "id": run.id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, id) from a cursor; ValueError when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        fields = json.loads(raw)
+        created_at = datetime.fromisoformat(fields["t"])
+        run_id = str(uuid.UUID(fields["id"]))
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor this API returned (use `next_cursor` of a previous page)") from exc
+    if created_at.tzinfo is None:
+        raise ValueError("not a cursor this API returned (use `next_cursor` of a previous page)")
+    return created_at, run_id
