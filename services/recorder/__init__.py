@@ -1,14 +1,16 @@
-"""The recorder: the only writer of PostgreSQL. It projects the events stream into the read models.
+"""The recorder: the only writer of PostgreSQL. It projects the streams into the read models.
 
 - `migrations.py` applies `migrations/*.sql` once each, under an advisory lock.
-- `feed.py` reads the stream from `projection_position.last_seq + 1` with an ephemeral pull consumer
+- `worker.py` runs one loop per stream: the events stream (runs, output, commands; position `runs`)
+  and the executors stream (the fleet; position `executors`).
+- `feed.py` reads a stream from `projection_position.last_seq + 1` with an ephemeral pull consumer
   (PostgreSQL holds the position), in batches bounded by count and bytes, fetching ahead.
 - `batch.py` applies a batch and the new position in one transaction, skipping what was applied,
   stopping at a jump in sequence numbers unless the missing messages were deleted.
 - `projections.py` holds one plain function per event type; `run_output.py` writes a batch's output
-  chunks with one COPY.
-- After each commit: `NOTIFY scriptbus_position, '<last_seq>'`. `position.projection_lag` reports how
-  far behind the stream the read models are.
+  chunks with one COPY; `run_stats.py` adds up the batch's counters for /metrics.
+- After each commit on the events stream: `NOTIFY scriptbus_position, '<last_seq>'`.
+  `position.projection_lag` reports how far behind the events stream the read models are.
 
-`scriptbus recorder [--rebuild [--exit-when-caught-up]]`; settings in `settings.py`.
+`scriptbus recorder [--rebuild] [--exit-when-caught-up]`; settings in `settings.py`.
 """
