@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncpg
 
-DURATION_BUCKETS_S: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600, 10800, 86400)
+DURATION_BUCKETS_S: tuple[float, ...] = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
 
 class RunStats:
