@@ -84,6 +84,8 @@ class Api:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=_TIMEOUT)
+        # Set once the API has answered anything: a later failure to connect is then worth retrying.
+        self.answered = False
 
     def __enter__(self) -> Self:
         return self
@@ -114,6 +116,7 @@ class Api:
         """Send one request; a 4xx/5xx becomes a `ClientError` with the server's detail."""
         with self.transport_errors():
             response = self._http.request(method, PREFIX + path, **kwargs)
+        self.answered = True
         check(response)
         return response
 
@@ -125,6 +128,7 @@ class Api:
             try:
                 with self.transport_errors():
                     response = self._http.post(PREFIX + path, json=body, headers=headers)
+                self.answered = True
                 break
             except Unreachable as exc:
                 # Only a request that may have been sent is worth repeating; refused means not sent.
@@ -142,6 +146,7 @@ class Api:
         with self._http.stream(
             "GET", PREFIX + path, params=params, headers=headers, timeout=_STREAM_TIMEOUT
         ) as response:
+            self.answered = True
             if response.is_error:
                 response.read()
                 check(response)

@@ -34,6 +34,31 @@ class SseEvent:
     data: str
 
 
+def sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Lines of an event stream body, split only where SSE splits them (CRLF, LF, CR).
+
+    Not httpx's `iter_lines`: that splits like `str.splitlines`, also at U+2028, U+0085 and friends,
+    which a script's output may hold unescaped inside an event's JSON."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        start = 0
+        while True:
+            cr, lf = buffer.find(b"\r", start), buffer.find(b"\n", start)
+            ends = [i for i in (cr, lf) if i >= 0]
+            if not ends:
+                break
+            end = min(ends)
+            if end == cr and end == len(buffer) - 1:
+                # A CR last in the chunk may be the first half of a CRLF.
+                break
+            yield buffer[start:end].decode("utf-8", errors="replace")
+            start = end + (2 if buffer[end : end + 2] == b"\r\n" else 1)
+        buffer = buffer[start:]
+    if buffer:
+        yield buffer.rstrip(b"\r").decode("utf-8", errors="replace")
+
+
 def parse_sse(lines: Iterable[str]) -> Iterator[SseEvent]:
     """Server-sent events from the lines of a `text/event-stream` body (WHATWG rules: `:` comments,
     one optional space after the colon, `data` lines joined by newlines, a blank line dispatches)."""
@@ -139,7 +164,7 @@ class RunFollower:
                     self.api.stream(f"/runs/{self.run_id}/events", headers=headers) as response,
                 ):
                     failing_since, attempt = None, 0
-                    for event in parse_sse(response.iter_lines()):
+                    for event in parse_sse(sse_lines(response.iter_bytes())):
                         outcome = self._handle(event)
                         if outcome is not None:
                             return outcome
@@ -152,6 +177,9 @@ class RunFollower:
             except (Unreachable, ClientError) as exc:
                 # 4xx other than a missing route will not heal by retrying; 5xx and lost connections may.
                 if not isinstance(exc, Unreachable) and not _retryable(exc):
+                    raise
+                if not self.api.answered:
+                    # Never reached at all: say so now rather than after a minute of retries.
                     raise
                 now = time.monotonic()
                 failing_since = failing_since or now
@@ -284,8 +312,8 @@ def exit_status(outcome: Outcome) -> tuple[int, str]:
         return outcome.exit_code, ""
     if status in ("terminated", "stopped", "killed") and outcome.signal:
         name = signal_name(outcome.signal)
-        what = {"terminated": "killed by", "stopped": "stopped with", "killed": "killed with"}[status]
-        return 128 + outcome.signal, f"{status}: {what} {name}"
+        line = f"terminated by {name}" if status == "terminated" else f"{status} ({name})"
+        return 128 + outcome.signal, line
     if status == "deleted":
         return 1, "deleted while it was being followed"
     line = status.replace("_", " ") if status else "ended with an unknown status"

@@ -12,7 +12,7 @@ import pytest
 from scriptbus.client import render
 from scriptbus.client.api import error_detail
 from scriptbus.client.commands import UsageError, build_parser, parse_env, parse_seconds
-from scriptbus.client.follow import Outcome, SseEvent, exit_status, parse_sse
+from scriptbus.client.follow import Outcome, SseEvent, exit_status, parse_sse, sse_lines
 
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
 
@@ -202,11 +202,23 @@ def test_sse_parsing() -> None:
     ]
 
 
+def test_sse_lines_split_only_at_cr_and_lf_even_across_chunks() -> None:
+    body = 'id: 1\r\nevent: output\r\ndata: {"text": "a\u2028b\x85c\x0cd"}\r\n\r\nid: 2\rdata: x\n\n'.encode()
+    expected = ["id: 1", "event: output", 'data: {"text": "a\u2028b\x85c\x0cd"}', "", "id: 2", "data: x", ""]
+    assert list(sse_lines([body])) == expected
+    # Any split of the body into chunks gives the same lines, a CRLF cut in half included.
+    for cut in range(1, len(body)):
+        assert list(sse_lines([body[:cut], body[cut:]])) == expected, cut
+    assert list(sse_lines(bytes([b]) for b in body)) == expected
+    events = list(parse_sse(sse_lines([body])))
+    assert events[0].data == '{"text": "a\u2028b\x85c\x0cd"}'
+
+
 def test_exit_statuses_mirror_the_script() -> None:
     assert exit_status(Outcome("succeeded", 0)) == (0, "")
     assert exit_status(Outcome("failed", 7)) == (7, "")
-    assert exit_status(Outcome("terminated", None, 9)) == (137, "terminated: killed by SIGKILL")
-    assert exit_status(Outcome("stopped", None, 15)) == (143, "stopped: stopped with SIGTERM")
+    assert exit_status(Outcome("terminated", None, 9)) == (137, "terminated by SIGKILL")
+    assert exit_status(Outcome("stopped", None, 15)) == (143, "stopped (SIGTERM)")
     assert exit_status(Outcome("killed", None, 9))[0] == 137
     assert exit_status(Outcome("timed_out", None, 15)) == (1, "timed out")
     assert exit_status(Outcome("cancelled")) == (1, "cancelled")
