@@ -234,6 +234,8 @@ async def test_interrupt_detaches_when_not_on_a_terminal(stack: Stack) -> None:
     # Detached, not stopped: the run goes on.
     run = await wait_for_status(stack.client, run_id.group(1).decode(), {"running", *TERMINAL})
     assert run["status"] == "running"
+    # `logs` without -f prints what is stored so far and returns.
+    assert await cli(stack.api, "logs", run["id"]) == (0, b"started\n", b"")
     await stack.client.post(f"/api/v1/runs/{run['id']}/stop")
 
 
