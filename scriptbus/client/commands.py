@@ -154,9 +154,7 @@ def follow_run(ctx: Context, run: dict[str, Any], stop_on_interrupt: bool) -> in
             spinner.stop()
 
     guard = InterruptGuard()
-    follower = RunFollower(
-        ctx.api, run_id, sys.stdout.buffer, sys.stderr.buffer, on_state=on_state, guard=guard
-    )
+    follower = RunFollower(ctx.api, run_id, sys.stdout.buffer, sys.stderr.buffer, on_state=on_state, guard=guard)
     sys.stdout.flush()
     stopping = False
     with guard:
@@ -386,9 +384,7 @@ def cmd_commands_edit(ctx: Context, args: argparse.Namespace) -> int:
     current = ctx.api.get_command(args.name)
     if not changes:
         if not (_is_tty(sys.stdin) and _is_tty(sys.stdout)):
-            raise UsageError(
-                "nothing to change: give options (see --help), or run on a terminal to open $EDITOR"
-            )
+            raise UsageError("nothing to change: give options (see --help), or run on a terminal to open $EDITOR")
         script = edit_text(str(current.get("script") or ""), suffix=".sh")
         if script == current.get("script"):
             print("no changes", file=sys.stderr)
@@ -461,12 +457,8 @@ def _global_options(top: bool) -> argparse.ArgumentParser:
         default=None if top else suppress,
         help=f"the gateway (env SCRIPTBUS_API, default {DEFAULT_API})",
     )
-    g.add_argument(
-        "--token", metavar="T", default=None if top else suppress, help="bearer token (env SCRIPTBUS_TOKEN)"
-    )
-    g.add_argument(
-        "--json", action="store_true", default=False if top else suppress, help="machine-readable output"
-    )
+    g.add_argument("--token", metavar="T", default=None if top else suppress, help="bearer token (env SCRIPTBUS_TOKEN)")
+    g.add_argument("--json", action="store_true", default=False if top else suppress, help="machine-readable output")
     return p
 
 
@@ -498,9 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="cmd", metavar="<command>", required=True)
 
-    def add(
-        name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any
-    ) -> argparse.ArgumentParser:
+    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], **kw)
         p.set_defaults(handler=handler)
         return p
@@ -514,9 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         "after `--`) become $1, $2, ….",
         usage="scriptbus run [options] (SCRIPT | -f FILE | --command NAME) [--] [ARG ...]",
     )
-    p.add_argument(
-        "words", nargs="*", metavar="SCRIPT/ARG", help="the script (unless -f or --command), then its args"
-    )
+    p.add_argument("words", nargs="*", metavar="SCRIPT/ARG", help="the script (unless -f or --command), then its args")
     p.add_argument("-f", "--file", metavar="FILE", help="read the script from FILE (- for stdin)")
     p.add_argument("--command", "-c", metavar="NAME", help="run a saved command")
     _run_options(p)
@@ -563,9 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("commands", help="saved commands", description="Saved commands: named scripts.")
     csub = p.add_subparsers(dest="sub", metavar="<subcommand>", required=True)
 
-    def cadd(
-        name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any
-    ) -> argparse.ArgumentParser:
+    def cadd(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
         cp = csub.add_parser(name, parents=[common], **kw)
         cp.set_defaults(handler=handler)
         return cp

@@ -21,9 +21,7 @@ from typing import Any, BinaryIO, Self
 from scriptbus.client.api import Api, ClientError, NotFound, Unreachable
 from scriptbus.client.render import signal_name
 
-TERMINAL = frozenset(
-    {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
-)
+TERMINAL = frozenset({"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"})
 _BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -262,9 +260,7 @@ class _OutputFollower:
                 break
             time.sleep(0.1)
         p.on_state("finished")
-        return Outcome(
-            str(run["status"]), run.get("exit_code"), run.get("signal"), str(run.get("reason") or "")
-        )
+        return Outcome(str(run["status"]), run.get("exit_code"), run.get("signal"), str(run.get("reason") or ""))
 
     def _pump(self, stream: str) -> None:
         p = self.parent

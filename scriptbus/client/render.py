@@ -151,9 +151,7 @@ def run_duration(run: dict[str, Any], now: datetime | None = None) -> float | No
     return max(0.0, (end - started).total_seconds())
 
 
-def runs_table(
-    runs: Sequence[dict[str, Any]], colour: bool, width: int = 100, now: datetime | None = None
-) -> str:
+def runs_table(runs: Sequence[dict[str, Any]], colour: bool, width: int = 100, now: datetime | None = None) -> str:
     headers = ["ID", "STATUS", "EXIT", "HOST", "CREATED", "DURATION", "DESCRIPTION"]
     rows = []
     for run in runs:

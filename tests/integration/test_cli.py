@@ -60,9 +60,7 @@ async def spawn(api: str, *args: str, env: dict[str, str] | None = None) -> asyn
     )
 
 
-async def cli(
-    api: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
-) -> tuple[int, bytes, bytes]:
+async def cli(api: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
     """Run `scriptbus ARGS…` to the end: (exit status, stdout bytes, stderr bytes)."""
     proc = await spawn(api, *args, env=env)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -202,9 +200,7 @@ async def test_unreachable_api_is_one_clear_line_and_exit_2() -> None:
 
 
 async def test_follow_survives_a_gateway_restart_with_every_byte_once(stack: Stack) -> None:
-    proc = await spawn(
-        stack.api, "run", "for i in $(seq 1 40); do echo line-$i; echo err-$i >&2; sleep 0.1; done"
-    )
+    proc = await spawn(stack.api, "run", "for i in $(seq 1 40); do echo line-$i; echo err-$i >&2; sleep 0.1; done")
     assert proc.stdout is not None and proc.stderr is not None
     first = await read_until(proc.stdout, b"line-5\n")
 
@@ -382,7 +378,18 @@ async def test_executors_lists_the_fleet(stack: Stack) -> None:
     assert lines[0].split() == ["HOST", "STATE", "POOLS", "RUNNING", "HEARTBEAT", "VERSION"]
     row = next(line.split() for line in lines[1:] if line.startswith("local "))
     assert (
-        row[1] == "online"
-        and "default" in row[2].split(",")
-        and row[3].endswith("/" + str(hosts["local"]["capacity"]))
+        row[1] == "online" and "default" in row[2].split(",") and row[3].endswith("/" + str(hosts["local"]["capacity"]))
     )
+
+
+async def test_token_from_option_or_environment(stack: Stack) -> None:
+    port = free_port()
+    stack.start_service("gateway", "--port", str(port), env={"SCRIPTBUS_API_TOKENS": "s3cret,other"})
+    api = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+        await wait_until_ready(client)
+    code, _, err = await cli(api, "ps")
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(b"scriptbus: ") and err.endswith(b"(pass --token or set SCRIPTBUS_TOKEN)\n")
+    assert (await cli(api, "ps", "--token", "s3cret"))[0] == 0
+    assert await cli(api, "run", "echo ok", env=cli_env(api, SCRIPTBUS_TOKEN="other")) == (0, b"ok\n", b"")

@@ -236,9 +236,7 @@ def test_error_details_become_one_line() -> None:
     assert error_detail(httpx.Response(422, json=validation)) == (
         "script: Value error, must not be empty; limit: Input should be >= 1"
     )
-    assert (
-        error_detail(httpx.Response(502, text="<html>bad gateway</html>\nmore")) == "<html>bad gateway</html>"
-    )
+    assert error_detail(httpx.Response(502, text="<html>bad gateway</html>\nmore")) == "<html>bad gateway</html>"
     assert error_detail(httpx.Response(500, text="")) == "HTTP 500 Internal Server Error"
 
 
