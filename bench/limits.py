@@ -29,9 +29,7 @@ async def bash_spawn_rate(count: int = 400, concurrency: int = 32) -> float:
 
 async def pipe_throughput(total: int = 256 * 1024 * 1024) -> float:
     """Bytes per second read from a child's stdout pipe in 64 KiB reads."""
-    proc = await asyncio.create_subprocess_exec(
-        "head", "-c", str(total), "/dev/zero", stdout=asyncio.subprocess.PIPE
-    )
+    proc = await asyncio.create_subprocess_exec("head", "-c", str(total), "/dev/zero", stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     got = 0
     start = time.perf_counter()

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import httpx
 import nats
+from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from limits import bash_spawn_rate, copy_rate, pipe_throughput  # noqa: E402
+from limits import bash_spawn_rate, copy_rate, pipe_throughput
 
-from scriptbus.embedded import free_port  # noqa: E402
+from scriptbus.embedded import free_port
 
 TERMINAL = {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
 
@@ -104,7 +105,7 @@ async def live_latency(client: httpx.AsyncClient, nats_url: str, lines: int = 40
     nc = await nats.connect(nats_url)
     delays: list[float] = []
 
-    async def on_line(msg: nats.aio.msg.Msg) -> None:
+    async def on_line(msg: Msg) -> None:
         now = time.time()
         for line in msg.data.decode().split():
             delays.append((now - float(line)) * 1000)
@@ -143,7 +144,8 @@ async def main() -> None:
     mb = 1_000_000
     print(f"{'measure':44} {'scriptbus':>12} {'machine limit':>16} {'ratio':>7}")
     print(f"{'runs of `true`, POST to finished (runs/s)':44} {runs:12.0f} {spawn:12.0f} bash/s {runs / spawn:7.2f}")
-    print(f"{'output, pipe to PostgreSQL rows (MB/s)':44} {output / mb:12.1f} {pipe / mb:10.0f} pipe MB/s {output / pipe:7.3f}")
+    label = "output, pipe to PostgreSQL rows (MB/s)"
+    print(f"{label:44} {output / mb:12.1f} {pipe / mb:10.0f} pipe MB/s {output / pipe:7.3f}")
     print(f"{'':44} {'':12} {copy / mb:10.0f} COPY MB/s {output / copy:7.2f}")
     print(f"{'POST /runs latency, median (ms)':44} {post_latency * 1000:12.1f}")
     print(f"{'line printed -> on NATS, p50 / p99 (ms)':44} {p50:12.1f} / {p99:.1f}")

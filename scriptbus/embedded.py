@@ -180,7 +180,7 @@ def _open_path_for_others(path: Path) -> None:
 
 def _open_tree_for_others(root: Path) -> None:
     """Make the wheel's binaries and libraries readable/executable by the postgres system user."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         d = Path(dirpath)
         d.chmod(d.stat().st_mode | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
         for f in filenames:

@@ -96,7 +96,9 @@ def _wait_ready(url: str, children: dict[str, Child], timeout: float) -> None:
     while time.monotonic() < deadline:
         for child in children.values():
             if not child.running():
-                raise ServerError(f"{child.name} exited while starting; its log {child.log_path}:\n{_tail(child.log_path)}")
+                raise ServerError(
+                    f"{child.name} exited while starting; its log {child.log_path}:\n{_tail(child.log_path)}"
+                )
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -104,7 +106,9 @@ def _wait_ready(url: str, children: dict[str, Child], timeout: float) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.2)
-    raise ServerError(f"the gateway was not ready at {url} after {timeout:.0f}s; logs are in {children['gateway'].log_path.parent}")
+    raise ServerError(
+        f"the gateway was not ready at {url} after {timeout:.0f}s; logs are in {children['gateway'].log_path.parent}"
+    )
 
 
 class _Stop(Exception):
@@ -116,15 +120,33 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="scriptbus up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SCRIPTBUS_DATA_DIR") or default_data_dir()),
-                        help="where NATS, PostgreSQL, logs and run folders live (env SCRIPTBUS_DATA_DIR; default %(default)s)")  # fmt: skip
-    parser.add_argument("--api-host", default=os.environ.get("SCRIPTBUS_API_HOST", "127.0.0.1"),
-                        help="address the REST API listens on (default %(default)s)")  # fmt: skip
-    parser.add_argument("--api-port", type=int, default=int(os.environ.get("SCRIPTBUS_API_PORT", "8080")),
-                        help="REST API port (env SCRIPTBUS_API_PORT; default %(default)s)")  # fmt: skip
-    parser.add_argument("--nats-port", type=int, default=int(os.environ.get("SCRIPTBUS_NATS_PORT", "0")),
-                        help="port of the embedded nats-server (default 4222 when free, else any free port)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="scriptbus up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    getenv = os.environ.get
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(getenv("SCRIPTBUS_DATA_DIR") or default_data_dir()),
+        help="where NATS, PostgreSQL, logs and run folders live (env SCRIPTBUS_DATA_DIR; default %(default)s)",
+    )
+    parser.add_argument(
+        "--api-host",
+        default=getenv("SCRIPTBUS_API_HOST", "127.0.0.1"),
+        help="address the REST API listens on (default %(default)s)",
+    )
+    parser.add_argument(
+        "--api-port",
+        type=int,
+        default=int(getenv("SCRIPTBUS_API_PORT", "8080")),
+        help="REST API port (env SCRIPTBUS_API_PORT; default %(default)s)",
+    )
+    parser.add_argument(
+        "--nats-port",
+        type=int,
+        default=int(getenv("SCRIPTBUS_NATS_PORT", "0")),
+        help="port of the embedded nats-server (default 4222 when free, else any free port)",
+    )
     parser.add_argument("--max-concurrency", type=int, default=None, help="runs the local executor runs at once")
     args = parser.parse_args(argv)
 

@@ -9,6 +9,7 @@ from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpd
 from scriptbus.events.envelope import Event, new_id, utcnow
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
 from scriptbus.events.output import OutputChunk, OutputStream
+from scriptbus.events.publishing import publish_event, subject_for
 from scriptbus.events.runs import (
     RunDeleted,
     RunFinished,
@@ -16,7 +17,6 @@ from scriptbus.events.runs import (
     RunStarted,
     RunStopRequested,
 )
-from scriptbus.events.publishing import publish_event, subject_for
 from scriptbus.events.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, RunStatus
 from scriptbus.events.streams import (
     claims_bucket,

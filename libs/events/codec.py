@@ -7,7 +7,8 @@ Old schema versions are upcast by small chained functions registered in `_UPCAST
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import TypeAdapter
 

@@ -5,9 +5,9 @@ Raw payloads are what make `nats sub '<prefix>.runs.*.out'` print live output as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Mapping
 
 HEADER_STREAM = "Scriptbus-Stream"
 HEADER_OFFSET = "Scriptbus-Offset"

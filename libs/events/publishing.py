@@ -27,6 +27,4 @@ def subject_for(s: Subjects, event: Event) -> str:
 
 async def publish_event(js: JetStreamContext, s: Subjects, event: Event, timeout: float = 5.0) -> PubAck:
     """Store `event` in its stream; returns the ack with its stream sequence."""
-    return await js.publish(
-        subject_for(s, event), encode_event(event), headers=event_headers(event), timeout=timeout
-    )
+    return await js.publish(subject_for(s, event), encode_event(event), headers=event_headers(event), timeout=timeout)

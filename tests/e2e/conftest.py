@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,7 +30,7 @@ class Stack:
 @pytest.fixture
 async def make_stack(
     start_service: Callable[..., ServiceProcess],
-) -> AsyncIterator[Callable[..., Stack]]:
+) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
     clients: list[httpx.AsyncClient] = []
 
     async def make(executors: list[list[str]] | None = None) -> Stack:
@@ -49,11 +49,11 @@ async def make_stack(
         await wait_until_ready(client)
         return stack
 
-    yield make  # type: ignore[misc]
+    yield make
     for client in clients:
         await client.aclose()
 
 
 @pytest.fixture
-async def stack(make_stack: Callable[..., Stack]) -> Stack:
-    return await make_stack()  # type: ignore[no-any-return]
+async def stack(make_stack: Callable[..., Awaitable[Stack]]) -> Stack:
+    return await make_stack()

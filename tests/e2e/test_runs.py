@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import nats
+from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from scriptbus.events import Subjects, decode_event
@@ -34,7 +35,7 @@ async def test_a_run_shows_growing_output_live_then_succeeds(stack: Stack, nats_
     nc = await nats.connect(nats_url)
     live: list[tuple[float, bytes]] = []
 
-    async def on_output(msg: nats.aio.msg.Msg) -> None:
+    async def on_output(msg: Msg) -> None:
         live.append((asyncio.get_running_loop().time(), msg.data))
 
     # What `nats sub '<prefix>.runs.*.out'` sees: plain text, as it is printed.
@@ -91,7 +92,9 @@ async def test_stop_kills_the_whole_process_group(stack: Stack) -> None:
 
 
 async def test_a_run_stopped_while_queued_never_starts(
-    make_stack, nats_url: str, prefix: str  # type: ignore[no-untyped-def]
+    make_stack,
+    nats_url: str,
+    prefix: str,  # type: ignore[no-untyped-def]
 ) -> None:
     stack: Stack = await make_stack(executors=[])
     run = await start_run(stack.client, "touch started; echo started", pool="later")
@@ -108,7 +111,9 @@ async def test_a_run_stopped_while_queued_never_starts(
 
 
 async def test_many_concurrent_runs_all_finish_with_their_output(stack: Stack) -> None:
-    runs = await asyncio.gather(*(start_run(stack.client, f"echo run-{i}; sleep 0.2; echo done-{i}") for i in range(100)))
+    runs = await asyncio.gather(
+        *(start_run(stack.client, f"echo run-{i}; sleep 0.2; echo done-{i}") for i in range(100))
+    )
     for i, run in enumerate(runs):
         done = await wait_for_status(stack.client, run["id"], TERMINAL, timeout=60)
         assert done["status"] == "succeeded", done
@@ -116,7 +121,9 @@ async def test_many_concurrent_runs_all_finish_with_their_output(stack: Stack) -
 
 
 async def test_runs_of_a_pool_start_exactly_once_across_two_executors(
-    make_stack, nats_url: str, prefix: str  # type: ignore[no-untyped-def]
+    make_stack,
+    nats_url: str,
+    prefix: str,  # type: ignore[no-untyped-def]
 ) -> None:
     stack: Stack = await make_stack(executors=[["--host", "a"], ["--host", "b"]])
     runs = await asyncio.gather(*(start_run(stack.client, "echo $RANDOM") for _ in range(200)))
@@ -183,7 +190,7 @@ async def _events(nats_url: str, prefix: str, subject: str) -> list[tuple[str, s
     found: list[tuple[str, str]] = []
     if info.state.messages:
         sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-        pending = (await sub.consumer_info()).num_pending
+        pending = (await sub.consumer_info()).num_pending or 0
         for _ in range(pending):
             msg = await sub.next_msg(timeout=5)
             event = decode_event(msg.data) if not msg.subject.endswith(".out") else None

@@ -55,9 +55,10 @@ def _containers() -> Iterator[Servers]:
         from testcontainers.core.waiting_utils import wait_for_logs
         from testcontainers.postgres import PostgresContainer
 
-    with PostgresContainer("postgres:16-alpine", driver=None) as pg, DockerContainer("nats:2.10-alpine").with_command(
-        "-js"
-    ).with_exposed_ports(4222) as nats:
+    with (
+        PostgresContainer("postgres:16-alpine", driver=None) as pg,
+        DockerContainer("nats:2.10-alpine").with_command("-js").with_exposed_ports(4222) as nats,
+    ):
         wait_for_logs(nats, "Server is ready", timeout=60)
         nats_url = f"nats://{nats.get_container_host_ip()}:{nats.get_exposed_port(4222)}"
         yield Servers(nats_url, pg.get_connection_url(), "testcontainers")
