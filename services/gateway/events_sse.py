@@ -14,6 +14,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
 from scriptbus.events.output import OutputChunk
 from scriptbus.gateway import readmodels
 from scriptbus.gateway.actions import require_bus
@@ -30,41 +31,41 @@ _IDLE_CHECK_S = 1.0
 _CONSUMER_INACTIVE_S = 2.0
 
 
-async def _first_seq(gw: Gateway, subject: str) -> int | None:
-    """The stream sequence of the first message on `subject` (wildcards allowed), or None."""
+async def _first_seq(gw: Gateway, subject: str, start: int = 1) -> int | None:
+    """The stream sequence of the first message at or after `start` on `subject` (wildcards allowed)."""
     try:
-        msg = await gw.js.get_msg(gw.subjects.events_stream, seq=1, subject=subject, next=True)
+        msg = await gw.js.get_msg(gw.subjects.events_stream, seq=start, subject=subject, next=True)
     except nats.js.errors.NotFoundError:
         return None
     return msg.seq
 
 
-async def _end_seq(gw: Gateway, run_id: str) -> int | None:
-    """The sequence of the event that ends the run's stream (its first finish or its deletion)."""
+async def _ended_before(gw: Gateway, run_id: str, start: int) -> bool:
+    """True when the run's stream has ended (finished or deleted) before `start` and nothing that ends
+    it comes at or after `start`: a client resuming there has seen all it will ever get."""
     s = gw.subjects
-    found = [
-        seq
-        for seq in [await _first_seq(gw, s.run_event(run_id, name)) for name in ("finished", "deleted")]
-        if seq is not None
-    ]
-    return min(found) if found else None
+    ends = [s.run_event(run_id, name) for name in ("finished", "deleted")]
+    later = [await _first_seq(gw, subject, start) for subject in ends]
+    if any(seq is not None for seq in later):
+        return False
+    earlier = [await _first_seq(gw, subject) for subject in ends]
+    return any(seq is not None for seq in earlier)
 
 
-async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> AsyncIterator[bytes]:
+async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> AsyncIterator[bytes] | None:
     """Check that the run exists (in the read model, or in the stream for a deleted run), then return an
-    iterator of SSE frames from just after `last_event_id` until the run's finish or deletion."""
+    iterator of SSE frames from just after `last_event_id` up to the next event that ends the run's
+    stream (`run.finished` or `run.deleted`); None when the client has already seen the last one."""
     with db_errors():
         status = await readmodels.get_status(gw.pool, run_id)
     require_bus(gw)
     s = gw.subjects
+    start = (last_event_id or 0) + 1
     with bus_errors("read the run's events"):
         if status is None and await _first_seq(gw, s.run_all(run_id)) is None:
             raise RunNotFound(run_id)
-        end = await _end_seq(gw, run_id)
-        start = (last_event_id or 0) + 1
-        if end is not None and end < start:
-            # The client has seen the end already: nothing more will come.
-            return _nothing()
+        if await _ended_before(gw, run_id, start):
+            return None
         sub = await gw.js.subscribe(
             s.run_all(run_id),
             stream=s.events_stream,
@@ -75,11 +76,6 @@ async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> As
             inactive_threshold=_CONSUMER_INACTIVE_S,
         )
     return _frames(gw, run_id, sub)
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield b""  # pragma: no cover - makes this an async generator
 
 
 def frame(seq: int, kind: str, data: str) -> bytes:

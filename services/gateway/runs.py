@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+
 from scriptbus.events.output import OutputStream
 from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway import actions, events_sse, idempotency, output, queries
@@ -92,9 +93,7 @@ async def list_runs(
         str | None,
         Query(min_length=1, max_length=255, description="Only runs on this host (or queued for it)."),
     ] = None,
-    pool: Annotated[
-        str | None, Query(min_length=1, max_length=128, description="Only runs of this pool.")
-    ] = None,
+    pool: Annotated[str | None, Query(min_length=1, max_length=128, description="Only runs of this pool.")] = None,
     created_after: Annotated[
         datetime | None, Query(description="Only runs created after this time (ISO 8601; UTC if no zone).")
     ] = None,
@@ -108,8 +107,7 @@ async def list_runs(
         Query(
             min_length=1,
             max_length=512,
-            description="`next_cursor` of the previous page: the next older page, stable while new runs "
-            "are added.",
+            description="`next_cursor` of the previous page: the next older page, stable while new runs are added.",
         ),
     ] = None,
 ) -> RunList:
@@ -125,9 +123,7 @@ async def list_runs(
     return await queries.list_runs(gw, where, limit, offset, cursor)
 
 
-@router.get(
-    "/{run_id}", response_model=Run, summary="Get a run", responses={**UNAUTHORIZED, **_404, **UNAVAILABLE}
-)
+@router.get("/{run_id}", response_model=Run, summary="Get a run", responses={**UNAUTHORIZED, **_404, **UNAVAILABLE})
 async def get_run(run_id: RunId, gw: GatewayDep) -> Run:
     """Status, exit code or signal, host, pid, timestamps, output size and the last 64 KiB of output.
     A queued run's `reason` says why it waits when no live executor serves its pool or host."""
@@ -186,6 +182,7 @@ _SSE_EXAMPLE = (
             "or `output`), `data` the event's JSON; for `output`, `{stream, offset, data (base64), text}`. "
             "Ends after `run.finished` or `run.deleted`.",
         },
+        204: {"description": "`Last-Event-ID` is at or past the run's last event: nothing more will come."},
         **UNAUTHORIZED,
         **_404,
         **UNAVAILABLE,
@@ -196,19 +193,20 @@ async def get_events(
     gw: GatewayDep,
     last_event_id_header: Annotated[
         int | None,
-        Header(
-            alias="Last-Event-ID", ge=0, description="Resume after this event id (what EventSource sends)."
-        ),
+        Header(alias="Last-Event-ID", ge=0, description="Resume after this event id (what EventSource sends)."),
     ] = None,
     last_event_id: Annotated[
         int | None, Query(ge=0, description="Resume after this event id (when the header cannot be set).")
     ] = None,
-) -> StreamingResponse:
+) -> Response:
     """Everything that happens to the run, live: replays what is stored, then follows. A run not started
     yet is waited for; a finished one replays and the stream closes. Resuming with `Last-Event-ID`
     delivers every later event (so every output byte) exactly once."""
     after = last_event_id_header if last_event_id_header is not None else last_event_id
     body = await events_sse.open_events(gw, str(run_id), after)
+    if body is None:
+        # Per the SSE spec, 204 tells an EventSource to stop reconnecting.
+        return Response(status_code=204)
     headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
@@ -227,9 +225,7 @@ async def get_events(
         **UNAVAILABLE,
     },
 )
-async def stop_run(
-    run_id: RunId, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None
-) -> Response:
+async def stop_run(run_id: RunId, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None) -> Response:
     """A queued run is cancelled at once and will never start (status `cancelled`); a running one gets
     SIGTERM, then SIGKILL after its `stop_grace_s` (status `stopping`, then `stopped` or `killed`).
     409 when the run has already finished."""

@@ -13,9 +13,9 @@ import nats
 import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
-from scriptbus.events import Subjects, claims_bucket, decode_event
 
 from scriptbus.embedded import free_port
+from scriptbus.events import Subjects, claims_bucket, decode_event
 from tests.helpers.api import wait_until_ready
 from tests.helpers.processes import ServiceProcess
 
@@ -63,6 +63,12 @@ async def api_fixture(
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         await wait_until_ready(client)
         yield Api(client, gateway, recorder, nc, js, subjects)
+    # The `bus` fixture removes the streams; these buckets are the gateway's to clean up.
+    for bucket in (subjects.command_names_bucket, subjects.idempotency_bucket):
+        try:
+            await js.delete_stream(f"KV_{bucket}")
+        except nats.js.errors.NotFoundError:
+            pass
 
 
 async def create(api: Api, **fields: Any) -> dict[str, Any]:
@@ -112,9 +118,7 @@ async def test_a_run_for_a_host_goes_to_that_hosts_queue(api: Api) -> None:
     run = await create(api, host="build-1.example.com", pool="linux")
     assert run["target_host"] == "build-1-example-com" and run["pool"] == "linux"
     # The host's queue existed before the request was published, so it holds the request.
-    info = await api.js.consumer_info(
-        api.subjects.events_stream, api.subjects.queue_consumer(run["target_host"])
-    )
+    info = await api.js.consumer_info(api.subjects.events_stream, api.subjects.queue_consumer(run["target_host"]))
     assert info.num_pending == 1
 
 
@@ -167,9 +171,7 @@ async def test_bad_input_is_refused_naming_the_field_and_publishes_nothing(api: 
     before = await api.stored_messages()
     for name, body, field in BAD_POSTS:
         if isinstance(body, bytes):
-            response = await api.client.post(
-                "/api/v1/runs", content=body, headers={"content-type": "application/json"}
-            )
+            response = await api.client.post("/api/v1/runs", content=body, headers={"content-type": "application/json"})
         else:
             response = await api.client.post("/api/v1/runs", json=body)
         assert response.status_code == 422, f"{name}: {response.status_code} {response.text[:300]}"

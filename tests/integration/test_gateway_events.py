@@ -1,0 +1,159 @@
+"""A run's events as Server-Sent Events: live while it runs, resumable with Last-Event-ID with every
+output byte exactly once, waiting for a run not yet started, replaying a finished one and closing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.helpers.api import wait_for_status
+from tests.helpers.processes import ServiceProcess
+from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
+
+
+@dataclass
+class SseEvent:
+    id: int
+    event: str
+    data: dict[str, Any]
+
+
+async def read_events(
+    client: httpx.AsyncClient,
+    run_id: str,
+    *,
+    headers: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    outputs_before_leaving: int | None = None,
+    received: list[SseEvent] | None = None,
+) -> tuple[list[SseEvent], bool]:
+    """The events of one connection, and whether the server ended the stream (rather than us leaving
+    after `outputs_before_leaving` output events)."""
+    events = received if received is not None else []
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    async with client.stream(
+        "GET", f"/api/v1/runs/{run_id}/events", headers=headers, params=params, timeout=60
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith(":"):
+                continue
+            if line:
+                name, _, value = line.partition(": ")
+                if name == "data":
+                    data.append(value)
+                else:
+                    fields[name] = value
+                continue
+            if not fields and not data:
+                continue  # the end of a comment-only block (a keepalive)
+            events.append(SseEvent(int(fields["id"]), fields["event"], json.loads("\n".join(data))))
+            fields, data = {}, []
+            outputs = sum(e.event == "output" for e in events)
+            if outputs_before_leaving is not None and outputs >= outputs_before_leaving:
+                return events, False
+    return events, True
+
+
+def output_bytes(events: list[SseEvent]) -> bytes:
+    return b"".join(base64.b64decode(e.data["data"]) for e in events if e.event == "output")
+
+
+async def test_resuming_mid_run_yields_every_byte_once_and_a_finished_run_replays(
+    api: Api, start_service: Callable[..., ServiceProcess]
+) -> None:
+    start_service("executor", "--host", "sse-host")
+    script = "for i in $(seq 1 40); do echo \"line $i\"; sleep 0.05; done; printf '\\xff\\xfe end'"
+    expected = b"".join(f"line {i}\n".encode() for i in range(1, 41)) + b"\xff\xfe end"
+    run = await create(api, script=script)
+
+    first, ended = await read_events(api.client, run["id"], outputs_before_leaving=5)
+    assert not ended
+    assert [e.event for e in first[:2]] == ["run.requested", "run.started"]
+    assert first[0].data["run_id"] == run["id"] and first[0].data["script"] == script
+    assert first[1].data["host"] == "sse-host"
+    # Resume where the first connection left off, as EventSource would.
+    rest, ended = await read_events(api.client, run["id"], headers={"Last-Event-ID": str(first[-1].id)})
+    assert ended, "the stream closes after run.finished"
+    events = first + rest
+    ids = [e.id for e in events]
+    assert ids == sorted(set(ids)), "ids strictly increase: nothing twice"
+    assert rest[0].id > first[-1].id
+    assert events[-1].event == "run.finished" and events[-1].data["status"] == "succeeded"
+    assert output_bytes(events) == expected
+    offset = 0
+    for e in events:
+        if e.event == "output":
+            chunk = base64.b64decode(e.data["data"])
+            assert e.data["offset"] == offset and e.data["stream"] == "stdout"
+            assert e.data["text"] == chunk.decode("utf-8", errors="replace")
+            offset += len(chunk)
+
+    # A finished run replays whole and closes.
+    replay, ended = await read_events(api.client, run["id"])
+    assert ended and [(e.id, e.event) for e in replay] == [(e.id, e.event) for e in events]
+    # Resuming by query parameter (the header wins when both are given).
+    started_id = events[1].id
+    after_start, ended = await read_events(api.client, run["id"], params={"last_event_id": started_id})
+    assert ended and [e.id for e in after_start] == ids[2:]
+    header_wins, _ = await read_events(
+        api.client, run["id"], params={"last_event_id": 0}, headers={"Last-Event-ID": str(started_id)}
+    )
+    assert [e.id for e in header_wins] == ids[2:]
+    # Past the end nothing more will come: 204, which tells an EventSource to stop reconnecting.
+    past_end = await api.client.get(f"/api/v1/runs/{run['id']}/events", headers={"Last-Event-ID": str(ids[-1])})
+    assert past_end.status_code == 204 and past_end.content == b""
+
+    # A deleted run still replays: up to its finish, and from there on to its deletion.
+    assert (await api.client.delete(f"/api/v1/runs/{run['id']}")).status_code == 204
+    again, ended = await read_events(api.client, run["id"])
+    assert ended and [e.id for e in again] == ids
+    gone, ended = await read_events(api.client, run["id"], headers={"Last-Event-ID": str(ids[-1])})
+    assert ended and [e.event for e in gone] == ["run.deleted"] and gone[0].data["run_id"] == run["id"]
+    after_delete = await api.client.get(f"/api/v1/runs/{run['id']}/events", headers={"Last-Event-ID": str(gone[0].id)})
+    assert after_delete.status_code == 204
+
+
+async def test_a_run_not_started_yet_is_waited_for(api: Api, start_service: Callable[..., ServiceProcess]) -> None:
+    run = await create(api, pool="later", script="echo started late")
+    received: list[SseEvent] = []
+    reader = asyncio.create_task(read_events(api.client, run["id"], received=received))
+    while not received:
+        assert not reader.done(), reader
+        await asyncio.sleep(0.05)
+    assert [e.event for e in received] == ["run.requested"]
+    start_service("executor", "--host", "late-host", "--pool", "later")
+    events, ended = await asyncio.wait_for(reader, 60)
+    assert ended
+    assert [e.event for e in events] == ["run.requested", "run.started", "output", "run.finished"]
+    assert output_bytes(events) == b"started late\n"
+
+
+async def test_a_cancelled_run_ends_its_stream_and_unknown_runs_are_404(api: Api) -> None:
+    run = await create(api, pool="nobody")
+    received: list[SseEvent] = []
+    reader = asyncio.create_task(read_events(api.client, run["id"], received=received))
+    while not received:
+        await asyncio.sleep(0.05)
+    assert (await api.client.post(f"/api/v1/runs/{run['id']}/stop")).status_code == 202
+    events, ended = await asyncio.wait_for(reader, 30)
+    assert ended and [e.event for e in events] == ["run.requested", "run.finished"]
+    assert events[1].data["status"] == "cancelled"
+    await wait_for_status(api.client, run["id"], "cancelled")
+
+    unknown = str(uuid.uuid4())
+    missing = await api.client.get(f"/api/v1/runs/{unknown}/events")
+    assert missing.status_code == 404 and missing.json() == {"detail": f"run {unknown} not found"}
+    bad = await api.client.get("/api/v1/runs/not-a-uuid/events")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["path", "run_id"]
+    negative = await api.client.get(f"/api/v1/runs/{run['id']}/events", headers={"Last-Event-ID": "-1"})
+    assert negative.status_code == 422
