@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import uvicorn
+
 from scriptbus.gateway.app import create_app
 from scriptbus.gateway.auth import exposure_error
 from scriptbus.gateway.settings import GatewaySettings

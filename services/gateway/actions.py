@@ -8,6 +8,7 @@ import uuid
 
 import nats.errors
 import nats.js.errors
+
 from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.envelope import Event, new_id
 from scriptbus.events.publishing import publish_event

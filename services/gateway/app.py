@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
 from scriptbus.events.bus import connect_bus
 from scriptbus.gateway import commands, executors, health, readmodels, runs
 from scriptbus.gateway.body_limit import BodyLimit

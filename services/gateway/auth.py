@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from scriptbus.gateway.settings import GatewaySettings
 
 _bearer = HTTPBearer(

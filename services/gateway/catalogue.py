@@ -15,6 +15,7 @@ from datetime import timedelta
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
+
 from scriptbus.events.codec import decode_event
 from scriptbus.events.commands import CommandCreated, CommandDefinition, CommandDeleted, CommandUpdated
 from scriptbus.events.envelope import new_id, utcnow
@@ -173,9 +174,7 @@ async def replace_command(gw: Gateway, ref: str, body: CommandCreate) -> Command
 async def delete_command(gw: Gateway, ref: str) -> None:
     """Delete the command with id or name `ref`; runs started from it keep their copy of the script."""
     current = await queries.get_command(gw, ref)
-    seq = await actions.publish(
-        gw, CommandDeleted(command_id=current.id, name=current.name), "delete the command"
-    )
+    seq = await actions.publish(gw, CommandDeleted(command_id=current.id, name=current.name), "delete the command")
     await _release(gw, current.name, current.id)
     log.info("command %s (%s) deleted (seq %d)", current.id, current.name, seq)
     await actions.readable(gw, seq)

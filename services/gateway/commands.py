@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
 from scriptbus.gateway import actions, catalogue, idempotency, queries
 from scriptbus.gateway.auth import require_token
 from scriptbus.gateway.idempotency import IdempotencyKey, Outcome
@@ -59,16 +60,12 @@ async def create_command(
     return await idempotency.respond(gw, request, idempotency_key, act)
 
 
-@router.get(
-    "", response_model=CommandList, summary="List commands", responses={**UNAUTHORIZED, **UNAVAILABLE}
-)
+@router.get("", response_model=CommandList, summary="List commands", responses={**UNAUTHORIZED, **UNAVAILABLE})
 async def list_commands(
     gw: GatewayDep,
     q: Annotated[
         str,
-        Query(
-            max_length=256, description="Only commands whose name or description contains this (any case)."
-        ),
+        Query(max_length=256, description="Only commands whose name or description contains this (any case)."),
     ] = "",
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
     offset: Annotated[int, Query(ge=0, description="Commands to skip.")] = 0,

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import asyncpg
+
 from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway import readmodels
 from scriptbus.gateway.errors import db_errors
@@ -47,9 +48,7 @@ async def _executor_rows(gw: Gateway) -> list[dict[str, Any]]:
 async def list_executors(gw: Gateway) -> list[Executor]:
     """Every executor host, by host, with its effective state."""
     lost_after = gw.settings.executor_lost_after_s
-    return [
-        Executor(**{**row, "state": effective_state(row, lost_after)}) for row in await _executor_rows(gw)
-    ]
+    return [Executor(**{**row, "state": effective_state(row, lost_after)}) for row in await _executor_rows(gw)]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+
 from scriptbus.gateway import metrics, readmodels
 from scriptbus.gateway.auth import require_token_off_loopback
 from scriptbus.gateway.errors import DB_ERRORS

@@ -23,6 +23,7 @@ from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
+
 from scriptbus.events.envelope import utcnow
 from scriptbus.gateway import fleet, readmodels
 from scriptbus.gateway.errors import (
@@ -154,9 +155,7 @@ async def _act(
     return outcome.response()
 
 
-async def respond(
-    gw: Gateway, request: Request, key: str | None, action: Callable[[], Awaitable[Outcome]]
-) -> Response:
+async def respond(gw: Gateway, request: Request, key: str | None, action: Callable[[], Awaitable[Outcome]]) -> Response:
     """Run `action` once per Idempotency-Key (when one is given) and answer with its response, or with
     the stored response of the first request that used the key."""
     if key is None:
@@ -189,9 +188,7 @@ async def respond(
             log.info("replaying the response for Idempotency-Key %s", kv_key[:12])
             return await _replay(gw, record)
         if _stale(record):
-            log.warning(
-                "taking over idempotency record %s left pending since %s", kv_key[:12], record.get("at")
-            )
+            log.warning("taking over idempotency record %s left pending since %s", kv_key[:12], record.get("at"))
             assert entry.revision is not None
             with bus_errors("check the Idempotency-Key"):
                 try:

@@ -11,6 +11,7 @@ import nats.errors
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
 from scriptbus.gateway import fleet, readmodels
 from scriptbus.gateway.errors import db_errors
 from scriptbus.gateway.state import Gateway
@@ -85,9 +86,7 @@ def _is_number(text: str) -> bool:
 
 async def _gauges(gw: Gateway) -> list[Metric]:
     families: list[Metric] = []
-    active = GaugeMetricFamily(
-        "scriptbus_runs_active", "Runs queued, running or stopping now.", labels=["status"]
-    )
+    active = GaugeMetricFamily("scriptbus_runs_active", "Runs queued, running or stopping now.", labels=["status"])
     for status, n in sorted((await readmodels.active_runs(gw.pool)).items()):
         active.add_metric([status], n)
     families.append(active)
@@ -101,9 +100,7 @@ async def _gauges(gw: Gateway) -> list[Metric]:
     families.append(depth)
 
     executors = await fleet.list_executors(gw)
-    capacity = GaugeMetricFamily(
-        "scriptbus_executor_capacity", "Runs a live executor takes at once.", labels=["host"]
-    )
+    capacity = GaugeMetricFamily("scriptbus_executor_capacity", "Runs a live executor takes at once.", labels=["host"])
     running = GaugeMetricFamily(
         "scriptbus_executor_running", "Runs a live executor had at its last heartbeat.", labels=["host"]
     )

@@ -12,9 +12,7 @@ UNAUTHORIZED: Responses = {401: {"model": Message, "description": "Missing or wr
 UNAVAILABLE: Responses = {
     503: {"model": Message, "description": "NATS or PostgreSQL is unavailable; nothing was changed."}
 }
-TOO_LARGE: Responses = {
-    413: {"model": Message, "description": "The request as a whole is too large for one event."}
-}
+TOO_LARGE: Responses = {413: {"model": Message, "description": "The request as a whole is too large for one event."}}
 INVALID: Responses = {
     422: {
         "description": "Invalid input: `detail` lists each field and why. For a reused `Idempotency-Key` "
@@ -34,8 +32,7 @@ INVALID: Responses = {
 IN_PROGRESS = "a request with the same `Idempotency-Key` is still being answered"
 REPLAYED_HEADERS = {
     "Idempotent-Replayed": {
-        "description": "`true` when this is the stored response of an earlier request with the same "
-        "`Idempotency-Key`.",
+        "description": "`true` when this is the stored response of an earlier request with the same `Idempotency-Key`.",
         "schema": {"type": "string"},
     }
 }

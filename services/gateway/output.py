@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import anyio
 import nats.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
 from scriptbus.events.output import OutputChunk, OutputStream
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.gateway import readmodels

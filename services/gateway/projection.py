@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 import asyncpg
+
 from scriptbus.gateway import readmodels
 
 log = logging.getLogger(__name__)

@@ -39,9 +39,7 @@ async def list_runs(gw: Gateway, where: RunFilter, limit: int, offset: int, curs
     before = None
     if cursor is not None:
         if offset:
-            raise invalid_input(
-                ("query", "offset"), "Value error, must be absent or 0 when `cursor` is given", offset
-            )
+            raise invalid_input(("query", "offset"), "Value error, must be absent or 0 when `cursor` is given", offset)
         try:
             before = decode_cursor(cursor)
         except ValueError as exc:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+
 from scriptbus.events.output import OutputStream
 from scriptbus.events.statuses import ACTIVE_STATUSES, RunStatus
 from scriptbus.gateway.schemas import OUTPUT_TAIL_BYTES, Command, Run, RunSummary
@@ -23,7 +24,8 @@ POSITION_CHANNEL = "scriptbus_position"
 PAGE_BYTES = 1024 * 1024
 
 _SUMMARY_COLUMNS = """
-    id::text AS id, status, command_id::text AS command_id, script, args, description, env, pool, target_host, timeout_s, stop_grace_s,
+    id::text AS id, status, command_id::text AS command_id, script, args, description, env, pool, target_host,
+    timeout_s, stop_grace_s,
     exit_code, signal, host, pid, created_at, started_at, stop_requested_at, finished_at, duration_s,
     output_bytes, output_truncated, dropped_bytes, reason, survivors
 """
@@ -222,9 +224,7 @@ async def get_command(pool: asyncpg.Pool, ref: str) -> Command | None:
     async with pool.acquire() as conn:
         row = None
         if command_id is not None:
-            row = await conn.fetchrow(
-                f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE id = $1::uuid", command_id
-            )
+            row = await conn.fetchrow(f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE id = $1::uuid", command_id)
         if row is None:
             row = await conn.fetchrow(f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE name = $1", ref)
     return None if row is None else Command(**dict(row.items()))
@@ -280,8 +280,7 @@ async def active_runs(pool: asyncpg.Pool) -> dict[str, int]:
 async def queue_depth(pool: asyncpg.Pool) -> dict[str, int]:
     """Queued runs per target: the host asked for, else the pool."""
     rows = await pool.fetch(
-        "SELECT coalesce(target_host, pool) AS target, count(*) AS n FROM runs WHERE status = 'queued' "
-        "GROUP BY 1"
+        "SELECT coalesce(target_host, pool) AS target, count(*) AS n FROM runs WHERE status = 'queued' GROUP BY 1"
     )
     return {r["target"]: int(r["n"]) for r in rows}
 

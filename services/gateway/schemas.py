@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
 from scriptbus.events.statuses import RunStatus
 
 MAX_SCRIPT_BYTES = 1024 * 1024

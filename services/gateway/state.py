@@ -10,6 +10,7 @@ from fastapi import Request
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+
 from scriptbus.events.streams import claims_bucket, command_names_bucket, idempotency_bucket
 from scriptbus.events.subjects import Subjects
 from scriptbus.gateway.projection import ProjectionWatcher

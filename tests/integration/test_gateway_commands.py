@@ -82,10 +82,7 @@ async def test_names_are_unique_even_when_created_at_once(api: Api) -> None:
     assert taken.json() == {"detail": "command name 'deploy' is taken"}
 
     responses = await asyncio.gather(
-        *[
-            api.client.post("/api/v1/commands", json={"name": "race", "script": f"echo {i}"})
-            for i in range(10)
-        ]
+        *[api.client.post("/api/v1/commands", json={"name": "race", "script": f"echo {i}"}) for i in range(10)]
     )
     assert sorted(r.status_code for r in responses) == [201] + [409] * 9
     winner = next(r.json() for r in responses if r.status_code == 201)
@@ -124,12 +121,8 @@ async def test_put_replaces_everything_renames_and_delete_frees_the_name(api: Ap
     assert clash.status_code == 409 and clash.json() == {"detail": "command name 'other' is taken"}
     assert (await api.client.get("/api/v1/commands/build")).json() == body
 
-    renamed = await api.client.put(
-        f"/api/v1/commands/{original['id']}", json={"name": "build2", "script": "make"}
-    )
-    assert (
-        renamed.status_code == 200 and renamed.json()["name"] == "build2" and renamed.json()["version"] == 3
-    )
+    renamed = await api.client.put(f"/api/v1/commands/{original['id']}", json={"name": "build2", "script": "make"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "build2" and renamed.json()["version"] == 3
     gone = await api.client.get("/api/v1/commands/build")
     assert gone.status_code == 404 and gone.json() == {"detail": "command 'build' not found"}
     assert (await api.client.get("/api/v1/commands/build2")).json() == renamed.json()
@@ -202,9 +195,7 @@ async def test_runs_from_a_command_get_its_script_their_args_and_env_over_its_en
     )
     args = ["two words", 'it\'s "quoted"', "", "$HOME `id`", "ünï"]
 
-    response = await api.client.post(
-        "/api/v1/commands/greet/runs", json={"args": args, "env": {"B": "from-run"}}
-    )
+    response = await api.client.post("/api/v1/commands/greet/runs", json={"args": args, "env": {"B": "from-run"}})
     assert response.status_code == 202, response.text
     run = response.json()
     assert response.headers["location"] == f"/api/v1/runs/{run['id']}"
@@ -243,9 +234,7 @@ async def test_runs_from_a_command_get_its_script_their_args_and_env_over_its_en
     )
 
     # Editing the command later changes new runs, never past ones.
-    edited = await api.client.put(
-        "/api/v1/commands/greet", json={"name": "greet", "script": "echo edited", "env": {}}
-    )
+    edited = await api.client.put("/api/v1/commands/greet", json={"name": "greet", "script": "echo edited", "env": {}})
     assert edited.status_code == 200
     past = (await api.client.get(f"/api/v1/runs/{run['id']}")).json()
     assert past["script"] == command["script"] and past["output"] == expected

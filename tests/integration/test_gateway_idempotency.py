@@ -36,9 +36,7 @@ async def test_a_retried_run_request_makes_one_run(api: Api) -> None:
     assert await run_requests(api) == 1
     assert (await api.client.get("/api/v1/runs")).json()["total"] == 1
 
-    changed = await api.client.post(
-        "/api/v1/runs", json={**body, "args": ["b"]}, headers={"Idempotency-Key": "run-1"}
-    )
+    changed = await api.client.post("/api/v1/runs", json={**body, "args": ["b"]}, headers={"Idempotency-Key": "run-1"})
     assert changed.status_code == 422
     assert changed.json() == {"detail": "Idempotency-Key 'run-1' was already used with a different request"}
     elsewhere = await api.client.post(
@@ -77,8 +75,7 @@ async def test_concurrent_duplicates_make_one_run(api: Api) -> None:
 async def test_every_post_honours_the_key(api: Api) -> None:
     key = {"Idempotency-Key": "cmd"}
     made = [
-        await api.client.post("/api/v1/commands", json={"name": "c1", "script": "true"}, headers=key)
-        for _ in range(3)
+        await api.client.post("/api/v1/commands", json={"name": "c1", "script": "true"}, headers=key) for _ in range(3)
     ]
     # Not a 409 for the "taken" name: the retry gets the original 201.
     assert [r.status_code for r in made] == [201, 201, 201]
@@ -86,9 +83,7 @@ async def test_every_post_honours_the_key(api: Api) -> None:
     assert (await api.client.get("/api/v1/commands")).json()["total"] == 1
 
     runs = [
-        await api.client.post(
-            "/api/v1/commands/c1/runs", json={"args": ["x"]}, headers={"Idempotency-Key": "cr"}
-        )
+        await api.client.post("/api/v1/commands/c1/runs", json={"args": ["x"]}, headers={"Idempotency-Key": "cr"})
         for _ in range(2)
     ]
     assert [r.status_code for r in runs] == [202, 202] and runs[0].json() == runs[1].json()
@@ -101,8 +96,7 @@ async def test_every_post_honours_the_key(api: Api) -> None:
 
     run = await create(api, pool="nobody")
     stops = [
-        await api.client.post(f"/api/v1/runs/{run['id']}/stop", headers={"Idempotency-Key": "stop"})
-        for _ in range(2)
+        await api.client.post(f"/api/v1/runs/{run['id']}/stop", headers={"Idempotency-Key": "stop"}) for _ in range(2)
     ]
     # Without the key the second stop would be a 409 (already cancelled).
     assert [s.status_code for s in stops] == [202, 202]
@@ -119,13 +113,9 @@ async def test_a_failed_request_leaves_the_key_free(api: Api) -> None:
     retried = await api.client.post("/api/v1/commands/later/runs", json={}, headers=key)
     assert retried.status_code == 202, retried.text
     assert "idempotent-replayed" not in retried.headers
-    assert (
-        await api.client.post("/api/v1/commands/later/runs", json={}, headers=key)
-    ).json() == retried.json()
+    assert (await api.client.post("/api/v1/commands/later/runs", json={}, headers=key)).json() == retried.json()
 
-    too_long = await api.client.post(
-        "/api/v1/runs", json={"script": "true"}, headers={"Idempotency-Key": "k" * 201}
-    )
+    too_long = await api.client.post("/api/v1/runs", json={"script": "true"}, headers={"Idempotency-Key": "k" * 201})
     assert too_long.status_code == 422
     assert too_long.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
     longest = await api.client.post(

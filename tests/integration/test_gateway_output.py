@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import httpx
+
 from scriptbus.events import (
     OutputChunk,
     OutputStream,
@@ -19,7 +20,6 @@ from scriptbus.events import (
     RunStatus,
     publish_event,
 )
-
 from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
 
 
@@ -178,10 +178,7 @@ async def test_long_output_pages_through_and_the_tail_is_the_last_64_kib(api: Ap
     run = await wait_run(api, ex.run_id, lambda r: r["status"] == "succeeded")
     assert await output(api, ex.run_id) == ex.combined
     assert await output(api, ex.run_id, stream="stderr") == ex.written[OutputStream.STDERR]
-    assert (
-        await output(api, ex.run_id, stream="stdout", offset=70_000)
-        == ex.written[OutputStream.STDOUT][70_000:]
-    )
+    assert await output(api, ex.run_id, stream="stdout", offset=70_000) == ex.written[OutputStream.STDOUT][70_000:]
     cut = len(ex.combined) - 64 * 1024
     assert ex.combined[cut - 1 : cut + 1] == "é".encode()
     # The half character is dropped rather than shown as U+FFFD.

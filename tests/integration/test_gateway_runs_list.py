@@ -22,15 +22,11 @@ async def ids(api: Api, **params: Any) -> list[str]:
 
 
 async def test_filters_by_command_host_pool_and_creation_time(api: Api) -> None:
-    command = (
-        await api.client.post("/api/v1/commands", json={"name": "job", "script": "true", "pool": "p1"})
-    ).json()
+    command = (await api.client.post("/api/v1/commands", json={"name": "job", "script": "true", "pool": "p1"})).json()
     in_p1 = [(await create(api, pool="p1"))["id"] for _ in range(2)]
     in_p2 = [(await create(api, pool="p2"))["id"] for _ in range(2)]
     on_host = [(await create(api, pool="p1", host="build-1.example.com"))["id"] for _ in range(2)]
-    from_command = [
-        (await api.client.post("/api/v1/commands/job/runs", json={})).json()["id"] for _ in range(2)
-    ]
+    from_command = [(await api.client.post("/api/v1/commands/job/runs", json={})).json()["id"] for _ in range(2)]
     middle = (await api.client.get(f"/api/v1/runs/{on_host[0]}")).json()["created_at"]
 
     assert await ids(api, command_id=command["id"]) == from_command[::-1]
@@ -73,9 +69,7 @@ async def test_a_cursor_pages_each_run_once_while_new_runs_arrive(api: Api) -> N
 
     # The first page plus offsets of an unchanged list agree with the cursor.
     first = (await api.client.get("/api/v1/runs", params={"limit": 10})).json()
-    second = (
-        await api.client.get("/api/v1/runs", params={"limit": 10, "cursor": first["next_cursor"]})
-    ).json()
+    second = (await api.client.get("/api/v1/runs", params={"limit": 10, "cursor": first["next_cursor"]})).json()
     by_offset = (await api.client.get("/api/v1/runs", params={"limit": 10, "offset": 10})).json()
     assert [r["id"] for r in second["items"]] == [r["id"] for r in by_offset["items"]]
 

@@ -34,9 +34,7 @@ async def wait_http(
     raise AssertionError(f"{path} never as expected; last: {getattr(last, 'text', last)}")
 
 
-def start_gateway(
-    start_service: Callable[..., ServiceProcess], *args: str, **env: str
-) -> tuple[ServiceProcess, str]:
+def start_gateway(start_service: Callable[..., ServiceProcess], *args: str, **env: str) -> tuple[ServiceProcess, str]:
     port = free_port()
     process = start_service("gateway", "--port", str(port), *args, env=env)
     return process, f"http://127.0.0.1:{port}"
@@ -104,9 +102,7 @@ async def test_readiness_follows_its_dependencies(
         nats_server.stop()
 
 
-async def test_postgres_down_is_a_503_not_a_500(
-    start_service: Callable[..., ServiceProcess], bus: Any
-) -> None:
+async def test_postgres_down_is_a_503_not_a_500(start_service: Callable[..., ServiceProcess], bus: Any) -> None:
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     gateway, url = start_gateway(start_service, SCRIPTBUS_DATABASE_URL=nowhere)
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
