@@ -186,16 +186,20 @@ async def _events(nats_url: str, prefix: str, subject: str) -> list[tuple[str, s
     s = Subjects(prefix)
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    info = await js.stream_info(s.events_stream)
     found: list[tuple[str, str]] = []
-    if info.state.messages:
-        sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-        pending = (await sub.consumer_info()).num_pending or 0
-        for _ in range(pending):
-            msg = await sub.next_msg(timeout=5)
+    sub = await js.subscribe(subject, stream=s.events_stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=3)
+            except TimeoutError:
+                break  # nothing (more) under this subject
             event = decode_event(msg.data) if not msg.subject.endswith(".out") else None
             if event is not None:
                 found.append((event.type, getattr(event, "run_id", "")))
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
         await sub.unsubscribe()
     await nc.close()
     return found
