@@ -161,8 +161,11 @@ class RunFollower:
                     self.api.transport_errors(),
                     self.api.stream(f"/runs/{self.run_id}/events", headers=headers) as response,
                 ):
-                    failing_since, attempt = None, 0
+                    failing_since = None
                     for event in parse_sse(sse_lines(response.iter_bytes())):
+                        # Back off afresh only after progress: a server that keeps closing at once
+                        # is asked again every few seconds, not in a tight loop.
+                        attempt = 0
                         outcome = self._handle(event)
                         if outcome is not None:
                             return outcome
