@@ -27,8 +27,6 @@ from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
 
-# A reservation this old whose command does not (or no longer) use the name was left by a crash.
-STALE_RESERVATION_S = 30.0
 # Bounds the walk through one command's events when judging a reservation.
 _MAX_EVENTS_WALKED = 100_000
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -62,11 +60,11 @@ async def _last_name(gw: Gateway, command_id: str) -> str | None:
     return name
 
 
-async def _abandoned(gw: Gateway, kv: KeyValue, name: str, entry: KeyValue.Entry) -> bool:
+async def _abandoned(gw: Gateway, name: str, entry: KeyValue.Entry) -> bool:
     """True when the reservation `entry` of `name` is old and its command does not use the name."""
     assert entry.revision is not None
     msg = await gw.js.get_msg(f"KV_{gw.subjects.command_names_bucket}", seq=entry.revision)
-    if msg.time is None or utcnow() - msg.time < timedelta(seconds=STALE_RESERVATION_S):
+    if msg.time is None or utcnow() - msg.time < timedelta(seconds=gw.settings.stale_name_reservation_s):
         return False
     holder = (entry.value or b"").decode(errors="replace")
     return await _last_name(gw, holder) != name
@@ -89,7 +87,7 @@ async def _reserve(gw: Gateway, name: str, command_id: str) -> None:
                 continue  # freed meanwhile: try again
             if entry.value == command_id.encode():
                 return
-            if not await _abandoned(gw, kv, name, entry):
+            if not await _abandoned(gw, name, entry):
                 raise NameTaken(name)
             log.warning("taking over the name %r, left reserved by command %r", name, entry.value)
             try:

@@ -23,6 +23,9 @@ class GatewaySettings(BusSettings):
     # An executor silent for longer than this shows as `lost` and serves nothing (same variable as the
     # scheduler's, so both agree).
     executor_lost_after_s: float = Field(10.0, gt=0)
+    # A command-name reservation older than this that no command in the stream uses (left by a crash
+    # between reserving and publishing) is taken over by the next command that wants the name.
+    stale_name_reservation_s: float = Field(30.0, ge=0)
     # Comma-separated bearer tokens; when set, every /api route requires one of them.
     api_tokens: str = ""
     log_level: str = "INFO"

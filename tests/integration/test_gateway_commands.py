@@ -6,10 +6,15 @@ when the command changes."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tests.helpers.api import wait_for_status
+import httpx
+
+from scriptbus.embedded import free_port
+from scriptbus.events import command_names_bucket
+from tests.helpers.api import wait_for_status, wait_until_ready
 from tests.helpers.processes import ServiceProcess
 from tests.integration.test_gateway import Api, api_fixture  # noqa: F401  (the `api` fixture)
 
@@ -274,3 +279,35 @@ async def test_openapi_documents_the_new_endpoints(api: Api) -> None:
     assert {"Command", "CommandCreate", "CommandList", "CommandRunCreate", "ExecutorList"} <= set(schemas)
     assert {"command_id", "args", "reason"} <= set(schemas["RunSummary"]["properties"])
     assert "next_cursor" in schemas["RunList"]["properties"]
+
+
+async def test_a_name_left_reserved_by_a_crash_is_taken_over_once_stale(
+    start_service: Callable[..., ServiceProcess], bus: tuple[Any, Any, Any]
+) -> None:
+    _nc, js, subjects = bus
+    start_service("recorder")
+    port = free_port()
+    start_service("gateway", "--port", str(port), env={"SCRIPTBUS_STALE_NAME_RESERVATION_S": "2"})
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        await wait_until_ready(client)
+        # What a gateway that died between reserving the name and publishing the command leaves behind.
+        names = await command_names_bucket(js, subjects)
+        await names.create("ghost", str(uuid.uuid4()).encode())
+        fresh = await client.post("/api/v1/commands", json={"name": "ghost", "script": "true"})
+        assert fresh.status_code == 409, "a fresh reservation may belong to a create still under way"
+        real = await client.post("/api/v1/commands", json={"name": "real", "script": "true"})
+        assert real.status_code == 201
+        await asyncio.sleep(2.5)
+        taken_over = await client.post("/api/v1/commands", json={"name": "ghost", "script": "true"})
+        assert taken_over.status_code == 201, taken_over.text
+        assert (await names.get("ghost")).value == taken_over.json()["id"].encode()
+        # A name a command really uses is never taken over, however old.
+        again = await client.post("/api/v1/commands", json={"name": "real", "script": "true"})
+        assert again.status_code == 409
+        renamed = await client.put("/api/v1/commands/real", json={"name": "real2", "script": "true"})
+        assert renamed.status_code == 200
+        await asyncio.sleep(2.5)
+        assert (await client.post("/api/v1/commands", json={"name": "real2", "script": "x"})).status_code == 409
+        assert (await client.post("/api/v1/commands", json={"name": "real", "script": "x"})).status_code == 201
+        for bucket in (subjects.command_names_bucket, subjects.idempotency_bucket):
+            await js.delete_stream(f"KV_{bucket}")
