@@ -20,6 +20,7 @@ from scriptbus.gateway import fleet, queries, readmodels
 from scriptbus.gateway.errors import (
     DB_ERRORS,
     BusUnavailable,
+    GatewayError,
     RequestTooLarge,
     RunConflict,
     RunNotFound,
@@ -76,10 +77,17 @@ async def _read_back(gw: Gateway, run_id: str, seq: int) -> Run | None:
         return None
     try:
         run = await readmodels.get_run(gw.pool, run_id)
-        return None if run is None else await fleet.explain_one(gw, run)
     except DB_ERRORS as exc:
         log.warning("reading run %s back failed: %s", run_id, exc)
         return None
+    if run is None:
+        return None
+    try:
+        return await fleet.explain_one(gw, run)
+    except GatewayError as exc:
+        # The run is stored: a reason that cannot be read must not fail the request.
+        log.warning("could not tell why run %s waits: %s", run_id, exc)
+        return run
 
 
 def _from_request(event: RunRequested) -> Run:
@@ -181,7 +189,8 @@ async def _request(gw: Gateway, event: RunRequested) -> Run:
         return run
     try:
         return await fleet.explain_one(gw, _from_request(event))
-    except Exception as exc:  # noqa: BLE001 - the run is stored; a missing reason must not fail the request
+    except GatewayError as exc:
+        # The run is stored: a reason that cannot be read must not fail the request.
         log.warning("could not tell why run %s waits: %s", event.run_id, exc)
         return _from_request(event)
 
