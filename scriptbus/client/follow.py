@@ -1,9 +1,5 @@
 """Following a run live: its events over SSE (`GET /runs/{id}/events`), output bytes onto the right
-local stream, reconnecting with `Last-Event-ID` after a dropped connection so every byte arrives once.
-
-Gateways without the events endpoint are followed through `/output?follow=true`, one connection per
-stream, and the final status is read from `GET /runs/{id}`.
-"""
+local stream, reconnecting with `Last-Event-ID` after a dropped connection so every byte arrives once."""
 
 from __future__ import annotations
 
@@ -147,14 +143,12 @@ class RunFollower:
     guard: InterruptGuard = field(default_factory=InterruptGuard)
     reconnect_for_s: float = 60.0
     last_event_id: str | None = None
-    _fallback: _OutputFollower | None = None
+    outcome: Outcome | None = None
 
     def follow(self) -> Outcome:
-        if self._fallback is not None:
-            return self._fallback.follow()
         failing_since: float | None = None
         attempt = 0
-        while True:
+        while self.outcome is None:
             headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else None
             try:
                 with (
@@ -162,21 +156,26 @@ class RunFollower:
                     self.api.stream(f"/runs/{self.run_id}/events", headers=headers) as response,
                 ):
                     failing_since = None
+                    if response.status_code == 204:
+                        # We are past the run's last event already: its end is in the read model.
+                        self.outcome = self._outcome_from_read_model()
+                        break
                     for event in parse_sse(sse_lines(response.iter_bytes())):
                         # Back off afresh only after progress: a server that keeps closing at once
                         # is asked again every few seconds, not in a tight loop.
                         attempt = 0
-                        outcome = self._handle(event)
-                        if outcome is not None:
-                            return outcome
-                # The server closed the stream before the run ended (a gateway restart): resume.
+                        self._handle(event)
+                        if self.outcome is not None:
+                            break
+                # Closed before the run ended (a gateway restart): resume after the last event.
             except NotFound as exc:
-                if not exc.no_route:
-                    raise
-                self._fallback = _OutputFollower(self)
-                return self._fallback.follow()
+                if exc.no_route:
+                    raise ClientError(
+                        f"the API at {self.api.base_url} cannot stream a run's events (an older gateway?)"
+                    ) from exc
+                raise
             except (Unreachable, ClientError) as exc:
-                # 4xx other than a missing route will not heal by retrying; 5xx and lost connections may.
+                # A 4xx will not heal by retrying; a 5xx or a lost connection may.
                 if not isinstance(exc, Unreachable) and not _retryable(exc):
                     raise
                 if not self.api.answered:
@@ -188,117 +187,55 @@ class RunFollower:
                     raise Unreachable(
                         f"{exc.message}; the run goes on: reattach with `scriptbus logs -f {self.run_id}`"
                     ) from exc
-            time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
-            attempt += 1
+            if self.outcome is None:
+                time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+                attempt += 1
+        return self.outcome
 
-    def _handle(self, event: SseEvent) -> Outcome | None:
+    def _outcome_from_read_model(self) -> Outcome:
+        try:
+            run = self.api.get_run(self.run_id)
+        except NotFound:
+            return Outcome(status="deleted", deleted=True)
+        return Outcome(str(run["status"]), run.get("exit_code"), run.get("signal"), str(run.get("reason") or ""))
+
+    def _handle(self, event: SseEvent) -> None:
         try:
             body = json.loads(event.data) if event.data else {}
         except ValueError:
             body = {}
-        if event.event == "output":
-            stream = str(body.get("stream", "stdout"))
-            data = base64.b64decode(body.get("data", ""))
-            self.on_state("running")
-            with self.guard.critical():
+        # Acting on an event and recording its id happen together, or not at all, even with Ctrl-C:
+        # following again then starts exactly after it.
+        with self.guard.critical():
+            if event.event == "output":
+                self.on_state("running")
+                stream = str(body.get("stream", "stdout"))
                 if self.only is None or stream == self.only:
                     target = self.stderr if stream == "stderr" and self.only is None else self.stdout
-                    target.write(data)
+                    target.write(base64.b64decode(body.get("data", "")))
                     target.flush()
-                self.last_event_id = event.id or self.last_event_id
-            return None
-        self.last_event_id = event.id or self.last_event_id
-        if event.event == "run.requested":
-            self.on_state("queued")
-        elif event.event == "run.started":
-            self.on_state("running")
-        elif event.event == "run.stop_requested":
-            self.on_state("stopping")
-        elif event.event == "run.finished":
-            self.on_state("finished")
-            return Outcome(
-                status=str(body.get("status", "")),
-                exit_code=body.get("exit_code"),
-                signal=body.get("signal"),
-                reason=str(body.get("reason") or ""),
-            )
-        elif event.event == "run.deleted":
-            self.on_state("finished")
-            return Outcome(status="deleted", deleted=True)
-        return None
+            elif event.event == "run.requested":
+                self.on_state("queued")
+            elif event.event == "run.started":
+                self.on_state("running")
+            elif event.event == "run.stop_requested":
+                self.on_state("stopping")
+            elif event.event == "run.finished":
+                self.on_state("finished")
+                self.outcome = Outcome(
+                    status=str(body.get("status", "")),
+                    exit_code=body.get("exit_code"),
+                    signal=body.get("signal"),
+                    reason=str(body.get("reason") or ""),
+                )
+            elif event.event == "run.deleted":
+                self.on_state("finished")
+                self.outcome = Outcome(status="deleted", deleted=True)
+            self.last_event_id = event.id or self.last_event_id
 
 
 def _retryable(exc: ClientError) -> bool:
     return exc.status is not None and exc.status >= 500
-
-
-class _OutputFollower:
-    """The older way: `/output?follow=true&stream=…` per stream, each in a thread, then the status."""
-
-    def __init__(self, parent: RunFollower) -> None:
-        self.parent = parent
-        streams = [parent.only] if parent.only else ["stdout", "stderr"]
-        self.errors: list[ClientError] = []
-        self.threads = [
-            threading.Thread(target=self._pump, args=(stream,), daemon=True, name=f"follow-{stream}")
-            for stream in streams
-        ]
-        self.lock = threading.Lock()
-        for thread in self.threads:
-            thread.start()
-
-    def follow(self) -> Outcome:
-        for thread in self.threads:
-            # join() with a timeout keeps the main thread responsive to Ctrl-C.
-            while thread.is_alive():
-                thread.join(0.2)
-        if self.errors:
-            raise self.errors[0]
-        p = self.parent
-        deadline = time.monotonic() + 10
-        while True:
-            run = p.api.get_run(p.run_id)
-            # The output ends on the finish event; the read model follows a moment later.
-            if run["status"] in TERMINAL or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        p.on_state("finished")
-        return Outcome(str(run["status"]), run.get("exit_code"), run.get("signal"), str(run.get("reason") or ""))
-
-    def _pump(self, stream: str) -> None:
-        p = self.parent
-        target = p.stderr if stream == "stderr" and p.only is None else p.stdout
-        offset = 0
-        failing_since: float | None = None
-        while True:
-            params = {"follow": "true", "stream": stream, "offset": offset}
-            try:
-                with (
-                    p.api.transport_errors(),
-                    p.api.stream(f"/runs/{p.run_id}/output", params=params) as response,
-                ):
-                    failing_since = None
-                    for data in response.iter_raw():
-                        if not data:
-                            continue
-                        with self.lock:
-                            p.on_state("running")
-                            target.write(data)
-                            target.flush()
-                        offset += len(data)
-                return
-            except Unreachable as exc:
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > p.reconnect_for_s:
-                    self.errors.append(exc)
-                    return
-                time.sleep(0.5)
-            except ClientError as exc:
-                self.errors.append(exc)
-                return
-            except (OSError, ValueError):
-                # Our own stdout went away (a closed pipe): nothing left to write to.
-                return
 
 
 def exit_status(outcome: Outcome) -> tuple[int, str]:

@@ -236,16 +236,21 @@ async def test_interrupt_detaches_when_not_on_a_terminal(stack: Stack) -> None:
 
 
 async def test_interrupt_stops_the_run_with_stop_on_interrupt(stack: Stack) -> None:
-    proc = await spawn(stack.api, "run", "--stop-on-interrupt", "echo started; sleep 60")
+    proc = await spawn(
+        stack.api, "run", "--stop-on-interrupt", "for i in $(seq 1 100000); do echo line-$i; sleep 0.005; done"
+    )
     assert proc.stdout is not None and proc.stderr is not None
-    await read_until(proc.stdout, b"started\n")
+    first = await read_until(proc.stdout, b"line-20\n")
     proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    rest, err = await asyncio.wait_for(proc.communicate(), 30)
     # It follows the run to its end, and ends the way a shell's child killed by SIGTERM does.
     assert proc.returncode == 128 + 15, err
     assert re.fullmatch(
         rb"scriptbus: stopping run [0-9a-f-]{36}\nscriptbus: run [0-9a-f]{8} stopped \(SIGTERM\)\n", err
     ), err
+    # Every line up to the stop, none lost or repeated around the interrupt.
+    lines = (first + rest).decode().splitlines()
+    assert len(lines) >= 20 and lines == [f"line-{i}" for i in range(1, len(lines) + 1)]
     _, out, _ = await cli(stack.api, "ps", "--all", "--json")
     assert json.loads(out)["items"][0]["status"] == "stopped"
 
