@@ -77,7 +77,6 @@ class EventFeed:
         *,
         batch_size: int,
         batch_max_bytes: int,
-        batch_wait_s: float,
         idle_wait_s: float,
     ) -> None:
         self._nc = nc
@@ -85,7 +84,6 @@ class EventFeed:
         self._stream = stream
         self._batch_size = batch_size
         self._batch_max_bytes = max(batch_max_bytes, MIN_BATCH_BYTES)
-        self._batch_wait_s = batch_wait_s
         self._idle_wait_s = idle_wait_s
         self._consumer: str | None = None
         self._inbox: Subscription | None = None
@@ -152,10 +150,12 @@ class EventFeed:
         return msgs
 
     async def _read(self) -> list[StreamMessage]:
-        msgs = await self._pull(self._batch_size, self._batch_wait_s)
+        # Take what is there now and never hold a partial batch open: under load, a batch fills by
+        # itself while the previous one is written; when events trickle in, each is applied at once
+        # (a pull left open for more would add its whole wait to every POST's read-your-writes).
+        msgs = await self._pull(self._batch_size, None)
         if not msgs:
-            # Nothing waiting: long-poll for one message, then add only what is already there, so a
-            # lone event is applied at once rather than after batch_wait_s.
+            # Nothing waiting: long-poll for one message, then add only what is already there.
             msgs = await self._pull(1, self._idle_wait_s)
             if msgs and self._batch_size > 1:
                 msgs += await self._pull(self._batch_size - 1, None)

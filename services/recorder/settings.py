@@ -16,8 +16,6 @@ class RecorderSettings(BusSettings):
     # A batch also ends at about this many bytes (never below the largest message the stream accepts):
     # nats-server drops a client it has more than 64 MiB (its default max_pending) queued for.
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
-    # Upper bound on how long a partial batch waits for more messages before it is applied.
-    batch_wait_s: float = Field(default=0.05, gt=0)
     # How long one idle long-poll for the next message lasts; bounds how fast an idle recorder
     # notices that its consumer is gone.
     idle_wait_s: float = Field(default=1.0, gt=0)

@@ -118,7 +118,6 @@ async def project_stream(
         projection.stream,
         batch_size=settings.batch_size,
         batch_max_bytes=settings.batch_max_bytes,
-        batch_wait_s=settings.batch_wait_s,
         idle_wait_s=settings.idle_wait_s,
     )
     gap_check: GapCheck = _no_gap if projection.gaps_are_normal else feed.only_deleted_between
