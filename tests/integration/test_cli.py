@@ -358,6 +358,10 @@ async def test_saved_commands_from_create_to_run_with_args(stack: Stack, tmp_pat
     assert len(json.loads(out)["items"]) == 3
     code, _, err = await cli(stack.api, "commands", "edit", name)
     assert code == 2 and b"nothing to change" in err
+    # On a terminal, edit with no options opens $EDITOR on the script.
+    code, seen = Terminal(stack.api, "commands", "edit", name, EDITOR="sed -i s/v2/v3/", VISUAL="").finish()
+    assert code == 0 and b"updated command" in seen and b"(version 3)" in seen, seen
+    assert (await cli(stack.api, "run", "--command", name, "--", "y"))[1] == b"v3 world y\n"
 
     # A taken name is the server's 409, on one line.
     code, _, err = await cli(stack.api, "commands", "create", name, "--script", "true")
