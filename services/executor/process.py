@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import fcntl
 import os
 import pwd
 import shutil
@@ -62,7 +63,7 @@ async def spawn(
 ) -> asyncio.subprocess.Process:
     """Start `bash -c script bash args...` as the leader of a new session (so of its own process group),
     stdin from /dev/null, stdout and stderr piped."""
-    return await asyncio.create_subprocess_exec(
+    proc = await asyncio.create_subprocess_exec(
         bash,
         "-c",
         script,
@@ -76,6 +77,29 @@ async def spawn(
         start_new_session=True,
         limit=READ_SIZE,
     )
+    _widen_pipes(proc)
+    return proc
+
+
+# Linux's F_SETPIPE_SZ. A 64 KiB pipe makes a fast writer and us trade many small reads; 1 MiB lets each
+# wake-up take up to the transport's 256 KiB read, which is most of the executor's CPU on heavy output.
+_F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1024 * 1024
+
+
+def _widen_pipes(proc: asyncio.subprocess.Process) -> None:
+    transport = proc._transport  # type: ignore[attr-defined]  # the public Process hides its transport
+    for fd in (1, 2):
+        pipe = transport.get_pipe_transport(fd)
+        file = pipe.get_extra_info("pipe") if pipe is not None else None
+        if file is None:
+            continue
+        try:
+            fcntl.fcntl(file.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+        except ValueError:
+            pass  # a quick script already closed it
+        except OSError:
+            pass  # over /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
 
 
 async def wait_exit(proc: asyncio.subprocess.Process, poll_s: float = 0.05) -> int:
