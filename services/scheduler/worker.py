@@ -8,13 +8,16 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
+from nats.js.kv import KeyValue
 
 from scriptbus.events import (
     ExecutorLost,
     RunFinished,
     RunStatus,
+    claims_bucket,
     connect_bus,
     decode_event,
     publish_event,
@@ -28,19 +31,31 @@ _ACTIVE_RUNS_SQL = """
 SELECT id::text FROM runs
 WHERE host = $1 AND status IN ('running', 'stopping') AND (executor_id = $2 OR executor_id IS NULL)
 """
+# Queued runs are few (they wait for an executor); one may be claimed by an executor that died before
+# it could start it, and then nobody else ever will.
+_QUEUED_RUNS_SQL = "SELECT id::text FROM runs WHERE status = 'queued' ORDER BY created_at LIMIT 10000"
 
 
-async def _active_runs(pool: asyncpg.Pool | None, loss: Loss) -> set[str]:
-    """Runs the read model still shows as running there, plus those the last heartbeat named
-    (the read model may not have projected a just-started run yet)."""
+async def _active_runs(pool: asyncpg.Pool | None, claims: KeyValue, loss: Loss) -> set[str]:
+    """Runs the read model still shows as running there, those the last heartbeat named (the read
+    model may not have projected a just-started run yet), and queued runs the lost host had claimed."""
     run_ids = set(loss.run_ids)
     if pool is None:
         return run_ids
     try:
         rows = await pool.fetch(_ACTIVE_RUNS_SQL, loss.host, loss.executor_id)
         run_ids.update(r["id"] for r in rows)
+        queued = [r["id"] for r in await pool.fetch(_QUEUED_RUNS_SQL)]
     except (asyncpg.PostgresError, OSError) as exc:
         log.warning("read model unavailable, using heartbeat run list for %s: %s", loss.host, exc)
+        return run_ids
+    for run_id in queued:
+        try:
+            entry = await claims.get(run_id)
+        except nats.js.errors.KeyNotFoundError:
+            continue
+        if entry.value == loss.host.encode():
+            run_ids.add(run_id)
     return run_ids
 
 
@@ -52,6 +67,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     except (OSError, asyncpg.PostgresError) as exc:
         log.warning("PostgreSQL unavailable (%s); lost runs will come from heartbeats only", exc)
         pool = None
+    claims = await claims_bucket(js, subjects)
     fleet = Fleet(settings.executor_lost_after_s)
     losses: asyncio.Queue[Loss] = asyncio.Queue()
 
@@ -75,7 +91,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)
 
     async def declare(loss: Loss) -> None:
-        run_ids = await _active_runs(pool, loss)
+        run_ids = await _active_runs(pool, claims, loss)
         for run_id in sorted(run_ids):
             await publish_event(
                 js,

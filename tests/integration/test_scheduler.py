@@ -1,0 +1,98 @@
+"""The scheduler against real NATS and PostgreSQL: silent executors are lost, and so are their runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+
+from scriptbus.events import (
+    ExecutorHeartbeat,
+    ExecutorStopped,
+    RunRequested,
+    RunStarted,
+    claims_bucket,
+    ensure_queue,
+    new_id,
+    publish_event,
+)
+from tests.helpers.processes import ServiceProcess
+
+
+def heartbeat(host: str, executor_id: str, running: list[str] | None = None) -> ExecutorHeartbeat:
+    return ExecutorHeartbeat(
+        host=host,
+        executor_id=executor_id,
+        pools=["default", host],
+        version="test",
+        capacity=4,
+        running=len(running or []),
+        running_run_ids=running or [],
+        started_at=datetime.now(UTC),
+        interval_s=0.5,
+    )
+
+
+async def status_of(database_url: str, run_id: str, wanted: str, timeout: float = 20) -> tuple[str, str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        row = None
+        while time.monotonic() < deadline:
+            try:
+                row = await conn.fetchrow("SELECT status, reason FROM runs WHERE id = $1", run_id)
+            except asyncpg.UndefinedTableError:
+                pass  # the recorder has not applied its migrations yet
+            if row is not None and row["status"] == wanted:
+                return row["status"], row["reason"]
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"run {run_id} not {wanted} within {timeout}s: {row}")
+    finally:
+        await conn.close()
+
+
+async def test_lost_executor_takes_its_running_and_claimed_runs_with_it(
+    bus,
+    database_url: str,
+    start_service: Callable[..., ServiceProcess],  # type: ignore[no-untyped-def]
+) -> None:
+    _nc, js, s = bus
+    start_service("recorder")
+    start_service("scheduler")
+    await ensure_queue(js, s, "default")
+    running = RunRequested(run_id=new_id(), script="sleep 100")
+    claimed = RunRequested(run_id=new_id(), script="sleep 100")
+    bystander = RunRequested(run_id=new_id(), script="true")
+    for run in (running, claimed, bystander):
+        await publish_event(js, s, run)
+    kv = await claims_bucket(js, s)
+    await kv.create(running.run_id, b"ghost")
+    await kv.create(claimed.run_id, b"ghost")  # claimed, then the executor died before starting it
+    await publish_event(js, s, RunStarted(run_id=running.run_id, host="ghost", pid=4242, executor_id="e1"))
+    await publish_event(js, s, heartbeat("ghost", "e1", [running.run_id]))
+    # ...and then nothing more from ghost.
+    for run in (running, claimed):
+        status, reason = await status_of(database_url, run.run_id, "lost")
+        assert "ghost" in reason
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT status FROM runs WHERE id = $1", bystander.run_id) == "queued"
+    finally:
+        await conn.close()
+
+
+async def test_cleanly_stopped_executor_is_not_lost(
+    bus,
+    database_url: str,
+    start_service: Callable[..., ServiceProcess],  # type: ignore[no-untyped-def]
+) -> None:
+    _nc, js, s = bus
+    start_service("recorder")
+    scheduler = start_service("scheduler")
+    await publish_event(js, s, heartbeat("tidy", "e1"))
+    await publish_event(js, s, ExecutorStopped(host="tidy", executor_id="e1"))
+    await asyncio.sleep(4.5)  # longer than SCRIPTBUS_EXECUTOR_LOST_AFTER_S=3
+    assert "executor tidy lost" not in scheduler.log()
