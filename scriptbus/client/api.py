@@ -237,6 +237,9 @@ def check(response: httpx.Response) -> None:
         raise NotFound(detail, no_route=detail == _NO_ROUTE)
     if response.status_code == 401:
         raise ClientError(f"{detail} (pass --token or set SCRIPTBUS_TOKEN)", status=401)
+    if response.status_code >= 500:
+        # Not the caller's mistake: say it is the server's, with the status, to help whoever looks into it.
+        detail = f"the API answered {response.status_code}: {detail}"
     raise ClientError(detail, status=response.status_code)
 
 
