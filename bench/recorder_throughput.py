@@ -33,9 +33,7 @@ _LOG_TIME = re.compile(
 
 
 def _report(label: str, chunks: int, nbytes: int, seconds: float) -> None:
-    print(
-        f"{label:<46} {chunks / seconds:10.0f} chunks/s {nbytes / seconds / 1e6:10.1f} MB/s  ({seconds:.2f}s)"
-    )
+    print(f"{label:<46} {chunks / seconds:10.0f} chunks/s {nbytes / seconds / 1e6:10.1f} MB/s  ({seconds:.2f}s)")
 
 
 async def main() -> None:
@@ -103,18 +101,14 @@ async def main() -> None:
             started = time.perf_counter()
             async with conn.transaction():
                 await conn.copy_records_to_table("scratch", records=rows, columns=columns)
-            _report(
-                "raw COPY into a run_output-shaped table", args.chunks, total, time.perf_counter() - started
-            )
+            _report("raw COPY into a run_output-shaped table", args.chunks, total, time.perf_counter() - started)
             await conn.execute("TRUNCATE scratch")
             # The same, committed in transactions of the recorder's default batch size in bytes.
             per_batch = max(1, (16 * 1024 * 1024) // size)
             started = time.perf_counter()
             for i in range(0, len(rows), per_batch):
                 async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        "scratch", records=rows[i : i + per_batch], columns=columns
-                    )
+                    await conn.copy_records_to_table("scratch", records=rows[i : i + per_batch], columns=columns)
             _report("raw COPY, one commit per 16 MiB", args.chunks, total, time.perf_counter() - started)
             await conn.execute("TRUNCATE scratch")
             # The duplicate-tolerant path, timed against the empty scratch table under run_output's name.
@@ -123,9 +117,7 @@ async def main() -> None:
             started = time.perf_counter()
             async with conn.transaction():
                 await _copy_skipping_duplicates(conn, rows)
-            _report(
-                "COPY to temp table + INSERT ON CONFLICT", args.chunks, total, time.perf_counter() - started
-            )
+            _report("COPY to temp table + INSERT ON CONFLICT", args.chunks, total, time.perf_counter() - started)
         finally:
             await conn.close()
     finally:

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from pydantic import ValidationError
+
 from scriptbus.executor.settings import ExecutorSettings, parse_labels
 
 
@@ -26,9 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="POOL",
         help="a pool to serve (repeatable; default: default)",
     )
-    p.add_argument(
-        "--label", action="append", dest="labels", metavar="K=V", help="a label to report (repeatable)"
-    )
+    p.add_argument("--label", action="append", dest="labels", metavar="K=V", help="a label to report (repeatable)")
     p.add_argument("--max-concurrency", type=int, help="most runs at once (default 64)")
     return p
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nats.js import JetStreamContext
+
 from scriptbus.events import (
     OutputStream,
     RunFinished,
@@ -71,9 +72,7 @@ class Execution:
         self._subjects = subjects
         self._publisher = publisher
         # The request's own grace when it states one, else this executor's default.
-        self.grace_s = (
-            request.stop_grace_s if "stop_grace_s" in request.model_fields_set else me.default_stop_grace_s
-        )
+        self.grace_s = request.stop_grace_s if "stop_grace_s" in request.model_fields_set else me.default_stop_grace_s
         self._pgid: int | None = None
         self._exited = asyncio.Event()
         self._cause: StopCause | None = None
@@ -93,9 +92,7 @@ class Execution:
             self._stopper = asyncio.create_task(self._stop_sequence(self._pgid))
 
     async def _stop_sequence(self, pgid: int) -> None:
-        log.info(
-            "run %s: SIGTERM to group %d (%s), grace %.1fs", self.run_id, pgid, self._reason, self.grace_s
-        )
+        log.info("run %s: SIGTERM to group %d (%s), grace %.1fs", self.run_id, pgid, self._reason, self.grace_s)
         signal_group(pgid, signal.SIGTERM)
         try:
             await asyncio.wait_for(self._exited.wait(), timeout=self.grace_s)
@@ -103,9 +100,7 @@ class Execution:
             if self._exit_task is not None and self._exit_task.done():
                 return  # it did end on our TERM, just as the grace ran out
             self._needed_kill = True
-            log.info(
-                "run %s: still running after %.1fs, SIGKILL to group %d", self.run_id, self.grace_s, pgid
-            )
+            log.info("run %s: still running after %.1fs, SIGKILL to group %d", self.run_id, self.grace_s, pgid)
             signal_group(pgid, signal.SIGKILL)
 
     async def run(self) -> RunFinished:
@@ -137,9 +132,7 @@ class Execution:
             await publish_event(
                 self._js,
                 self._subjects,
-                RunStarted(
-                    run_id=self.run_id, host=self._me.host, pid=proc.pid, executor_id=self._me.executor_id
-                ),
+                RunStarted(run_id=self.run_id, host=self._me.host, pid=proc.pid, executor_id=self._me.executor_id),
             )
         except BUS_ERRORS as exc:
             # The run is claimed and running; its finish will still say what happened.
@@ -220,9 +213,7 @@ class Execution:
                 # The finish must land: without it the run looks alive until its executor is declared
                 # lost. Only a shutdown that cannot reach NATS gives up (the run then ends as lost).
                 if self._publisher.gave_up:
-                    log.error(
-                        "run %s: run.finished (%s) not published: %s", self.run_id, finished.status, exc
-                    )
+                    log.error("run %s: run.finished (%s) not published: %s", self.run_id, finished.status, exc)
                     return finished
                 log.warning("run %s: could not publish run.finished (%s); retrying", self.run_id, exc)
                 await asyncio.sleep(delay)

@@ -10,6 +10,7 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from nats.js import JetStreamContext
+
 from scriptbus.events import ExecutorHeartbeat, Subjects, publish_event, utcnow
 from scriptbus.executor.errors import BUS_ERRORS
 

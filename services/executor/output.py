@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+
 from scriptbus.events import OutputChunk, OutputStream
 from scriptbus.executor.errors import BUS_ERRORS
 
@@ -123,14 +124,10 @@ class OutputPublisher:
         delay = 0.1
         while not self._nc.is_closed and not self.gave_up:
             try:
-                await self._js.publish(
-                    subject, chunk.data, headers=chunk.headers(), timeout=self._ack_timeout_s
-                )
+                await self._js.publish(subject, chunk.data, headers=chunk.headers(), timeout=self._ack_timeout_s)
                 return
             except BUS_ERRORS as exc:
-                log.warning(
-                    "run %s: output republish at offset %d failed: %s", chunk.run_id, chunk.offset, exc
-                )
+                log.warning("run %s: output republish at offset %d failed: %s", chunk.run_id, chunk.offset, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         log.error("run %s: output at offset %d not stored: NATS unreachable", chunk.run_id, chunk.offset)
@@ -142,9 +139,7 @@ class OutputPublisher:
 class RunOutput:
     """One run's output: offsets across both streams, the byte cap, and its unacked chunks."""
 
-    def __init__(
-        self, publisher: OutputPublisher, subject: str, run_id: str, host: str, max_bytes: int
-    ) -> None:
+    def __init__(self, publisher: OutputPublisher, subject: str, run_id: str, host: str, max_bytes: int) -> None:
         self._publisher = publisher
         self.subject = subject
         self.run_id = run_id
@@ -204,9 +199,7 @@ class RunOutput:
             self._synced_at = self._publisher.reconnects
             unacked = [e for e in self.pending if not e.resent and (not e.future.done() or e.failed())]
             if unacked:
-                log.info(
-                    "run %s: republishing %d unacked chunks after a reconnect", self.run_id, len(unacked)
-                )
+                log.info("run %s: republishing %d unacked chunks after a reconnect", self.run_id, len(unacked))
             for entry in unacked:
                 entry.resent = True
                 entry.future.cancel()  # its ack went with the old connection; frees its slot
@@ -325,8 +318,6 @@ class Pump:
             await self._out.write(pieces)
 
     def _take(self) -> list[tuple[OutputStream, bytes]]:
-        pieces = [
-            (self._stream, bytes(self._buf[i : i + CHUNK_SIZE])) for i in range(0, len(self._buf), CHUNK_SIZE)
-        ]
+        pieces = [(self._stream, bytes(self._buf[i : i + CHUNK_SIZE])) for i in range(0, len(self._buf), CHUNK_SIZE)]
         self._buf.clear()
         return pieces

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
+
 from scriptbus.events import host_token, valid_token
 from scriptbus.events.bus import BusSettings
 

@@ -18,9 +18,7 @@ log = logging.getLogger(__name__)
 # Any constant works as long as nothing else on the database uses it: "scriptbus" as a 63-bit integer.
 MIGRATIONS_LOCK_KEY = 0x73637269707462
 
-_CREATE_TABLE = re.compile(
-    r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE
-)
+_CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 
 
 def migration_files() -> list[tuple[str, str]]:

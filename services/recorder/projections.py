@@ -209,9 +209,7 @@ async def command_deleted(conn: asyncpg.Connection, e: CommandDeleted, seq: int,
 # executors ----------------------------------------------------------------------------------------
 
 
-async def executor_heartbeat(
-    conn: asyncpg.Connection, e: ExecutorHeartbeat, seq: int, w: BatchWrites
-) -> None:
+async def executor_heartbeat(conn: asyncpg.Connection, e: ExecutorHeartbeat, seq: int, w: BatchWrites) -> None:
     await conn.execute(
         """INSERT INTO executors (host, executor_id, pools, labels, version, capacity, running,
                                   running_run_ids, interval_s, started_at, last_heartbeat, state)

@@ -94,9 +94,7 @@ async def run_recorder(
             StreamProjection(POSITION_NAME, subjects.events_stream),
             StreamProjection(EXECUTORS_POSITION_NAME, subjects.executors_stream, gaps_are_normal=True),
         ]
-        await asyncio.gather(
-            *(project_stream(p, settings, nc, js, stop, exit_when_caught_up) for p in projections)
-        )
+        await asyncio.gather(*(project_stream(p, settings, nc, js, stop, exit_when_caught_up) for p in projections))
     finally:
         await nc.drain()
         log.info("recorder stopped")

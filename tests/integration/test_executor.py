@@ -17,6 +17,7 @@ import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
+
 from scriptbus.events import (
     Event,
     ExecutorHeartbeat,
@@ -35,7 +36,6 @@ from scriptbus.events import (
     new_id,
     publish_event,
 )
-
 from tests.helpers.processes import ServiceProcess
 
 Bus = tuple[nats.NATS, JetStreamContext, Subjects]
@@ -115,9 +115,7 @@ async def wait_run(
     return record
 
 
-async def wait_runs(
-    js: JetStreamContext, s: Subjects, run_ids: set[str], timeout: float = 120
-) -> dict[str, RunRecord]:
+async def wait_runs(js: JetStreamContext, s: Subjects, run_ids: set[str], timeout: float = 120) -> dict[str, RunRecord]:
     """Every record of the given runs, once each of them has finished."""
     records = {run_id: RunRecord() for run_id in run_ids}
     open_runs = set(run_ids)
@@ -404,8 +402,7 @@ async def test_two_executors_start_each_run_exactly_once(bus: Bus, start_service
     )
     await ensure_queue(js, s, "shared")
     requests = [
-        RunRequested(run_id=new_id(), script='sleep 0.05; echo "$1"', args=[str(i)], pool="shared")
-        for i in range(200)
+        RunRequested(run_id=new_id(), script='sleep 0.05; echo "$1"', args=[str(i)], pool="shared") for i in range(200)
     ]
     await asyncio.gather(*(publish_event(js, s, r) for r in requests))
     records = await wait_runs(js, s, {r.run_id for r in requests}, timeout=150)
@@ -465,7 +462,7 @@ async def test_sigterm_stops_runs_and_reports_them(bus: Bus, start_service: Any)
     assert all(f.reason == "executor shutting down" for f in finished.values())
     assert all(group_alive(pid) == [] for pid in pids)
 
-    events = []
+    events: list[Event | None] = []
     while not any(isinstance(e, ExecutorStopped) for e in events):
         events.append(decode_event((await beats.next_msg(timeout=10)).data))
     await beats.unsubscribe()

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from scriptbus.events import OutputStream, RunStarted, RunStatus, Subjects, ensure_streams
 
 from scriptbus.embedded import EmbeddedNats
+from scriptbus.events import OutputStream, RunStarted, RunStatus, Subjects, ensure_streams
 from tests.integration.test_executor import (
     assert_output_consistent,
     group_alive,

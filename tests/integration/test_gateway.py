@@ -36,7 +36,7 @@ class Api:
 
     async def event_types(self, run_id: str) -> list[str]:
         """Types of the events stored for one run, in stream order ("out" for an output chunk)."""
-        types = []
+        types: list[str] = []
         seq = 1
         while True:
             try:
@@ -45,7 +45,7 @@ class Api:
                 )
             except nats.js.errors.NotFoundError:
                 return types
-            event = None if msg.subject.endswith(".out") else decode_event(msg.data or b"")
+            event = None if (msg.subject or "").endswith(".out") else decode_event(msg.data or b"")
             types.append(event.type if event else "out")
             seq = (msg.seq or 0) + 1
 
@@ -202,7 +202,7 @@ async def test_bad_input_is_refused_naming_the_field_and_publishes_nothing(api: 
         ("GET", f"/api/v1/runs/{run_id}/output", {"stream": "stdin"}, 422, ["query", "stream"]),
         ("GET", f"/api/v1/runs/{run_id}/output", {"offset": -1}, 422, ["query", "offset"]),
     ]:
-        response = await api.client.request(method, path, params=params)
+        response = await api.client.request(method, path, params=params)  # type: ignore[arg-type]
         assert response.status_code == status, f"{method} {path} {params}: {response.text}"
         assert [e["loc"] for e in response.json()["detail"]] == [loc]
 

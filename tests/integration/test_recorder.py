@@ -74,9 +74,7 @@ async def publish_chunk(
     stream_offset: int | None = None,
     msg_id: str | None = None,
 ) -> PubAck:
-    chunk = OutputChunk(
-        run_id, OutputStream(stream), offset, offset if stream_offset is None else stream_offset, data
-    )
+    chunk = OutputChunk(run_id, OutputStream(stream), offset, offset if stream_offset is None else stream_offset, data)
     headers = chunk.headers()
     if msg_id is not None:
         headers["Nats-Msg-Id"] = msg_id
@@ -108,9 +106,7 @@ async def dump_read_models(url: str) -> dict[str, list[str]]:
     try:
         return {
             table: sorted(
-                await conn.fetchval(
-                    f"SELECT coalesce(array_agg(row_to_json(t)::text), '{{}}') FROM \"{table}\" t"
-                )
+                await conn.fetchval(f"SELECT coalesce(array_agg(row_to_json(t)::text), '{{}}') FROM \"{table}\" t")
             )
             for table in read_model_tables()
         }
@@ -257,9 +253,7 @@ async def test_delete_removes_run_and_later_output(bus: Any, database_url: str, 
     assert [r["data"] for r in await fetch_output(database_url, kept_id)] == [b"output"]
 
 
-async def test_unknown_and_broken_messages_are_skipped(
-    bus: Any, database_url: str, start_service: Any
-) -> None:
+async def test_unknown_and_broken_messages_are_skipped(bus: Any, database_url: str, start_service: Any) -> None:
     _, js, s = bus
     recorder = start_service("recorder")
     await js.publish(f"{s.prefix}.runs.{new_id()}.renamed", json.dumps({"type": "run.renamed"}).encode())
@@ -296,9 +290,7 @@ async def test_position_is_notified(bus: Any, database_url: str, start_service: 
         await conn.close()
 
 
-async def test_deleted_and_aged_out_messages_are_not_gaps(
-    bus: Any, database_url: str, start_service: Any
-) -> None:
+async def test_deleted_and_aged_out_messages_are_not_gaps(bus: Any, database_url: str, start_service: Any) -> None:
     _, js, s = bus
     ids = [new_id() for _ in range(6)]
     for rid in ids:
@@ -427,13 +419,9 @@ async def test_rebuild_reproduces_the_read_models(bus: Any, database_url: str, s
             data = bytes([i, 0xFF, 0xC3, 0x28]) + f"line {i}\n".encode()
             await publish_chunk(js, s, rid, offset, data, stream="stdout" if i % 3 else "stderr")
             offset += len(data)
-    await publish_event(
-        js, s, RunFinished(run_id=done, status=RunStatus.SUCCEEDED, exit_code=0, duration_s=1)
-    )
+    await publish_event(js, s, RunFinished(run_id=done, status=RunStatus.SUCCEEDED, exit_code=0, duration_s=1))
     await publish_event(js, s, RunStopRequested(run_id=stopped))
-    await publish_event(
-        js, s, RunFinished(run_id=stopped, status=RunStatus.STOPPED, signal=15, survivors=[5])
-    )
+    await publish_event(js, s, RunFinished(run_id=stopped, status=RunStatus.STOPPED, signal=15, survivors=[5]))
     await publish_event(js, s, RunFinished(run_id=stopped, status=RunStatus.LOST))
     await publish_event(js, s, RunFinished(run_id=deleted, status=RunStatus.FAILED, exit_code=1))
     await publish_event(js, s, RunDeleted(run_id=deleted))
@@ -453,9 +441,7 @@ async def test_rebuild_reproduces_the_read_models(bus: Any, database_url: str, s
         await publish_event(js, s, event)
     ack = await publish_chunk(js, s, new_id(), 0, b"unknown run")
     await wait_position(database_url, ack.seq)
-    await wait_position(
-        database_url, (await js.stream_info(s.executors_stream)).state.last_seq, name="executors"
-    )
+    await wait_position(database_url, (await js.stream_info(s.executors_stream)).state.last_seq, name="executors")
     live.terminate()
     assert await asyncio.to_thread(live.wait, 15) == 0
     before = await dump_read_models(database_url)
@@ -486,9 +472,7 @@ def test_cli_help() -> None:
     assert out.returncode == 0 and "--rebuild" in out.stdout and "--exit-when-caught-up" in out.stdout
 
 
-async def test_backlog_larger_than_the_servers_client_buffer(
-    bus: Any, database_url: str, start_service: Any
-) -> None:
+async def test_backlog_larger_than_the_servers_client_buffer(bus: Any, database_url: str, start_service: Any) -> None:
     """A backlog of full 64 KiB chunks beyond nats-server's 64 MiB per-client buffer is read in
     byte-bounded batches: no slow-consumer disconnect, no lost delivery, every byte stored."""
     _, js, s = bus
@@ -558,9 +542,7 @@ async def _consumers(js: JetStreamContext, stream: str) -> AsyncIterator[Any]:
             yield info.config
 
 
-async def test_a_message_postgresql_rejects_costs_only_itself(
-    bus: Any, database_url: str, start_service: Any
-) -> None:
+async def test_a_message_postgresql_rejects_costs_only_itself(bus: Any, database_url: str, start_service: Any) -> None:
     """A NUL byte fits in JSON but not in a PostgreSQL text column: that run is skipped with an
     error, the rest of its batch is applied, and the recorder goes on."""
     _, js, s = bus
@@ -652,7 +634,7 @@ async def test_run_stats_count_each_fact_once(bus: Any, database_url: str, start
     _, js, s = bus
     start_service("recorder", env={"SCRIPTBUS_BATCH_SIZE": "2"})
     runs = [new_id() for _ in range(3)]
-    for rid, pool in zip(runs, ["p1", "p1", "p2"]):
+    for rid, pool in zip(runs, ["p1", "p1", "p2"], strict=True):
         await publish_event(js, s, RunRequested(run_id=rid, script="x", pool=pool))
         await publish_event(js, s, RunStarted(run_id=rid, host="h", pid=1, executor_id="e"))
         await publish_event(js, s, RunStarted(run_id=rid, host="h", pid=1, executor_id="e"))  # again
@@ -661,9 +643,7 @@ async def test_run_stats_count_each_fact_once(bus: Any, database_url: str, start
     await publish_event(js, s, RunRequested(run_id=runs[0], script="x", pool="p1"))  # a duplicate request
     await publish_event(js, s, RunFinished(run_id=runs[0], status=RunStatus.SUCCEEDED, duration_s=0.2))
     await publish_event(js, s, RunFinished(run_id=runs[0], status=RunStatus.LOST, duration_s=99))
-    await publish_event(
-        js, s, RunFinished(run_id=runs[1], status=RunStatus.FAILED, exit_code=1, duration_s=42)
-    )
+    await publish_event(js, s, RunFinished(run_id=runs[1], status=RunStatus.FAILED, exit_code=1, duration_s=42))
     ack = await publish_event(js, s, RunDeleted(run_id=runs[1]))
     await wait_position(database_url, ack.seq)
     conn = await asyncpg.connect(database_url)

@@ -36,9 +36,7 @@ async def position(url: str) -> int:
     return int(value or 0)
 
 
-async def test_sigkill_mid_stream_keeps_every_byte_once(
-    bus: Any, database_url: str, start_service: Any
-) -> None:
+async def test_sigkill_mid_stream_keeps_every_byte_once(bus: Any, database_url: str, start_service: Any) -> None:
     _, js, s = bus
     rng = random.Random(20)
     run_id = new_id()

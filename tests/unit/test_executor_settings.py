@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+
 from scriptbus.executor.settings import ExecutorSettings, parse_labels
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from scriptbus.gateway.auth import exposure_error, is_loopback
 from scriptbus.gateway.settings import GatewaySettings
 
@@ -12,9 +13,7 @@ def test_loopback_addresses(host: str) -> None:
     assert is_loopback(host)
 
 
-@pytest.mark.parametrize(
-    "host", ["0.0.0.0", "::", "10.1.2.3", "192.168.0.1", "example.com", "localhost.evil"]
-)
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "192.168.0.1", "example.com", "localhost.evil"])
 def test_exposed_addresses(host: str) -> None:
     assert not is_loopback(host)
 
@@ -28,9 +27,7 @@ def test_exposed_with_tokens_or_loopback_without_is_allowed() -> None:
     settings = GatewaySettings().model_copy(update={"host": "0.0.0.0", "api_tokens": " a , ,b "})
     assert settings.tokens == {"a", "b"}
     assert exposure_error(settings) is None
-    assert (
-        exposure_error(GatewaySettings().model_copy(update={"host": "127.0.0.1", "api_tokens": ""})) is None
-    )
+    assert exposure_error(GatewaySettings().model_copy(update={"host": "127.0.0.1", "api_tokens": ""})) is None
 
 
 def test_a_shared_scriptbus_host_is_not_the_gateways_address(monkeypatch: pytest.MonkeyPatch) -> None:
