@@ -45,11 +45,13 @@ async def _ended_before(gw: Gateway, run_id: str, start: int) -> bool:
     it comes at or after `start`: a client resuming there has seen all it will ever get."""
     s = gw.subjects
     ends = [s.run_event(run_id, name) for name in ("finished", "deleted")]
-    later = [await _first_seq(gw, subject, start) for subject in ends]
-    if any(seq is not None for seq in later):
-        return False
+    # "Before `start`" must be checked as such: the run may end between these look-ups, and an end
+    # that lands after `start` is one the client has not seen (a first connection, start=1, never has).
     earlier = [await _first_seq(gw, subject) for subject in ends]
-    return any(seq is not None for seq in earlier)
+    if not any(seq is not None and seq < start for seq in earlier):
+        return False
+    later = [await _first_seq(gw, subject, start) for subject in ends]
+    return all(seq is None for seq in later)
 
 
 async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> AsyncIterator[bytes] | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from scriptbus.events import OutputChunk, OutputStream, RunFinished, RunStarted, RunStatus, publish_event
 from tests.helpers.api import wait_for_status
 from tests.helpers.processes import ServiceProcess
 from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
@@ -157,3 +158,26 @@ async def test_a_cancelled_run_ends_its_stream_and_unknown_runs_are_404(api: Api
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["path", "run_id"]
     negative = await api.client.get(f"/api/v1/runs/{run['id']}/events", headers={"Last-Event-ID": "-1"})
     assert negative.status_code == 422
+
+
+async def test_a_first_connection_racing_the_finish_still_gets_every_event(api: Api) -> None:
+    # The run ends while the gateway is deciding whether the client has already seen its end: a client
+    # that has seen nothing must get the whole stream, never "204: you are past the end". Many at once,
+    # so the gateway's look-ups and the finishes interleave.
+    async def finish_after(delay: float, finish: RunFinished) -> None:
+        await asyncio.sleep(delay)
+        await publish_event(api.js, api.subjects, finish)
+
+    async def one(delay: float) -> None:
+        run_id = (await create(api))["id"]
+        await publish_event(api.js, api.subjects, RunStarted(run_id=run_id, host="h", pid=1, executor_id="e"))
+        chunk = OutputChunk(run_id, OutputStream.STDOUT, 0, 0, b"fine\n", "h")
+        await api.js.publish(api.subjects.run_output(run_id), chunk.data, headers=chunk.headers())
+        finish = RunFinished(run_id=run_id, status=RunStatus.SUCCEEDED, exit_code=0, output_bytes=5)
+        (events, ended), _ = await asyncio.gather(read_events(api.client, run_id), finish_after(delay, finish))
+        assert ended and output_bytes(events) == b"fine\n"
+        assert events[-1].event == "run.finished"
+
+    # Finishes spread over the few milliseconds the gateway takes to open the stream.
+    for _ in range(4):
+        await asyncio.gather(*(one(i * 0.001) for i in range(15)))
