@@ -12,13 +12,12 @@ import anyio
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from scriptbus.events.output import OutputChunk
 from scriptbus.gateway import readmodels
 from scriptbus.gateway.actions import require_bus
 from scriptbus.gateway.errors import RunNotFound, bus_errors, db_errors
+from scriptbus.gateway.run_messages import RunMessages
 from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
@@ -27,8 +26,6 @@ OUTPUT_EVENT = "output"
 ENDING_EVENTS = ("run.finished", "run.deleted")
 # A comment line this often keeps proxies and clients from timing out an idle stream.
 KEEPALIVE_S = 15.0
-_IDLE_CHECK_S = 1.0
-_CONSUMER_INACTIVE_S = 2.0
 
 
 async def _first_seq(gw: Gateway, subject: str, start: int = 1) -> int | None:
@@ -68,16 +65,8 @@ async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> As
             raise RunNotFound(run_id)
         if await _ended_before(gw, run_id, start):
             return None
-        sub = await gw.js.subscribe(
-            s.run_all(run_id),
-            stream=s.events_stream,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=ConsumerConfig(opt_start_seq=start),
-            # The server removes the ephemeral consumer this soon after we unsubscribe (or vanish).
-            inactive_threshold=_CONSUMER_INACTIVE_S,
-        )
-    return _frames(gw, run_id, sub)
+    messages = await RunMessages.open(gw, run_id, start, "read the run's events")
+    return _frames(gw, run_id, messages)
 
 
 def frame(seq: int, kind: str, data: str) -> bytes:
@@ -102,30 +91,17 @@ def describe(prefix: str, run_id: str, msg: Msg) -> tuple[str, str]:
     return f"run.{name}", msg.data.decode("utf-8", errors="replace")
 
 
-async def _frames(gw: Gateway, run_id: str, sub: JetStreamContext.PushSubscription) -> AsyncIterator[bytes]:
-    loop = anyio.current_time
-    quiet_since = loop()
-    try:
-        while not gw.shutdown.is_set():
-            try:
-                msg = await sub.next_msg(timeout=_IDLE_CHECK_S)
-            except nats.errors.TimeoutError:
-                if gw.nc.is_closed:
-                    log.warning("run %s: NATS connection closed while streaming events", run_id)
-                    return
-                if loop() - quiet_since >= KEEPALIVE_S:
-                    quiet_since = loop()
+async def _frames(gw: Gateway, run_id: str, messages: RunMessages) -> AsyncIterator[bytes]:
+    quiet_since = anyio.current_time()
+    async with messages:
+        async for msg in messages:
+            if msg is None:
+                if anyio.current_time() - quiet_since >= KEEPALIVE_S:
+                    quiet_since = anyio.current_time()
                     yield b": keepalive\n\n"
                 continue
-            quiet_since = loop()
+            quiet_since = anyio.current_time()
             kind, data = describe(gw.subjects.prefix, run_id, msg)
             yield frame(msg.metadata.sequence.stream, kind, data)
             if kind in ENDING_EVENTS:
                 return
-    finally:
-        # A client that goes away cancels us; unsubscribing must still happen.
-        with anyio.CancelScope(shield=True):
-            try:
-                await sub.unsubscribe()
-            except (nats.errors.Error, OSError) as exc:
-                log.debug("unsubscribe after streaming run %s: %s", run_id, exc)

@@ -5,22 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import anyio
-import nats.errors
-from nats.js.api import ConsumerConfig, DeliverPolicy
-
 from scriptbus.events.output import OutputChunk, OutputStream
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.gateway import readmodels
-from scriptbus.gateway.errors import BusUnavailable, RunNotFound, bus_errors, db_errors
+from scriptbus.gateway.errors import BusUnavailable, RunNotFound, db_errors
+from scriptbus.gateway.run_messages import RunMessages
 from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
 
-# How often a waiting follower looks up from the subscription (shutdown, lost connection).
-_IDLE_CHECK_S = 1.0
 _ENDING_EVENTS = ("finished", "deleted")
-_CONSUMER_INACTIVE_S = 2.0
 
 
 async def open_output(
@@ -72,27 +66,12 @@ async def _follow(
 
     s = gw.subjects
     # Everything at or below `position` is already in PostgreSQL; start the live part just after it.
-    config = ConsumerConfig(opt_start_seq=position + 1) if position else None
-    with bus_errors("follow the run's output"):
-        sub = await gw.js.subscribe(
-            s.run_all(run_id),
-            stream=s.events_stream,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if position else DeliverPolicy.ALL,
-            config=config,
-            # The server removes the ephemeral consumer this soon after we unsubscribe (or vanish).
-            inactive_threshold=_CONSUMER_INACTIVE_S,
-        )
+    messages = await RunMessages.open(gw, run_id, position + 1, "follow the run's output")
     output_subject = s.run_output(run_id)
     ending = {s.run_event(run_id, name) for name in _ENDING_EVENTS}
-    try:
-        while not gw.shutdown.is_set():
-            try:
-                msg = await sub.next_msg(timeout=_IDLE_CHECK_S)
-            except nats.errors.TimeoutError:
-                if gw.nc.is_closed:
-                    log.warning("run %s: NATS connection closed while following", run_id)
-                    return
+    async with messages:
+        async for msg in messages:
+            if msg is None:
                 continue
             if msg.subject in ending:
                 return
@@ -107,10 +86,3 @@ async def _follow(
                 continue
             yield chunk.data[max(0, sent - start) :]
             sent = end
-    finally:
-        # A client that goes away cancels us; unsubscribing must still happen.
-        with anyio.CancelScope(shield=True):
-            try:
-                await sub.unsubscribe()
-            except (nats.errors.Error, OSError) as exc:
-                log.debug("unsubscribe after following run %s: %s", run_id, exc)
