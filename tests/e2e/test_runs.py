@@ -13,8 +13,8 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from scriptbus.events import Subjects, decode_event
-from tests.e2e.conftest import Stack
 from tests.helpers.api import TERMINAL, start_run, wait_for_status
+from tests.helpers.stack import Stack
 
 
 def group_members(pgid: int) -> list[int]:

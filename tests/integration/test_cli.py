@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from scriptbus.embedded import free_port
-from tests.e2e.conftest import Stack
 from tests.helpers.api import TERMINAL, start_run, wait_for_status, wait_until_ready
 from tests.helpers.processes import ServiceProcess
+from tests.helpers.stack import Stack, running_stack
 
 SCRIPTBUS = [sys.executable, "-m", "scriptbus"]
 
@@ -30,17 +30,7 @@ SCRIPTBUS = [sys.executable, "-m", "scriptbus"]
 @pytest.fixture
 async def stack(start_service: Callable[..., ServiceProcess]) -> AsyncIterator[Stack]:
     """Recorder, scheduler, one executor (host `local`) and a gateway on a free port, ready."""
-    port = free_port()
-    services = {
-        "recorder": start_service("recorder"),
-        "scheduler": start_service("scheduler"),
-        "gateway": start_service("gateway", "--port", str(port)),
-    }
-    api = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
-        ready = Stack(api, client, services, start_service)
-        ready.add_executor("--host", "local")
-        await wait_until_ready(client)
+    async with running_stack(start_service) as ready:
         yield ready
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import asyncpg
 
 from scriptbus.events import (
-    ExecutorHeartbeat,
     ExecutorStopped,
     RunRequested,
     RunStarted,
@@ -19,21 +17,8 @@ from scriptbus.events import (
     new_id,
     publish_event,
 )
+from tests.helpers.fleet import heartbeat
 from tests.helpers.processes import ServiceProcess
-
-
-def heartbeat(host: str, executor_id: str, running: list[str] | None = None) -> ExecutorHeartbeat:
-    return ExecutorHeartbeat(
-        host=host,
-        executor_id=executor_id,
-        pools=["default", host],
-        version="test",
-        capacity=4,
-        running=len(running or []),
-        running_run_ids=running or [],
-        started_at=datetime.now(UTC),
-        interval_s=0.5,
-    )
 
 
 async def status_of(database_url: str, run_id: str, wanted: str, timeout: float = 20) -> tuple[str, str]:
