@@ -10,7 +10,7 @@ import nats.errors
 import nats.js.errors
 
 from scriptbus.events.codec import encode_event, event_headers
-from scriptbus.events.envelope import Event, new_id
+from scriptbus.events.envelope import Event
 from scriptbus.events.publishing import publish_event
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStopRequested
 from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
@@ -132,13 +132,13 @@ def check_size(gw: Gateway, event: Event) -> None:
         )
 
 
-async def create_run(gw: Gateway, body: RunCreate) -> Run:
-    """Queue a run of an inline script, or of a saved command when `body.command_id` names one."""
+async def create_run(gw: Gateway, body: RunCreate, run_id: str) -> Run:
+    """Queue run `run_id` of an inline script, or of a saved command when `body.command_id` names one."""
     if body.command_id is not None:
-        return await create_command_run(gw, body.command_id, body.command_overrides())
+        return await create_command_run(gw, body.command_id, body.command_overrides(), run_id)
     assert body.script is not None  # the route checked that exactly one of the two is given
     event = RunRequested(
-        run_id=new_id(),
+        run_id=run_id,
         script=body.script,
         args=body.args,
         env=body.env,
@@ -151,13 +151,13 @@ async def create_run(gw: Gateway, body: RunCreate) -> Run:
     return await _request(gw, event)
 
 
-async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate) -> Run:
+async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate, run_id: str) -> Run:
     """Queue a run of a saved command: its script (copied, so later edits do not change this run) with
     `body.args`; `body.env` over the command's env; fields `body` leaves out take the command's values."""
     command = await queries.get_command(gw, ref)
     given = body.model_fields_set
     event = RunRequested(
-        run_id=new_id(),
+        run_id=run_id,
         script=command.script,
         args=body.args,
         env={**command.env, **body.env},

@@ -53,7 +53,8 @@ async def create_command(
     """Save a named script. Names are unique; `Location` names the new command, and a `GET` right after
     finds it."""
 
-    async def act() -> Outcome:
+    async def act(_new_id: str) -> Outcome:
+        # A command keeps a fresh id: its unique name already stops a retry from making a second one.
         command = await catalogue.create_command(gw, body)
         return Outcome(201, command, {"Location": f"{PREFIX}/{command.id}"}, ("command", command.id))
 
@@ -137,7 +138,7 @@ async def run_command(
     values. Same answer as `POST /api/v1/runs`."""
     overrides = body if body is not None else CommandRunCreate()
 
-    async def act() -> Outcome:
-        return run_outcome(await actions.create_command_run(gw, ref, overrides))
+    async def act(run_id: str) -> Outcome:
+        return run_outcome(await actions.create_command_run(gw, ref, overrides, run_id))
 
     return await idempotency.respond(gw, request, idempotency_key, act)

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from scriptbus.events.envelope import utcnow
+from scriptbus.events.envelope import new_id, utcnow
 from scriptbus.gateway import fleet, readmodels
 from scriptbus.gateway.errors import (
     CommandNotFound,
@@ -134,13 +134,11 @@ def _stale(record: dict[str, Any]) -> bool:
     return utcnow() - at > timedelta(seconds=STALE_PENDING_S)
 
 
-async def _act(
-    kv: KeyValue, kv_key: str, revision: int, request: str, action: Callable[[], Awaitable[Outcome]]
-) -> Response:
+async def _act(kv: KeyValue, kv_key: str, revision: int, request: str, resource_id: str, action: Action) -> Response:
     """Act as the holder of the pending record at `revision`, then store the response (or, when the
     action failed, drop the record so a retry acts afresh)."""
     try:
-        outcome = await action()
+        outcome = await action(resource_id)
     except BaseException:
         try:
             await kv.delete(kv_key, last=revision)
@@ -155,11 +153,19 @@ async def _act(
     return outcome.response()
 
 
-async def respond(gw: Gateway, request: Request, key: str | None, action: Callable[[], Awaitable[Outcome]]) -> Response:
+Action = Callable[[str], Awaitable[Outcome]]
+
+
+async def respond(gw: Gateway, request: Request, key: str | None, action: Action) -> Response:
     """Run `action` once per Idempotency-Key (when one is given) and answer with its response, or with
-    the stored response of the first request that used the key."""
+    the stored response of the first request that used the key.
+
+    `action` gets the id to give what it creates. With a key, that id is chosen when the key is first
+    used and kept in its record, so an attempt that takes over from a gateway that died mid-request
+    names the run the dead one may already have queued (the recorder and the run's claim keep that one
+    run), never a second; once the key expires, the next use gets a fresh id."""
     if key is None:
-        return (await action()).response()
+        return (await action(new_id())).response()
     request_hash = await fingerprint(request)
     kv_key = hashlib.sha256(key.encode()).hexdigest()
     loop = asyncio.get_running_loop()
@@ -167,9 +173,10 @@ async def respond(gw: Gateway, request: Request, key: str | None, action: Callab
     with bus_errors("check the Idempotency-Key"):
         kv = await gw.idempotency()
     while True:
+        fresh_id = new_id()
         with bus_errors("check the Idempotency-Key"):
             try:
-                revision = await kv.create(kv_key, _record(request_hash, "pending"))
+                revision = await kv.create(kv_key, _record(request_hash, "pending", resource_id=fresh_id))
             except nats.js.errors.KeyWrongLastSequenceError:
                 revision = 0
             entry = None
@@ -180,7 +187,7 @@ async def respond(gw: Gateway, request: Request, key: str | None, action: Callab
                     continue  # dropped by a failed first attempt: try to be first again
         if entry is None:
             # Shielded: once acting, finish and store the outcome even if the client goes away.
-            return await asyncio.shield(_act(kv, kv_key, revision, request_hash, action))
+            return await asyncio.shield(_act(kv, kv_key, revision, request_hash, fresh_id, action))
         record = json.loads(entry.value or b"{}")
         if record.get("request") != request_hash:
             raise IdempotencyMismatch(key)
@@ -190,12 +197,15 @@ async def respond(gw: Gateway, request: Request, key: str | None, action: Callab
         if _stale(record):
             log.warning("taking over idempotency record %s left pending since %s", kv_key[:12], record.get("at"))
             assert entry.revision is not None
+            resource_id = str(record.get("resource_id") or fresh_id)
             with bus_errors("check the Idempotency-Key"):
                 try:
-                    revision = await kv.update(kv_key, _record(request_hash, "pending"), last=entry.revision)
+                    revision = await kv.update(
+                        kv_key, _record(request_hash, "pending", resource_id=resource_id), last=entry.revision
+                    )
                 except nats.js.errors.KeyWrongLastSequenceError:
                     continue
-            return await asyncio.shield(_act(kv, kv_key, revision, request_hash, action))
+            return await asyncio.shield(_act(kv, kv_key, revision, request_hash, resource_id, action))
         if loop.time() >= deadline:
             raise IdempotencyInProgress(key)
         await asyncio.sleep(_POLL_S)

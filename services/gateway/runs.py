@@ -75,8 +75,8 @@ async def create_run(
     if errors:
         raise RequestValidationError(errors)
 
-    async def act() -> Outcome:
-        return run_outcome(await actions.create_run(gw, body))
+    async def act(run_id: str) -> Outcome:
+        return run_outcome(await actions.create_run(gw, body, run_id))
 
     return await idempotency.respond(gw, request, idempotency_key, act)
 
@@ -230,7 +230,7 @@ async def stop_run(run_id: RunId, request: Request, gw: GatewayDep, idempotency_
     SIGTERM, then SIGKILL after its `stop_grace_s` (status `stopping`, then `stopped` or `killed`).
     409 when the run has already finished."""
 
-    async def act() -> Outcome:
+    async def act(_new_id: str) -> Outcome:
         run = await actions.stop_run(gw, str(run_id))
         return Outcome(202, run, resource=("run", run.id))
 

@@ -4,8 +4,14 @@ nothing new; a reused key with another request is a 422; a failed request leaves
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 
+from starlette.requests import Request
+
+from scriptbus.events import RunRequested, ensure_queue, idempotency_bucket, new_id, publish_event
+from scriptbus.gateway.idempotency import STALE_PENDING_S, fingerprint
 from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
 
 
@@ -123,3 +129,36 @@ async def test_a_failed_request_leaves_the_key_free(api: Api) -> None:
     )
     assert longest.status_code == 202
     assert "Traceback" not in api.gateway.log()
+
+
+async def test_a_retry_after_the_gateway_died_mid_request_makes_no_second_run(api: Api) -> None:
+    # What a gateway that died mid-request leaves: its pending record (now stale) and, maybe, the run
+    # it had already queued. The retry takes the record over and must name that run, not make another.
+    path, body = "/api/v1/runs", json.dumps({"script": "echo once", "pool": "nobody"}).encode()
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": []}
+    request_hash = await fingerprint(Request(scope, receive))
+    queued_by_the_dead = new_id()
+    stale = (datetime.now(UTC) - timedelta(seconds=STALE_PENDING_S + 5)).isoformat()
+    kv = await idempotency_bucket(api.js, api.subjects)
+    await kv.put(
+        hashlib.sha256(b"crash-1").hexdigest(),
+        json.dumps(
+            {"request": request_hash, "state": "pending", "at": stale, "resource_id": queued_by_the_dead}
+        ).encode(),
+    )
+    await ensure_queue(api.js, api.subjects, "nobody")
+    await publish_event(
+        api.js, api.subjects, RunRequested(run_id=queued_by_the_dead, script="echo once", pool="nobody")
+    )
+
+    retry = await api.client.post(
+        path, content=body, headers={"Idempotency-Key": "crash-1", "content-type": "application/json"}
+    )
+    assert retry.status_code == 202, retry.text
+    assert retry.json()["id"] == queued_by_the_dead
+    listed = (await api.client.get("/api/v1/runs", params={"pool": "nobody"})).json()
+    assert [run["id"] for run in listed["items"]] == [queued_by_the_dead]
