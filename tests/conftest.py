@@ -11,11 +11,10 @@ from pathlib import Path
 import asyncpg
 import nats
 import pytest
-from nats.js import JetStreamContext
 
 from scriptbus.events import Subjects, ensure_streams
 from tests.helpers.processes import ServiceProcess, kill_processes_under
-from tests.helpers.servers import Servers, test_servers
+from tests.helpers.servers import Bus, Servers, test_servers
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +59,7 @@ async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def bus(nats_url: str, prefix: str) -> AsyncIterator[tuple[nats.NATS, JetStreamContext, Subjects]]:
+async def bus(nats_url: str, prefix: str) -> AsyncIterator[Bus]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream(timeout=10)
     subjects = Subjects(prefix)

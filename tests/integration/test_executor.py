@@ -37,8 +37,7 @@ from scriptbus.events import (
     publish_event,
 )
 from tests.helpers.processes import ServiceProcess
-
-Bus = tuple[nats.NATS, JetStreamContext, Subjects]
+from tests.helpers.servers import Bus
 
 
 @dataclass

@@ -3,6 +3,7 @@
 import asyncpg
 
 from scriptbus.events import RunRequested, new_id, publish_event
+from tests.helpers.servers import Bus
 
 
 async def test_database_is_fresh_and_writable(database_url: str) -> None:
@@ -15,7 +16,7 @@ async def test_database_is_fresh_and_writable(database_url: str) -> None:
         await conn.close()
 
 
-async def test_bus_streams_are_per_prefix(bus) -> None:  # type: ignore[no-untyped-def]
+async def test_bus_streams_are_per_prefix(bus: Bus) -> None:
     nc, js, subjects = bus
     ack = await publish_event(js, subjects, RunRequested(run_id=new_id(), script="true"))
     assert ack.stream == subjects.events_stream

@@ -19,6 +19,7 @@ from scriptbus.events import (
 )
 from tests.helpers.fleet import heartbeat
 from tests.helpers.processes import ServiceProcess
+from tests.helpers.servers import Bus
 
 
 async def status_of(database_url: str, run_id: str, wanted: str, timeout: float = 20) -> tuple[str, str]:
@@ -40,9 +41,7 @@ async def status_of(database_url: str, run_id: str, wanted: str, timeout: float 
 
 
 async def test_lost_executor_takes_its_running_and_claimed_runs_with_it(
-    bus,
-    database_url: str,
-    start_service: Callable[..., ServiceProcess],  # type: ignore[no-untyped-def]
+    bus: Bus, database_url: str, start_service: Callable[..., ServiceProcess]
 ) -> None:
     _nc, js, s = bus
     start_service("recorder")
@@ -70,9 +69,7 @@ async def test_lost_executor_takes_its_running_and_claimed_runs_with_it(
 
 
 async def test_cleanly_stopped_executor_is_not_lost(
-    bus,
-    database_url: str,
-    start_service: Callable[..., ServiceProcess],  # type: ignore[no-untyped-def]
+    bus: Bus, database_url: str, start_service: Callable[..., ServiceProcess]
 ) -> None:
     _nc, js, s = bus
     start_service("recorder")
