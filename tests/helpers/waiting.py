@@ -1,0 +1,37 @@
+"""Waiting for a condition on real servers: one poll loop, so no test hand-rolls its own."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], T | Awaitable[T]],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Call `probe` (sync or async) until it returns something truthy and return that; an
+    AssertionError naming `what` and the last value (or exception) once `timeout` has passed.
+    An AssertionError raised by the probe counts as "not yet", so a probe may assert."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = probe()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value  # type: ignore[return-value]
+            last = value
+        except AssertionError as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not met after {timeout:g}s; last: {last!r}")
+        await asyncio.sleep(interval)
