@@ -165,7 +165,7 @@ class Execution:
             log.warning("run %s: processes survived SIGKILL: %s", self.run_id, survivors)
         if await self._wait_pumps(pumps):
             # Closing our ends of the pipes lets the transport finish although the holder lives on.
-            proc._transport.close()
+            proc._transport.close()  # type: ignore[attr-defined]  # asyncio has no public way to close the pipes
         await out.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=PIPE_LINGER_S)

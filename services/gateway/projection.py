@@ -76,9 +76,9 @@ class ProjectionWatcher:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.debug("polling the projection position failed: %s", exc)
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         try:
-            self._advance(int(payload))
+            self._advance(int(str(payload)))  # asyncpg passes a NOTIFY payload as str
         except ValueError:
             log.warning("ignoring a %s notification with payload %r", readmodels.POSITION_CHANNEL, payload)
 

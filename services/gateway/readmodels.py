@@ -131,7 +131,7 @@ async def list_runs(
     return [RunSummary(**_summary(r)) for r in rows[:limit]], int(total), len(rows) > limit
 
 
-async def _output_tail(conn: asyncpg.Connection, run_id: str) -> str:
+async def _output_tail(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, run_id: str) -> str:
     # Start at the chunk holding the first byte of the tail; the primary key (run_id, offset) makes
     # each sub-select one index probe.
     rows = await conn.fetch(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 
 import pytest
 
 from tests.helpers.processes import ServiceProcess
-from tests.helpers.stack import Stack, running_stack
-
-MakeStack = Callable[..., Awaitable[Stack]]
+from tests.helpers.stack import MakeStack, Stack, running_stack
 
 
 @pytest.fixture

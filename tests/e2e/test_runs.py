@@ -14,7 +14,7 @@ from nats.js.api import DeliverPolicy
 
 from scriptbus.events import Subjects, decode_event
 from tests.helpers.api import TERMINAL, start_run, wait_for_status
-from tests.helpers.stack import Stack
+from tests.helpers.stack import MakeStack, Stack
 
 
 def group_members(pgid: int) -> list[int]:
@@ -92,11 +92,11 @@ async def test_stop_kills_the_whole_process_group(stack: Stack) -> None:
 
 
 async def test_a_run_stopped_while_queued_never_starts(
-    make_stack,
+    make_stack: MakeStack,
     nats_url: str,
-    prefix: str,  # type: ignore[no-untyped-def]
+    prefix: str,
 ) -> None:
-    stack: Stack = await make_stack(executors=[])
+    stack = await make_stack(executors=[])
     run = await start_run(stack.client, "touch started; echo started", pool="later")
     assert (await stack.client.post(f"/api/v1/runs/{run['id']}/stop")).status_code == 202
     cancelled = await wait_for_status(stack.client, run["id"], "cancelled")
@@ -121,11 +121,11 @@ async def test_many_concurrent_runs_all_finish_with_their_output(stack: Stack) -
 
 
 async def test_runs_of_a_pool_start_exactly_once_across_two_executors(
-    make_stack,
+    make_stack: MakeStack,
     nats_url: str,
-    prefix: str,  # type: ignore[no-untyped-def]
+    prefix: str,
 ) -> None:
-    stack: Stack = await make_stack(executors=[["--host", "a"], ["--host", "b"]])
+    stack = await make_stack(executors=[["--host", "a"], ["--host", "b"]])
     runs = await asyncio.gather(*(start_run(stack.client, "echo $RANDOM") for _ in range(200)))
     hosts: Counter[str] = Counter()
     for run in runs:

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import nats
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from scriptbus.embedded import EmbeddedNats, EmbeddedPostgres
 from scriptbus.events import Subjects
 
 # What the `bus` fixture gives a test: a connection, its JetStream context and the test's names.
-Bus = tuple[nats.NATS, JetStreamContext, Subjects]
+Bus = tuple[Client, JetStreamContext, Subjects]
 
 
 @dataclass(frozen=True)

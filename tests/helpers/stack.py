@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -25,6 +26,12 @@ class Stack:
         executor = self.start_service("executor", *args)
         self.executors.append(executor)
         return executor
+
+
+class MakeStack(Protocol):
+    """The `make_stack` fixture: one more stack, stopped with the test."""
+
+    async def __call__(self, executors: Sequence[Sequence[str]] = ...) -> Stack: ...
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -39,6 +39,8 @@ from scriptbus.events import (
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.servers import Bus
 
+E = TypeVar("E", bound=Event)
+
 
 @dataclass
 class RunRecord:
@@ -47,9 +49,9 @@ class RunRecord:
     events: list[Event] = field(default_factory=list)
     chunks: list[OutputChunk] = field(default_factory=list)
     # ("event", type) or ("out", offset), in stream order: to check the finish comes after all output.
-    order: list[tuple[str, Any]] = field(default_factory=list)
+    order: list[tuple[str, str | int]] = field(default_factory=list)
 
-    def of(self, cls: type[Any]) -> list[Any]:
+    def of(self, cls: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, cls)]
 
     @property
@@ -353,6 +355,7 @@ async def test_host_target_and_heartbeat(bus: Bus, start_service: Any) -> None:
     assert (await wait_run(js, s, pooled.run_id)).finished.host == "box-1"
 
     raw = await js.get_last_msg(s.executors_stream, s.executor_event("box-1", "heartbeat"))
+    assert raw.data is not None
     beat = decode_event(raw.data)
     assert isinstance(beat, ExecutorHeartbeat)
     assert beat.pools == ["gpu", "box-1"]

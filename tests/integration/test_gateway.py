@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import nats
 import nats.js.errors
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from scriptbus.embedded import free_port
 from scriptbus.events import Subjects, claims_bucket, decode_event
 from tests.helpers.api import wait_until_ready
 from tests.helpers.processes import ServiceProcess
+from tests.helpers.servers import Bus
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Api:
     client: httpx.AsyncClient
     gateway: ServiceProcess
     recorder: ServiceProcess
-    nc: nats.NATS
+    nc: Client
     js: JetStreamContext
     subjects: Subjects
 
@@ -53,7 +54,7 @@ class Api:
 @pytest.fixture(name="api")
 async def api_fixture(
     start_service: Callable[..., ServiceProcess],
-    bus: tuple[nats.NATS, JetStreamContext, Subjects],
+    bus: Bus,
 ) -> AsyncIterator[Api]:
     """The recorder and a gateway on a free port, ready (the recorder has created the tables)."""
     nc, js, subjects = bus

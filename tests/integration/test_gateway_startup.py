@@ -22,7 +22,7 @@ async def wait_http(
     client: httpx.AsyncClient, path: str, ok: Callable[[httpx.Response], bool], timeout: float = 30
 ) -> httpx.Response:
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: httpx.Response | httpx.TransportError | None = None
     while time.monotonic() < deadline:
         try:
             last = await client.get(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import subprocess
@@ -570,14 +571,16 @@ async def test_a_message_postgresql_rejects_costs_only_itself(bus: Any, database
 def fleet_history() -> list[Event]:
     """Host a: up, restarted (a new executor id), and an old verdict about its first life; host b: lost."""
     started = datetime(2026, 1, 1, tzinfo=UTC)
-    beat = {"pools": ["default"], "version": "1", "capacity": 4, "started_at": started, "interval_s": 0.5}
+    beat = functools.partial(
+        ExecutorHeartbeat, pools=["default"], version="1", capacity=4, started_at=started, interval_s=0.5
+    )
     return [
-        ExecutorHeartbeat(host="a", executor_id="a1", running=1, running_run_ids=["r1"], **beat),
-        ExecutorHeartbeat(host="a", executor_id="a1", running=2, **beat),
+        beat(host="a", executor_id="a1", running=1, running_run_ids=["r1"]),
+        beat(host="a", executor_id="a1", running=2),
         ExecutorStopped(host="a", executor_id="a1"),
-        ExecutorHeartbeat(host="a", executor_id="a2", running=0, labels={"gpu": "no"}, **beat),
+        beat(host="a", executor_id="a2", running=0, labels={"gpu": "no"}),
         ExecutorLost(host="a", executor_id="a1", last_seen=started),  # about a1: changes nothing
-        ExecutorHeartbeat(host="b", executor_id="b1", running=3, draining=True, **beat),
+        beat(host="b", executor_id="b1", running=3, draining=True),
         ExecutorLost(host="b", executor_id="b1", last_seen=started),
     ]
 
