@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -13,7 +13,7 @@ import nats
 import pytest
 
 from scriptbus.events import Subjects, ensure_streams
-from tests.helpers.processes import ServiceProcess, kill_processes_under
+from tests.helpers.processes import ServiceProcess, StartService, kill_processes_under
 from tests.helpers.servers import Bus, Servers, test_servers
 
 
@@ -95,9 +95,7 @@ def service_env(nats_url: str, database_url: str, prefix: str, work_dir: Path) -
 
 
 @pytest.fixture
-def start_service(
-    service_env: dict[str, str], tmp_path: Path, work_dir: Path
-) -> Iterator[Callable[..., ServiceProcess]]:
+def start_service(service_env: dict[str, str], tmp_path: Path, work_dir: Path) -> Iterator[StartService]:
     started: list[ServiceProcess] = []
     # The services get this machine's environment minus any SCRIPTBUS_* of the developer's own.
     base = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_")}

@@ -9,6 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
+
+
+class StartService(Protocol):
+    """The `start_service` fixture: a service as a process, closed with the test."""
+
+    def __call__(self, name: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess: ...
 
 
 class ServiceProcess:

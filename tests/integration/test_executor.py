@@ -15,6 +15,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
@@ -36,7 +37,7 @@ from scriptbus.events import (
     new_id,
     publish_event,
 )
-from tests.helpers.processes import ServiceProcess
+from tests.helpers.processes import ServiceProcess, StartService
 from tests.helpers.servers import Bus
 
 E = TypeVar("E", bound=Event)
@@ -68,7 +69,7 @@ class RunRecord:
         return b"".join(c.data for c in self.chunks if stream is None or c.stream == stream)
 
 
-async def start_executor(start_service: Any, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+async def start_executor(start_service: StartService, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
     proc: ServiceProcess = start_service("executor", *args, env=env)
     await asyncio.to_thread(proc.wait_for_log, r"executor ready", 60)
     return proc
@@ -82,11 +83,11 @@ async def request_run(js: JetStreamContext, s: Subjects, script: str, **fields: 
     return request
 
 
-async def follow(js: JetStreamContext, subject: str) -> Any:
+async def follow(js: JetStreamContext, subject: str) -> JetStreamContext.PushSubscription:
     return await js.subscribe(subject, ordered_consumer=True)
 
 
-def _take(record: RunRecord, msg: Any) -> None:
+def _take(record: RunRecord, msg: Msg) -> None:
     if msg.subject.endswith(".out"):
         run_id = msg.subject.split(".")[-2]
         chunk = OutputChunk.from_message(run_id, msg.data, msg.headers)
@@ -172,7 +173,7 @@ def group_alive(pgid: int) -> list[int]:
 # --------------------------------------------------------------------------------------------------
 
 
-async def test_output_and_failure_status(bus: Bus, start_service: Any) -> None:
+async def test_output_and_failure_status(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     script = "echo hello; echo oops >&2; printf '\\xff\\xfe'; sleep 0.1; echo done; exit 3"
@@ -196,7 +197,7 @@ async def test_output_and_failure_status(bus: Bus, start_service: Any) -> None:
     ]
 
 
-async def test_args_and_clean_env(bus: Bus, start_service: Any) -> None:
+async def test_args_and_clean_env(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service, env={"EXECUTOR_SECRET": "hunter2"})
     script = 'printf "[%s]" "$@"; printf "\\n$#\\n"; env; pwd'
@@ -218,7 +219,7 @@ async def test_args_and_clean_env(bus: Bus, start_service: Any) -> None:
     assert not os.path.exists(lines[-1])
 
 
-async def test_partial_line_is_live(bus: Bus, start_service: Any) -> None:
+async def test_partial_line_is_live(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     request = await request_run(js, s, "printf 'waiting...'; sleep 30; echo never")
@@ -232,7 +233,7 @@ async def test_partial_line_is_live(bus: Bus, start_service: Any) -> None:
     assert record.output() == b"waiting..."
 
 
-async def test_stop_kills_the_whole_process_tree(bus: Bus, start_service: Any) -> None:
+async def test_stop_kills_the_whole_process_tree(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     request = await request_run(js, s, "sleep 1000 & sleep 1000; wait", stop_grace_s=10)
@@ -249,7 +250,7 @@ async def test_stop_kills_the_whole_process_tree(bus: Bus, start_service: Any) -
     assert group_alive(started.pid) == []
 
 
-async def test_stop_escalates_to_kill(bus: Bus, start_service: Any) -> None:
+async def test_stop_escalates_to_kill(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     # Ignored TERM is inherited by the children: only KILL ends any of them.
@@ -265,7 +266,7 @@ async def test_stop_escalates_to_kill(bus: Bus, start_service: Any) -> None:
     assert group_alive(started.pid) == []
 
 
-async def test_background_leftovers_die_and_do_not_block_the_finish(bus: Bus, start_service: Any) -> None:
+async def test_background_leftovers_die_and_do_not_block_the_finish(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     # One leftover in the group (killed), one that left the group and keeps stdout open (not waited for).
@@ -278,7 +279,7 @@ async def test_background_leftovers_die_and_do_not_block_the_finish(bus: Bus, st
     assert group_alive(record.started.pid) == []
 
 
-async def test_timeout(bus: Bus, start_service: Any) -> None:
+async def test_timeout(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     request = await request_run(js, s, "echo start; sleep 1000", timeout_s=1.0, stop_grace_s=2)
@@ -291,7 +292,7 @@ async def test_timeout(bus: Bus, start_service: Any) -> None:
     assert group_alive(record.started.pid) == []
 
 
-async def test_terminated_by_a_foreign_signal(bus: Bus, start_service: Any) -> None:
+async def test_terminated_by_a_foreign_signal(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     request = await request_run(js, s, "kill -USR1 $$; sleep 5")
@@ -300,7 +301,7 @@ async def test_terminated_by_a_foreign_signal(bus: Bus, start_service: Any) -> N
     assert finished.signal == 10 and finished.exit_code is None
 
 
-async def test_stop_before_start_via_claim_never_starts(bus: Bus, start_service: Any) -> None:
+async def test_stop_before_start_via_claim_never_starts(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service, "--max-concurrency", "1")
     # What the gateway does on stop-before-start: it wins the claim, so no executor ever will.
@@ -329,7 +330,7 @@ async def test_stop_before_start_via_claim_never_starts(bus: Bus, start_service:
     await sub.unsubscribe()
 
 
-async def test_stop_stored_before_the_claim_cancels(bus: Bus, start_service: Any) -> None:
+async def test_stop_stored_before_the_claim_cancels(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     # A stop already in the stream (its core message missed) must keep the run from starting.
@@ -343,7 +344,7 @@ async def test_stop_stored_before_the_claim_cancels(bus: Bus, start_service: Any
     assert record.of(RunStarted) == [] and record.chunks == []
 
 
-async def test_host_target_and_heartbeat(bus: Bus, start_service: Any) -> None:
+async def test_host_target_and_heartbeat(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(
         start_service, "--host", "box-1", "--pool", "gpu", "--label", "zone=eu", "--max-concurrency", "7"
@@ -371,7 +372,7 @@ async def test_host_target_and_heartbeat(bus: Bus, start_service: Any) -> None:
     await sub.unsubscribe()
 
 
-async def test_max_concurrency_across_targets(bus: Bus, start_service: Any) -> None:
+async def test_max_concurrency_across_targets(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service, "--host", "small", "--max-concurrency", "3")
     requests = [await request_run(js, s, "sleep 0.4", pool="default") for _ in range(6)]
@@ -396,7 +397,7 @@ async def test_max_concurrency_across_targets(bus: Bus, start_service: Any) -> N
     assert peak == 3
 
 
-async def test_two_executors_start_each_run_exactly_once(bus: Bus, start_service: Any) -> None:
+async def test_two_executors_start_each_run_exactly_once(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await asyncio.gather(
         start_executor(start_service, "--host", "a", "--pool", "shared"),
@@ -420,7 +421,7 @@ async def test_two_executors_start_each_run_exactly_once(bus: Bus, start_service
     assert set(hosts) == {"a", "b"}, hosts
 
 
-async def test_large_output_streams_every_byte(bus: Bus, start_service: Any) -> None:
+async def test_large_output_streams_every_byte(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service)
     # About 20 MB of distinct lines, so order and completeness can be checked byte for byte.
@@ -435,7 +436,7 @@ async def test_large_output_streams_every_byte(bus: Bus, start_service: Any) -> 
     assert_output_consistent(record)
 
 
-async def test_output_past_the_cap_is_dropped_and_reported(bus: Bus, start_service: Any) -> None:
+async def test_output_past_the_cap_is_dropped_and_reported(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     await start_executor(start_service, env={"SCRIPTBUS_MAX_OUTPUT_BYTES": "1000"})
     request = await request_run(js, s, "head -c 5000 /dev/zero | tr '\\0' x; echo; echo after >&2")
@@ -447,7 +448,7 @@ async def test_output_past_the_cap_is_dropped_and_reported(bus: Bus, start_servi
     assert record.output() == b"x" * 1000
 
 
-async def test_sigterm_stops_runs_and_reports_them(bus: Bus, start_service: Any) -> None:
+async def test_sigterm_stops_runs_and_reports_them(bus: Bus, start_service: StartService) -> None:
     _nc, js, s = bus
     executor = await start_executor(start_service, "--host", "leaving")
     polite = await request_run(js, s, "sleep 1000", stop_grace_s=5)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import nats
 
 from scriptbus.embedded import EmbeddedNats
 from scriptbus.events import OutputStream, RunStarted, RunStatus, Subjects, ensure_streams
+from tests.helpers.processes import StartService
 from tests.integration.test_executor import (
     assert_output_consistent,
     group_alive,
@@ -20,7 +20,7 @@ from tests.integration.test_executor import (
 )
 
 
-async def test_output_survives_a_nats_restart(tmp_path: Path, prefix: str, start_service: Any) -> None:
+async def test_output_survives_a_nats_restart(tmp_path: Path, prefix: str, start_service: StartService) -> None:
     server = EmbeddedNats(tmp_path / "nats")
     server.start()
     try:

@@ -16,6 +16,7 @@ from scriptbus.embedded import free_port
 from scriptbus.events import command_names_bucket
 from tests.helpers.api import wait_for_status, wait_until_ready
 from tests.helpers.processes import ServiceProcess
+from tests.helpers.servers import Bus
 from tests.integration.test_gateway import Api, api_fixture  # noqa: F401  (the `api` fixture)
 
 
@@ -282,7 +283,7 @@ async def test_openapi_documents_the_new_endpoints(api: Api) -> None:
 
 
 async def test_a_name_left_reserved_by_a_crash_is_taken_over_once_stale(
-    start_service: Callable[..., ServiceProcess], bus: tuple[Any, Any, Any]
+    start_service: Callable[..., ServiceProcess], bus: Bus
 ) -> None:
     _nc, js, subjects = bus
     start_service("recorder")

@@ -7,13 +7,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from scriptbus.embedded import EmbeddedNats, free_port
 from tests.helpers.api import wait_until_ready
 from tests.helpers.processes import ServiceProcess
+from tests.helpers.servers import Bus
 from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
 from tests.integration.test_gateway_output import Follower
 
@@ -48,7 +48,7 @@ async def test_refuses_to_listen_beyond_loopback_without_tokens(
     assert "SCRIPTBUS_API_TOKENS" in gateway.log() and "0.0.0.0" in gateway.log()
 
 
-async def test_tokens_guard_every_api_route(start_service: Callable[..., ServiceProcess], bus: Any) -> None:
+async def test_tokens_guard_every_api_route(start_service: Callable[..., ServiceProcess], bus: Bus) -> None:
     start_service("recorder")
     _, url = start_gateway(start_service, "--host", "0.0.0.0", SCRIPTBUS_API_TOKENS="alpha, beta")
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
@@ -71,7 +71,7 @@ async def test_tokens_guard_every_api_route(start_service: Callable[..., Service
 
 
 async def test_readiness_follows_its_dependencies(
-    start_service: Callable[..., ServiceProcess], bus: Any, tmp_path: Path
+    start_service: Callable[..., ServiceProcess], bus: Bus, tmp_path: Path
 ) -> None:
     nats_server = EmbeddedNats(tmp_path / "own-nats")
     nats_server.start()
@@ -102,7 +102,7 @@ async def test_readiness_follows_its_dependencies(
         nats_server.stop()
 
 
-async def test_postgres_down_is_a_503_not_a_500(start_service: Callable[..., ServiceProcess], bus: Any) -> None:
+async def test_postgres_down_is_a_503_not_a_500(start_service: Callable[..., ServiceProcess], bus: Bus) -> None:
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     gateway, url = start_gateway(start_service, SCRIPTBUS_DATABASE_URL=nowhere)
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:

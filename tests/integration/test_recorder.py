@@ -12,11 +12,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
+from nats.js.api import ConsumerInfo, PubAck
 
 from scriptbus.events import (
     CommandCreated,
@@ -42,6 +41,8 @@ from scriptbus.recorder.batch import apply_batch
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.migrations import apply_migrations, migration_files, read_model_tables
 from scriptbus.recorder.position import NOTIFY_CHANNEL, projection_lag
+from tests.helpers.processes import StartService
+from tests.helpers.servers import Bus
 
 
 async def position(url: str, name: str = "runs") -> int:
@@ -115,7 +116,7 @@ async def dump_read_models(url: str) -> dict[str, list[str]]:
         await conn.close()
 
 
-async def test_run_lifecycle_is_projected(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_run_lifecycle_is_projected(bus: Bus, database_url: str, start_service: StartService) -> None:
     _, js, s = bus
     recorder = start_service("recorder")
     run_id, command_id = new_id(), new_id()
@@ -185,7 +186,7 @@ async def test_run_lifecycle_is_projected(bus: Any, database_url: str, start_ser
     assert "WARNING scriptbus.recorder" not in recorder.log(), recorder.log()
 
 
-async def test_whole_history_in_one_batch(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_whole_history_in_one_batch(bus: Bus, database_url: str, start_service: StartService) -> None:
     """Stream order is the truth even when request, output and finish are applied in one transaction."""
     _, js, s = bus
     run_id, cancelled_id = new_id(), new_id()
@@ -212,7 +213,7 @@ async def test_whole_history_in_one_batch(bus: Any, database_url: str, start_ser
     assert row is not None and row["status"] == "cancelled" and row["stop_requested_at"] is not None
 
 
-async def test_output_bytes_duplicates_and_strays(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_output_bytes_duplicates_and_strays(bus: Bus, database_url: str, start_service: StartService) -> None:
     _, js, s = bus
     start_service("recorder")
     run_id, unknown_id = new_id(), new_id()
@@ -238,7 +239,7 @@ async def test_output_bytes_duplicates_and_strays(bus: Any, database_url: str, s
     assert await fetch_run(database_url, unknown_id) is None
 
 
-async def test_delete_removes_run_and_later_output(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_delete_removes_run_and_later_output(bus: Bus, database_url: str, start_service: StartService) -> None:
     _, js, s = bus
     start_service("recorder")
     run_id, kept_id = new_id(), new_id()
@@ -254,7 +255,9 @@ async def test_delete_removes_run_and_later_output(bus: Any, database_url: str, 
     assert [r["data"] for r in await fetch_output(database_url, kept_id)] == [b"output"]
 
 
-async def test_unknown_and_broken_messages_are_skipped(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_unknown_and_broken_messages_are_skipped(
+    bus: Bus, database_url: str, start_service: StartService
+) -> None:
     _, js, s = bus
     recorder = start_service("recorder")
     await js.publish(f"{s.prefix}.runs.{new_id()}.renamed", json.dumps({"type": "run.renamed"}).encode())
@@ -271,7 +274,7 @@ async def test_unknown_and_broken_messages_are_skipped(bus: Any, database_url: s
     assert recorder.proc.poll() is None
 
 
-async def test_position_is_notified(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_position_is_notified(bus: Bus, database_url: str, start_service: StartService) -> None:
     _, js, s = bus
     start_service("recorder")
     # The table exists once migrations ran; wait for the recorder to be consuming.
@@ -291,7 +294,9 @@ async def test_position_is_notified(bus: Any, database_url: str, start_service: 
         await conn.close()
 
 
-async def test_deleted_and_aged_out_messages_are_not_gaps(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_deleted_and_aged_out_messages_are_not_gaps(
+    bus: Bus, database_url: str, start_service: StartService
+) -> None:
     _, js, s = bus
     ids = [new_id() for _ in range(6)]
     for rid in ids:
@@ -362,7 +367,7 @@ async def test_batch_is_exactly_once_and_stops_at_a_real_gap(database_url: str) 
         await conn.close()
 
 
-async def test_concurrent_starts_and_two_recorders(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_concurrent_starts_and_two_recorders(bus: Bus, database_url: str, start_service: StartService) -> None:
     """Migrations don't race, and two recorders at once still store every chunk once."""
     _, js, s = bus
     conns = [await asyncpg.connect(database_url) for _ in range(4)]
@@ -390,7 +395,7 @@ async def test_concurrent_starts_and_two_recorders(bus: Any, database_url: str, 
         assert "Traceback" not in r.log() and "cannot be projected" not in r.log()
 
 
-async def test_lag(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_lag(bus: Bus, database_url: str, start_service: StartService) -> None:
     _, js, s = bus
     recorder = start_service("recorder")
     ack = await publish_event(js, s, RunRequested(run_id=new_id(), script="x"))
@@ -407,7 +412,7 @@ async def test_lag(bus: Any, database_url: str, start_service: Any) -> None:
         await conn.close()
 
 
-async def test_rebuild_reproduces_the_read_models(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_rebuild_reproduces_the_read_models(bus: Bus, database_url: str, start_service: StartService) -> None:
     _, js, s = bus
     # Small batches live, one big batch in the rebuild: batch boundaries must not matter.
     live = start_service("recorder", env={"SCRIPTBUS_BATCH_SIZE": "3"})
@@ -473,7 +478,9 @@ def test_cli_help() -> None:
     assert out.returncode == 0 and "--rebuild" in out.stdout and "--exit-when-caught-up" in out.stdout
 
 
-async def test_backlog_larger_than_the_servers_client_buffer(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_backlog_larger_than_the_servers_client_buffer(
+    bus: Bus, database_url: str, start_service: StartService
+) -> None:
     """A backlog of full 64 KiB chunks beyond nats-server's 64 MiB per-client buffer is read in
     byte-bounded batches: no slow-consumer disconnect, no lost delivery, every byte stored."""
     _, js, s = bus
@@ -502,7 +509,7 @@ async def test_backlog_larger_than_the_servers_client_buffer(bus: Any, database_
 
 
 async def test_recovers_from_lost_database_connection_and_consumer(
-    bus: Any, database_url: str, pg_admin_url: str, start_service: Any
+    bus: Bus, database_url: str, pg_admin_url: str, start_service: StartService
 ) -> None:
     """PostgreSQL dropping the connection (as on a restart) and the consumer vanishing (as on a
     NATS server restart) cost a retry, never an event."""
@@ -537,13 +544,15 @@ async def test_recovers_from_lost_database_connection_and_consumer(
     assert recorder.proc.poll() is None
 
 
-async def _consumers(js: JetStreamContext, stream: str) -> AsyncIterator[Any]:
+async def _consumers(js: JetStreamContext, stream: str) -> AsyncIterator[ConsumerInfo]:
     for info in await js.consumers_info(stream):
         if info.name.startswith("recorder_"):
-            yield info.config
+            yield info
 
 
-async def test_a_message_postgresql_rejects_costs_only_itself(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_a_message_postgresql_rejects_costs_only_itself(
+    bus: Bus, database_url: str, start_service: StartService
+) -> None:
     """A NUL byte fits in JSON but not in a PostgreSQL text column: that run is skipped with an
     error, the rest of its batch is applied, and the recorder goes on."""
     _, js, s = bus
@@ -585,7 +594,7 @@ def fleet_history() -> list[Event]:
     ]
 
 
-async def test_commands_and_fleet(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_commands_and_fleet(bus: Bus, database_url: str, start_service: StartService) -> None:
     _, js, s = bus
     start_service("recorder")
     command_id = new_id()
@@ -633,7 +642,7 @@ async def test_commands_and_fleet(bus: Any, database_url: str, start_service: An
     assert notified == ack.seq  # the executors stream has its own position
 
 
-async def test_run_stats_count_each_fact_once(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_run_stats_count_each_fact_once(bus: Bus, database_url: str, start_service: StartService) -> None:
     _, js, s = bus
     start_service("recorder", env={"SCRIPTBUS_BATCH_SIZE": "2"})
     runs = [new_id() for _ in range(3)]

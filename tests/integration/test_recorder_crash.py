@@ -7,7 +7,6 @@ import hashlib
 import random
 import time
 import uuid
-from typing import Any
 
 import asyncpg
 
@@ -20,6 +19,8 @@ from scriptbus.events import (
     new_id,
     publish_event,
 )
+from tests.helpers.processes import StartService
+from tests.helpers.servers import Bus
 
 TOTAL_BYTES = 20 * 1024 * 1024
 KILLS = 4
@@ -36,7 +37,9 @@ async def position(url: str) -> int:
     return int(value or 0)
 
 
-async def test_sigkill_mid_stream_keeps_every_byte_once(bus: Any, database_url: str, start_service: Any) -> None:
+async def test_sigkill_mid_stream_keeps_every_byte_once(
+    bus: Bus, database_url: str, start_service: StartService
+) -> None:
     _, js, s = bus
     rng = random.Random(20)
     run_id = new_id()
