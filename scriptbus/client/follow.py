@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, BinaryIO, Self
+from typing import BinaryIO, Self
 
 from scriptbus.client.api import Api, ClientError, NotFound, Unreachable
 from scriptbus.client.render import signal_name
@@ -96,7 +96,7 @@ class InterruptGuard:
     def __init__(self) -> None:
         self._depth = 0
         self._pending = False
-        self._previous: Any = None
+        self._previous: Callable[[int, FrameType | None], object] | int | None = None
 
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
