@@ -16,6 +16,7 @@ from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpd
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
+from scriptbus.events.workflows import WORKFLOW_EVENT_TYPES
 
 HEADER_TYPE = "Scriptbus-Type"
 
@@ -33,6 +34,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CommandCreated,
         CommandUpdated,
         CommandDeleted,
+        *WORKFLOW_EVENT_TYPES,
     )
 }
 
