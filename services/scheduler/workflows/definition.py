@@ -489,7 +489,9 @@ def remove(current: Project | None, doc: RemovalDocument) -> Change:
         if workflow is None:
             raise DefinitionNotFound(f"{where}.name", f"no workflow {wdoc.name!r} in project {pdoc.name!r}")
         if not wdoc.tasks:
-            project = project.model_copy(update={"workflows": tuple(w for w in project.workflows if w is not workflow)})
+            project = project.model_copy(
+                update={"workflows": tuple(w for w in project.workflows if w.name != wdoc.name)}
+            )
             continue
         steps = list(workflow.steps)
         for j, task in enumerate(wdoc.tasks):
