@@ -34,9 +34,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CommandCreated,
         CommandUpdated,
         CommandDeleted,
-        *WORKFLOW_EVENT_TYPES,
     )
 }
+EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in WORKFLOW_EVENT_TYPES})
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}

@@ -151,7 +151,7 @@ class WorkflowRunState:
     run_ids: dict[str, tuple[str, int]] = field(default_factory=dict)  # step run id -> (step, attempt)
     applied: set[str] = field(default_factory=set)
     # Step-run events that came before the dispatch naming their run, by run id.
-    early: dict[str, list[RunEvent]] = field(default_factory=dict)
+    early: dict[str, list[RunStarted | RunFinished]] = field(default_factory=dict)
 
     @classmethod
     def requested(cls, event: WfRunRequested) -> WorkflowRunState:
