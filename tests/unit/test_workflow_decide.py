@@ -358,6 +358,35 @@ def test_a_stop_during_a_backoff_starts_nothing_not_even_the_retry() -> None:
     assert sim.statuses() == {"a": "cancelled", "b": "cancelled"}
 
 
+def test_a_stop_carried_out_by_the_executors_while_the_scheduler_was_down_ends_right() -> None:
+    """The executors act on a workflow run's stop themselves; the scheduler, back, finds the runs ended."""
+    sim = WorkflowRunSim(request([step("a", 1, "parallel"), step("b", 2)]))
+    sim.decide()  # the runs start, but the scheduler dies before it reads their `run.started`
+    sim.stop()
+    sim.finished("a", RunStatus.STOPPED, signal=15)
+    sim.finished("b", RunStatus.KILLED, signal=9)
+    assert kinds(sim.decide()) == [("step_settled", "a"), ("step_settled", "b"), ("finished", "")]
+    assert sim.status() is WorkflowRunStatus.KILLED
+    assert sim.statuses() == {"a": "stopped", "b": "killed"}
+
+
+def test_a_stop_whose_steps_all_ended_in_time_is_stopped_even_unseen_starting() -> None:
+    sim = WorkflowRunSim(request([step("a", 1)]))
+    sim.decide()
+    sim.stop()
+    sim.finished("a", RunStatus.STOPPED, signal=15)  # no run.started read: it did run, it was stopped
+    sim.decide()
+    assert sim.status() is WorkflowRunStatus.STOPPED
+
+
+def test_a_run_event_that_is_not_an_ending_does_not_end_the_step() -> None:
+    sim = WorkflowRunSim(request([step("a", 1)]))
+    sim.decide()
+    sim.started("a")
+    sim.finished("a", RunStatus.RUNNING)
+    assert sim.decide().events == () and sim.statuses() == {"a": "running"}
+
+
 def test_a_step_failing_while_the_run_stops_is_not_retried() -> None:
     sim = WorkflowRunSim(request([step("a", 1, retries=3, retry_backoff_s=0)]))
     sim.decide()

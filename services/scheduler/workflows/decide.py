@@ -234,10 +234,12 @@ def final_status(state: WorkflowRunState) -> WorkflowRunStatus:
     if state.failed_step is not None:
         return WorkflowRunStatus.TIMED_OUT if state.failure is RunStatus.TIMED_OUT else WorkflowRunStatus.FAILED
     if state.stop_requested_at is not None:
+        # Whoever sent the signals (we, or an executor acting on the stop while we were down), a step
+        # that needed SIGKILL makes the stop `killed`; one that did not fail the run was not killed by hand.
         attempts = [a for s in state.steps.values() for a in s.attempts]
-        if any(a.status is RunStatus.KILLED or a.survivors for a in attempts if a.stop_issued):
+        if any(a.status is RunStatus.KILLED or a.survivors for a in attempts):
             return WorkflowRunStatus.KILLED
-        if not any(a.started_at is not None for a in attempts):
+        if not any(a.ran for a in attempts):
             return WorkflowRunStatus.CANCELLED
         return WorkflowRunStatus.STOPPED
     return WorkflowRunStatus.SUCCEEDED

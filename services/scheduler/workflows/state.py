@@ -73,6 +73,23 @@ class Attempt:
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def ran(self) -> bool:
+        """Its process started, whether or not we saw `run.started` (an ending like `stopped` says so too)."""
+        return self.started_at is not None or self.status in _ENDINGS_AFTER_A_START
+
+
+_ENDINGS_AFTER_A_START = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.TERMINATED,
+        RunStatus.STOPPED,
+        RunStatus.KILLED,
+        RunStatus.TIMED_OUT,
+    }
+)
+
 
 @dataclass
 class StepState:
@@ -266,7 +283,7 @@ class WorkflowRunState:
                 attempt.status = RunStatus.RUNNING
             if attempt is step.current and step.status is StepStatus.QUEUED:
                 step.status = StepStatus.RUNNING
-        elif not attempt.finished:  # the first `finished` of a run wins
+        elif not attempt.finished and event.status in TERMINAL_STATUSES:  # the first `finished` of a run wins
             attempt.status = event.status
             attempt.finished_at = event.occurred_at
             attempt.exit_code = event.exit_code
@@ -369,7 +386,7 @@ def spad_status(step: StepState) -> str:
         return "not run"
     if status is StepStatus.CANCELLED:
         # A retry that a stop cancelled had run before: to the seed's users that step was stopped.
-        return "stopped" if any(a.started_at is not None for a in step.attempts) else "not run"
+        return "stopped" if any(a.ran for a in step.attempts) else "not run"
     return status.value  # running, stopping, stopped, killed, lost: the seed's own words
 
 
