@@ -26,6 +26,7 @@ from scriptbus.events.streams import (
     idempotency_bucket,
 )
 from scriptbus.events.subjects import Subjects, host_token, valid_token
+from scriptbus.events.workflows import StepSpec, StepStatus, WorkflowRunStatus, step_run_id, workflow_id
 
 __all__ = [
     "BusSettings",
@@ -62,4 +63,9 @@ __all__ = [
     "new_id",
     "utcnow",
     "valid_token",
+    "StepSpec",
+    "StepStatus",
+    "WorkflowRunStatus",
+    "step_run_id",
+    "workflow_id",
 ]

@@ -16,6 +16,7 @@ from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpd
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
+from scriptbus.events.workflows import WORKFLOW_EVENT_TYPES
 
 HEADER_TYPE = "Scriptbus-Type"
 
@@ -35,6 +36,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CommandDeleted,
     )
 }
+EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in WORKFLOW_EVENT_TYPES})
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}

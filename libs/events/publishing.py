@@ -11,6 +11,7 @@ from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorEvent
 from scriptbus.events.runs import RunEvent, RunRequested
 from scriptbus.events.subjects import Subjects
+from scriptbus.events.workflows import ProjectEvent, WfRunEvent, WorkflowEvent
 
 
 def subject_for(s: Subjects, event: Event) -> str:
@@ -22,6 +23,12 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.command_event(event.command_id, event.type.removeprefix("command."))
     if isinstance(event, ExecutorEvent):
         return s.executor_event(event.host, event.type.removeprefix("executor."))
+    if isinstance(event, WorkflowEvent):
+        return s.workflow_event(event.workflow_id, event.type.removeprefix("workflow."))
+    if isinstance(event, ProjectEvent):
+        return s.workflow_event(event.project_id, event.type.replace(".", "_"))
+    if isinstance(event, WfRunEvent):
+        return s.wfrun_event(event.wfrun_id, event.type.removeprefix("wfrun."))
     raise TypeError(f"no subject for event type {event.type!r}")
 
 

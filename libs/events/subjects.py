@@ -72,6 +72,19 @@ class Subjects:
         """`created`, `updated`, `deleted`."""
         return f"{self.prefix}.commands.{command_id}.{name}"
 
+    # workflows ----------------------------------------------------------------------------------
+    def workflow_event(self, workflow_id: str, name: str) -> str:
+        """`defined`, `removed`. Projects live here too (`project_defined`, `project_removed`): the
+        events stream's subjects are fixed when it is created."""
+        return f"{self.prefix}.workflows.{workflow_id}.{name}"
+
+    def wfrun_event(self, wfrun_id: str, name: str) -> str:
+        """`requested`, `step_dispatched`, `step_settled`, `stop_requested`, `finished`, …"""
+        return f"{self.prefix}.wfruns.{wfrun_id}.{name}"
+
+    def wfrun_all(self, wfrun_id: str) -> str:
+        return f"{self.prefix}.wfruns.{wfrun_id}.>"
+
     # executors ----------------------------------------------------------------------------------
     def executor_event(self, host: str, name: str) -> str:
         """`heartbeat`, `stopped`, `lost`."""
