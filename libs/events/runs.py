@@ -28,6 +28,10 @@ class RunRequested(RunEvent):
     # An exact executor host; when set, the request goes to that host's own queue instead of the pool's.
     host: str | None = None
     command_id: str | None = None
+    # Set when the run is one attempt of a workflow step: the workflow run, the step's name, the attempt (1-based).
+    workflow_run_id: str | None = None
+    workflow_step: str | None = None
+    attempt: int | None = None
 
     @property
     def target(self) -> str:
