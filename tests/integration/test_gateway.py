@@ -90,7 +90,6 @@ async def test_a_run_is_readable_right_after_post(api: Api) -> None:
                 "description": f"run {i}",
                 "timeout_s": 2.5,
                 "pool": "nobody-serves-this",
-                "unknown_field": "is ignored",
             },
         )
         assert response.status_code == 202, response.text
