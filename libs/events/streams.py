@@ -86,14 +86,11 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 async def _apply_retention(js: JetStreamContext, name: str, retention: Retention) -> None:
     """Give the existing stream `name` the limits `retention` sets, if it has others."""
     config = (await js.stream_info(name)).config
-    wanted = {}
-    if retention.max_age_s is not None and float(config.max_age or 0) != retention.max_age_s:
-        wanted["max_age"] = retention.max_age_s
-    if retention.max_bytes is not None and (config.max_bytes or -1) != retention.max_bytes:
-        wanted["max_bytes"] = retention.max_bytes
-    if wanted:
-        log.info("stream %s: setting %s", name, ", ".join(f"{k}={v}" for k, v in wanted.items()))
-        await js.update_stream(dataclasses.replace(config, **wanted))
+    max_age = float(config.max_age or 0) if retention.max_age_s is None else retention.max_age_s
+    max_bytes = (config.max_bytes or -1) if retention.max_bytes is None else retention.max_bytes
+    if (max_age, max_bytes) != (float(config.max_age or 0), config.max_bytes or -1):
+        log.info("stream %s: setting max_age %gs, max_bytes %d (0 / -1: unlimited)", name, max_age, max_bytes)
+        await js.update_stream(dataclasses.replace(config, max_age=max_age, max_bytes=max_bytes))
 
 
 async def ensure_streams(js: JetStreamContext, s: Subjects, retention: Retention = Retention()) -> None:
