@@ -7,9 +7,10 @@ import logging
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from scriptbus.events.streams import ensure_streams
+from scriptbus.events.streams import MAX_MSG_SIZE, Retention, ensure_streams
 from scriptbus.events.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,20 @@ class BusSettings(BaseSettings):
     nats_password: str | None = None
     nats_token: str | None = None
     nats_creds: str | None = None
+    # Retention of the events stream, applied by every service that starts with it set; unset leaves the
+    # stream as it is, and a new stream keeps everything. 0 seconds / -1 bytes: unlimited.
+    events_max_age_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    events_max_bytes: int | None = Field(default=None, ge=-1)
+
+    @field_validator("events_max_bytes")
+    @classmethod
+    def _room_for_one_message(cls, value: int | None) -> int | None:
+        if value is not None and 0 <= value < MAX_MSG_SIZE:
+            raise ValueError(f"must be -1 (unlimited) or at least {MAX_MSG_SIZE} (one message of the largest size)")
+        return value
+
+    def events_retention(self) -> Retention:
+        return Retention(max_age_s=self.events_max_age_s, max_bytes=self.events_max_bytes)
 
 
 async def connect_bus(settings: BusSettings, name: str) -> tuple[Client, JetStreamContext, Subjects]:
@@ -56,5 +71,5 @@ async def connect_bus(settings: BusSettings, name: str) -> tuple[Client, JetStre
         reconnected_cb=on_reconnect,
     )
     js = nc.jetstream(timeout=10)
-    await ensure_streams(js, subjects)
+    await ensure_streams(js, subjects, settings.events_retention())
     return nc, js, subjects

@@ -9,7 +9,8 @@ from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.commands import CommandEvent
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorEvent
-from scriptbus.events.runs import RunEvent, RunRequested
+from scriptbus.events.runs import RUN_ENDING_TYPES, RunEvent, RunRequested
+from scriptbus.events.streams import ensure_queue
 from scriptbus.events.subjects import Subjects
 from scriptbus.events.workflows import ProjectEvent, WfRunEvent, WorkflowEvent
 
@@ -35,3 +36,27 @@ def subject_for(s: Subjects, event: Event) -> str:
 async def publish_event(js: JetStreamContext, s: Subjects, event: Event, timeout: float = 5.0) -> PubAck:
     """Store `event` in its stream; returns the ack with its stream sequence."""
     return await js.publish(subject_for(s, event), encode_event(event), headers=event_headers(event), timeout=timeout)
+
+
+def run_ending_subjects(s: Subjects, run_id: str) -> frozenset[str]:
+    """The subjects of the events that end run `run_id` (`RUN_ENDING_TYPES`)."""
+    return frozenset(s.run_event(run_id, kind.removeprefix("run.")) for kind in RUN_ENDING_TYPES)
+
+
+async def publish_request(
+    js: JetStreamContext,
+    s: Subjects,
+    event: RunRequested,
+    known_queues: set[str] | None = None,
+    timeout: float = 5.0,
+) -> PubAck:
+    """Queue a run: make sure the durable queue of the request's pool or host exists, then store the
+    request. In that order, always: queues deliver only what is published after they exist, so a
+    request published first would never reach an executor. `known_queues` remembers queues already
+    ensured by this process (and is updated)."""
+    target = event.target
+    if known_queues is None or target not in known_queues:
+        await ensure_queue(js, s, target)
+        if known_queues is not None:
+            known_queues.add(target)
+    return await publish_event(js, s, event, timeout)

@@ -71,3 +71,7 @@ class RunFinished(RunEvent):
 
 class RunDeleted(RunEvent):
     type: Literal["run.deleted"] = "run.deleted"
+
+
+# After one of these nothing more happens to a run: readers following its messages stop there.
+RUN_ENDING_TYPES: frozenset[str] = frozenset({"run.finished", "run.deleted"})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -18,6 +21,8 @@ from nats.js.kv import KeyValue
 
 from scriptbus.events.subjects import Subjects
 
+log = logging.getLogger(__name__)
+
 # Output chunks are at most 64 KiB; the largest event is a run request with a 1 MiB script. The server's
 # own max_payload (1 MiB unless configured; `scriptbus up` sets 8 MiB) caps messages below this too.
 MAX_MSG_SIZE = 8 * 1024 * 1024
@@ -28,7 +33,16 @@ IDEMPOTENCY_TTL_S = 24 * 3600.0
 QUEUE_ACK_WAIT_S = 30.0
 
 
-def events_stream_config(s: Subjects) -> StreamConfig:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retention:
+    """How long and how much the events stream keeps. None leaves the stream's setting as it is (a new
+    stream keeps everything); `max_age_s` 0 and `max_bytes` -1 mean unlimited."""
+
+    max_age_s: float | None = None
+    max_bytes: int | None = None
+
+
+def events_stream_config(s: Subjects, retention: Retention = Retention()) -> StreamConfig:
     return StreamConfig(
         name=s.events_stream,
         subjects=s.events_subjects,
@@ -38,6 +52,8 @@ def events_stream_config(s: Subjects) -> StreamConfig:
         max_msg_size=MAX_MSG_SIZE,
         duplicate_window=DUPLICATE_WINDOW_S,
         allow_direct=True,
+        max_age=retention.max_age_s or 0,
+        max_bytes=retention.max_bytes if retention.max_bytes is not None else -1,
     )
 
 
@@ -67,9 +83,21 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.stream_info(config.name)
 
 
-async def ensure_streams(js: JetStreamContext, s: Subjects) -> None:
-    """Create the streams and buckets of this installation if they do not exist yet."""
-    await _ensure_stream(js, events_stream_config(s))
+async def _apply_retention(js: JetStreamContext, name: str, retention: Retention) -> None:
+    """Give the existing stream `name` the limits `retention` sets, if it has others."""
+    config = (await js.stream_info(name)).config
+    max_age = float(config.max_age or 0) if retention.max_age_s is None else retention.max_age_s
+    max_bytes = (config.max_bytes or -1) if retention.max_bytes is None else retention.max_bytes
+    if (max_age, max_bytes) != (float(config.max_age or 0), config.max_bytes or -1):
+        log.info("stream %s: setting max_age %gs, max_bytes %d (0 / -1: unlimited)", name, max_age, max_bytes)
+        await js.update_stream(dataclasses.replace(config, max_age=max_age, max_bytes=max_bytes))
+
+
+async def ensure_streams(js: JetStreamContext, s: Subjects, retention: Retention = Retention()) -> None:
+    """Create the streams and buckets of this installation if they do not exist yet, and give the events
+    stream the limits `retention` sets (a stream made earlier with other limits is updated)."""
+    await _ensure_stream(js, events_stream_config(s, retention))
+    await _apply_retention(js, s.events_stream, retention)
     await _ensure_stream(js, executors_stream_config(s))
     await claims_bucket(js, s)
     await command_names_bucket(js, s)

@@ -11,10 +11,10 @@ import nats.js.errors
 
 from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.envelope import Event
-from scriptbus.events.publishing import publish_event
+from scriptbus.events.publishing import publish_event, publish_request
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStopRequested
 from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
-from scriptbus.events.streams import MAX_MSG_SIZE, ensure_queue
+from scriptbus.events.streams import MAX_MSG_SIZE
 from scriptbus.events.subjects import host_token
 from scriptbus.gateway import fleet, queries, readmodels
 from scriptbus.gateway.errors import (
@@ -176,14 +176,16 @@ async def _request(gw: Gateway, event: RunRequested) -> Run:
     """Publish `run.requested` to its pool's (or host's) queue and return the run."""
     check_size(gw, event)
     require_bus(gw)
-    target = event.target
-    if target not in gw.queues:
-        # The queue must exist before the request is published, or no executor would ever see it.
-        with bus_errors(f"create the request queue for {target!r}"):
-            await ensure_queue(gw.js, gw.subjects, target)
-        gw.queues.add(target)
-    seq = await publish(gw, event, "queue the run")
-    log.info("run %s requested on %s (seq %d)", event.run_id, target, seq)
+    try:
+        ack = await publish_request(gw.js, gw.subjects, event, gw.queues)
+    except nats.errors.TimeoutError as exc:
+        raise BusUnavailable(
+            f"NATS did not confirm the {event.type} event in time; it may or may not have been stored"
+        ) from exc
+    except (nats.errors.Error, OSError) as exc:
+        raise BusUnavailable(f"NATS unavailable: could not queue the run: {exc or type(exc).__name__}") from exc
+    seq = ack.seq
+    log.info("run %s requested on %s (seq %d)", event.run_id, event.target, seq)
     run = await _read_back(gw, event.run_id, seq)
     if run is not None:
         return run

@@ -8,12 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from scriptbus.events.bus import connect_bus
 from scriptbus.gateway import commands, executors, health, readmodels, runs
 from scriptbus.gateway.body_limit import BodyLimit
-from scriptbus.gateway.errors import GatewayError
+from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher
 from scriptbus.gateway.settings import GatewaySettings
 from scriptbus.gateway.state import Gateway
@@ -97,5 +98,10 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     @app.exception_handler(GatewayError)
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler would echo every input whole, and fail on one it cannot encode.
+        return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
 
     return app

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from scriptbus.gateway import actions, catalogue, idempotency, queries
 from scriptbus.gateway.auth import require_token
+from scriptbus.gateway.content_type import require_json
 from scriptbus.gateway.idempotency import IdempotencyKey, Outcome
 from scriptbus.gateway.openapi import (
     IN_PROGRESS,
     INVALID,
+    NOT_JSON,
     REPLAYED_HEADERS,
     TOO_LARGE,
     UNAUTHORIZED,
@@ -20,14 +22,24 @@ from scriptbus.gateway.openapi import (
     not_found,
 )
 from scriptbus.gateway.runs import run_outcome
-from scriptbus.gateway.schemas import Command, CommandCreate, CommandList, CommandRunCreate, Run
+from scriptbus.gateway.schemas import (
+    MAX_BIGINT,
+    NO_NUL_PATTERN,
+    Command,
+    CommandCreate,
+    CommandList,
+    CommandRunCreate,
+    Run,
+)
 from scriptbus.gateway.state import Gateway, get_gateway
 
 PREFIX = "/api/v1/commands"
 router = APIRouter(prefix=PREFIX, tags=["commands"], dependencies=[Depends(require_token)])
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-CommandRef = Annotated[str, Path(min_length=1, max_length=128, description="The command's id or name.")]
+CommandRef = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=NO_NUL_PATTERN, description="The command's id or name.")
+]
 
 _404 = not_found("command")
 _NAME_TAKEN = "The name is taken by another command (`command name 'x' is taken`)"
@@ -38,10 +50,12 @@ _NAME_TAKEN = "The name is taken by another command (`command name 'x' is taken`
     status_code=201,
     response_model=Command,
     summary="Save a command",
+    dependencies=[Depends(require_json)],
     responses={
         201: {"description": "The command, saved.", "headers": REPLAYED_HEADERS},
         **UNAUTHORIZED,
         **conflict(f"{_NAME_TAKEN}, or {IN_PROGRESS}."),
+        **NOT_JSON,
         **TOO_LARGE,
         **INVALID,
         **UNAVAILABLE,
@@ -66,10 +80,14 @@ async def list_commands(
     gw: GatewayDep,
     q: Annotated[
         str,
-        Query(max_length=256, description="Only commands whose name or description contains this (any case)."),
+        Query(
+            max_length=256,
+            pattern=NO_NUL_PATTERN,
+            description="Only commands whose name or description contains this (any case).",
+        ),
     ] = "",
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Commands to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT, description="Commands to skip.")] = 0,
 ) -> CommandList:
     """Commands ordered by name."""
     return await queries.list_commands(gw, q, limit, offset)
@@ -90,7 +108,8 @@ async def get_command(ref: CommandRef, gw: GatewayDep) -> Command:
     "/{ref}",
     response_model=Command,
     summary="Replace a command",
-    responses={**UNAUTHORIZED, **_404, **conflict(_NAME_TAKEN + "."), **TOO_LARGE, **UNAVAILABLE},
+    dependencies=[Depends(require_json)],
+    responses={**UNAUTHORIZED, **_404, **conflict(_NAME_TAKEN + "."), **NOT_JSON, **TOO_LARGE, **UNAVAILABLE},
 )
 async def replace_command(ref: CommandRef, body: CommandCreate, gw: GatewayDep) -> Command:
     """Replace the whole command (fields left out take their defaults, not their old values); a new
@@ -116,11 +135,13 @@ async def delete_command(ref: CommandRef, gw: GatewayDep) -> Response:
     status_code=202,
     response_model=Run,
     summary="Run a command",
+    dependencies=[Depends(require_json)],
     responses={
         202: {"description": "The run, queued.", "headers": REPLAYED_HEADERS},
         **UNAUTHORIZED,
         **_404,
         **conflict(IN_PROGRESS),
+        **NOT_JSON,
         **TOO_LARGE,
         **INVALID,
         **UNAVAILABLE,

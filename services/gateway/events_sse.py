@@ -14,6 +14,8 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from scriptbus.events.output import OutputChunk
+from scriptbus.events.publishing import run_ending_subjects
+from scriptbus.events.runs import RUN_ENDING_TYPES, RunDeleted
 from scriptbus.gateway import readmodels
 from scriptbus.gateway.actions import require_bus
 from scriptbus.gateway.errors import RunNotFound, bus_errors, db_errors
@@ -23,7 +25,7 @@ from scriptbus.gateway.state import Gateway
 log = logging.getLogger(__name__)
 
 OUTPUT_EVENT = "output"
-ENDING_EVENTS = ("run.finished", "run.deleted")
+RUN_DELETED: str = RunDeleted.model_fields["type"].default
 # A comment line this often keeps proxies and clients from timing out an idle stream.
 KEEPALIVE_S = 15.0
 
@@ -40,8 +42,7 @@ async def _first_seq(gw: Gateway, subject: str, start: int = 1) -> int | None:
 async def _ended_before(gw: Gateway, run_id: str, start: int) -> bool:
     """True when the run's stream has ended (finished or deleted) before `start` and nothing that ends
     it comes at or after `start`: a client resuming there has seen all it will ever get."""
-    s = gw.subjects
-    ends = [s.run_event(run_id, name) for name in ("finished", "deleted")]
+    ends = sorted(run_ending_subjects(gw.subjects, run_id))
     # "Before `start`" must be checked as such: the run may end between these look-ups, and an end
     # that lands after `start` is one the client has not seen (a first connection, start=1, never has).
     earlier = [await _first_seq(gw, subject) for subject in ends]
@@ -52,7 +53,7 @@ async def _ended_before(gw: Gateway, run_id: str, start: int) -> bool:
 
 
 async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> AsyncIterator[bytes] | None:
-    """Check that the run exists (in the read model, or in the stream for a deleted run), then return an
+    """Check that the run exists (in the read model, or in the stream for a run not projected yet), then return an
     iterator of SSE frames from just after `last_event_id` up to the next event that ends the run's
     stream (`run.finished` or `run.deleted`); None when the client has already seen the last one."""
     with db_errors():
@@ -61,7 +62,12 @@ async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> As
     s = gw.subjects
     start = (last_event_id or 0) + 1
     with bus_errors("read the run's events"):
-        if status is None and await _first_seq(gw, s.run_all(run_id)) is None:
+        # Unknown to the read model but in the stream: a run not projected yet, unless it was deleted
+        # (the recorder purges all of it but the `run.deleted`, which stays as a tombstone).
+        if status is None and (
+            await _first_seq(gw, s.run_all(run_id)) is None
+            or await _first_seq(gw, s.run_event(run_id, RUN_DELETED.removeprefix("run."))) is not None
+        ):
             raise RunNotFound(run_id)
         if await _ended_before(gw, run_id, start):
             return None
@@ -103,5 +109,5 @@ async def _frames(gw: Gateway, run_id: str, messages: RunMessages) -> AsyncItera
             quiet_since = anyio.current_time()
             kind, data = describe(gw.subjects.prefix, run_id, msg)
             yield frame(msg.metadata.sequence.stream, kind, data)
-            if kind in ENDING_EVENTS:
+            if kind in RUN_ENDING_TYPES:
                 return

@@ -13,6 +13,7 @@ UNAVAILABLE: Responses = {
     503: {"model": Message, "description": "NATS or PostgreSQL is unavailable; nothing was changed."}
 }
 TOO_LARGE: Responses = {413: {"model": Message, "description": "The request as a whole is too large for one event."}}
+NOT_JSON: Responses = {415: {"model": Message, "description": "The body is not sent as `application/json`."}}
 INVALID: Responses = {
     422: {
         "description": "Invalid input: `detail` lists each field and why. For a reused `Idempotency-Key` "

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from scriptbus.events.output import OutputChunk, OutputStream
+from scriptbus.events.publishing import run_ending_subjects
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.gateway import readmodels
 from scriptbus.gateway.errors import BusUnavailable, RunNotFound, db_errors
@@ -13,8 +14,6 @@ from scriptbus.gateway.run_messages import RunMessages
 from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
-
-_ENDING_EVENTS = ("finished", "deleted")
 
 
 async def open_output(
@@ -68,7 +67,7 @@ async def _follow(
     # Everything at or below `position` is already in PostgreSQL; start the live part just after it.
     messages = await RunMessages.open(gw, run_id, position + 1, "follow the run's output")
     output_subject = s.run_output(run_id)
-    ending = {s.run_event(run_id, name) for name in _ENDING_EVENTS}
+    ending = run_ending_subjects(s, run_id)
     async with messages:
         async for msg in messages:
             if msg is None:

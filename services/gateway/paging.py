@@ -9,7 +9,9 @@ import json
 import uuid
 from datetime import datetime
 
-from scriptbus.gateway.schemas import RunSummary
+from scriptbus.gateway.schemas import RunSummary, utc_instant
+
+_NOT_OURS = "not a cursor this API returned (use `next_cursor` of a previous page)"
 
 
 def encode_cursor(run: RunSummary) -> str:
@@ -23,10 +25,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         fields = json.loads(raw)
+        if (
+            not isinstance(fields, dict)
+            or not isinstance(fields.get("t"), str)
+            or not isinstance(fields.get("id"), str)
+        ):
+            raise ValueError(_NOT_OURS)
         created_at = datetime.fromisoformat(fields["t"])
         run_id = str(uuid.UUID(fields["id"]))
-    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-        raise ValueError("not a cursor this API returned (use `next_cursor` of a previous page)") from exc
-    if created_at.tzinfo is None:
-        raise ValueError("not a cursor this API returned (use `next_cursor` of a previous page)")
+        if created_at.tzinfo is None:
+            raise ValueError(_NOT_OURS)
+        # A forged time whose zone takes it past year 9999 in UTC cannot go to PostgreSQL.
+        created_at = utc_instant(created_at)
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(_NOT_OURS) from exc
     return created_at, run_id

@@ -8,6 +8,7 @@ import logging
 
 import asyncpg
 
+from scriptbus.events.positions import POSITION_CHANNEL
 from scriptbus.gateway import readmodels
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class ProjectionWatcher:
         try:
             self._advance(int(str(payload)))  # asyncpg passes a NOTIFY payload as str
         except ValueError:
-            log.warning("ignoring a %s notification with payload %r", readmodels.POSITION_CHANNEL, payload)
+            log.warning("ignoring a %s notification with payload %r", POSITION_CHANNEL, payload)
 
     async def _listen_forever(self) -> None:
         while True:
@@ -93,9 +94,9 @@ class ProjectionWatcher:
             closed = asyncio.Event()
             conn.add_termination_listener(lambda _c, closed=closed: closed.set())
             try:
-                await conn.add_listener(readmodels.POSITION_CHANNEL, self._on_notify)
+                await conn.add_listener(POSITION_CHANNEL, self._on_notify)
                 self._listening = True
-                log.debug("listening on %s", readmodels.POSITION_CHANNEL)
+                log.debug("listening on %s", POSITION_CHANNEL)
                 await self.poll()
                 await closed.wait()
                 log.warning("projection listener connection closed; reconnecting")

@@ -15,11 +15,11 @@ from typing import Any
 import asyncpg
 
 from scriptbus.events.output import OutputStream
+from scriptbus.events.positions import EVENTS_POSITION
 from scriptbus.events.statuses import ACTIVE_STATUSES, RunStatus
 from scriptbus.gateway.schemas import OUTPUT_TAIL_BYTES, Command, Run, RunSummary
 
-POSITION_NAME = "runs"
-POSITION_CHANNEL = "scriptbus_position"
+POSITION_NAME = EVENTS_POSITION
 # Output is read from PostgreSQL in pages of about this many bytes.
 PAGE_BYTES = 1024 * 1024
 

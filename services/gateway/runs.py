@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -14,10 +14,13 @@ from scriptbus.events.output import OutputStream
 from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway import actions, events_sse, idempotency, output, queries
 from scriptbus.gateway.auth import require_token
+from scriptbus.gateway.content_type import require_json
+from scriptbus.gateway.errors import invalid_input
 from scriptbus.gateway.idempotency import IdempotencyKey, Outcome
 from scriptbus.gateway.openapi import (
     IN_PROGRESS,
     INVALID,
+    NOT_JSON,
     REPLAYED_HEADERS,
     TOO_LARGE,
     UNAUTHORIZED,
@@ -26,7 +29,7 @@ from scriptbus.gateway.openapi import (
     not_found,
 )
 from scriptbus.gateway.readmodels import RunFilter
-from scriptbus.gateway.schemas import Run, RunCreate, RunList
+from scriptbus.gateway.schemas import MAX_BIGINT, NO_NUL_PATTERN, Run, RunCreate, RunList, utc_instant
 from scriptbus.gateway.state import Gateway, get_gateway
 
 PREFIX = "/api/v1/runs"
@@ -43,9 +46,17 @@ def run_outcome(run: Run) -> Outcome:
     return Outcome(202, run, {"Location": f"{PREFIX}/{run.id}"}, ("run", run.id))
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # A time without a zone is taken as UTC, as every time this API returns is.
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+# JetStream sequences are uint64, but the gateway adds one to an event id and PostgreSQL holds them as bigint.
+MAX_EVENT_ID = MAX_BIGINT - 1
+
+
+def _utc(name: str, value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return utc_instant(value)
+    except ValueError as exc:
+        raise invalid_input(("query", name), f"Value error, {exc}", value.isoformat()) from exc
 
 
 @router.post(
@@ -53,11 +64,13 @@ def _aware(value: datetime | None) -> datetime | None:
     status_code=202,
     response_model=Run,
     summary="Run a script or a saved command",
+    dependencies=[Depends(require_json)],
     responses={
         202: {"description": "The run, queued.", "headers": REPLAYED_HEADERS},
         **UNAUTHORIZED,
         **not_found("command (for `command_id`)"),
         **conflict(IN_PROGRESS),
+        **NOT_JSON,
         **TOO_LARGE,
         **INVALID,
         **UNAVAILABLE,
@@ -87,13 +100,21 @@ async def list_runs(
     status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
     command_id: Annotated[
         str | None,
-        Query(min_length=1, max_length=128, description="Only runs of this saved command (id or name)."),
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=NO_NUL_PATTERN,
+            description="Only runs of this saved command (id or name).",
+        ),
     ] = None,
     host: Annotated[
         str | None,
         Query(min_length=1, max_length=255, description="Only runs on this host (or queued for it)."),
     ] = None,
-    pool: Annotated[str | None, Query(min_length=1, max_length=128, description="Only runs of this pool.")] = None,
+    pool: Annotated[
+        str | None,
+        Query(min_length=1, max_length=128, pattern=NO_NUL_PATTERN, description="Only runs of this pool."),
+    ] = None,
     created_after: Annotated[
         datetime | None, Query(description="Only runs created after this time (ISO 8601; UTC if no zone).")
     ] = None,
@@ -101,7 +122,7 @@ async def list_runs(
         datetime | None, Query(description="Only runs created before this time (ISO 8601; UTC if no zone).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Runs to skip; must be 0 with `cursor`.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT, description="Runs to skip; must be 0 with `cursor`.")] = 0,
     cursor: Annotated[
         str | None,
         Query(
@@ -117,8 +138,8 @@ async def list_runs(
         command_id=command_id,
         host=host,
         pool=pool,
-        created_after=_aware(created_after),
-        created_before=_aware(created_before),
+        created_after=_utc("created_after", created_after),
+        created_before=_utc("created_before", created_before),
     )
     return await queries.list_runs(gw, where, limit, offset, cursor)
 
@@ -148,7 +169,8 @@ async def get_output(
     run_id: RunId,
     gw: GatewayDep,
     offset: Annotated[
-        int, Query(ge=0, description="First byte to send, counted within `stream` when one is given.")
+        int,
+        Query(ge=0, le=MAX_BIGINT, description="First byte to send, counted within `stream` when one is given."),
     ] = 0,
     stream: Annotated[
         OutputStream | None, Query(description="Only stdout or only stderr; both interleaved if omitted.")
@@ -193,10 +215,16 @@ async def get_events(
     gw: GatewayDep,
     last_event_id_header: Annotated[
         int | None,
-        Header(alias="Last-Event-ID", ge=0, description="Resume after this event id (what EventSource sends)."),
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            le=MAX_EVENT_ID,
+            description="Resume after this event id (what EventSource sends).",
+        ),
     ] = None,
     last_event_id: Annotated[
-        int | None, Query(ge=0, description="Resume after this event id (when the header cannot be set).")
+        int | None,
+        Query(ge=0, le=MAX_EVENT_ID, description="Resume after this event id (when the header cannot be set)."),
     ] = None,
 ) -> Response:
     """Everything that happens to the run, live: replays what is stored, then follows. A run not started

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -19,17 +19,45 @@ MAX_HOST_CHARS = 255
 MAX_COMMAND_NAME_CHARS = 128
 # How much of the combined output `GET /runs/{id}` shows.
 OUTPUT_TAIL_BYTES = 64 * 1024
+# Timeouts and grace periods past ten years are mistakes, and the executor's clock arithmetic needs bounds.
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+# Integers the gateway passes on must fit a PostgreSQL bigint (offsets) and a NATS sequence (event ids).
+MAX_BIGINT = 2**63 - 1
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 COMMAND_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+# For query and path strings that reach PostgreSQL, which cannot compare with a NUL.
+NO_NUL_PATTERN = r"^[^\x00]*$"
 
 
 def _no_nul(value: str) -> str:
-    # Neither argv nor the environment of a process can hold a NUL byte.
+    # Neither argv, the environment of a process nor a PostgreSQL text column can hold a NUL byte.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
+
+
+def text(value: str) -> str:
+    """`value` if it can be stored and sent on: no NUL, and no lone surrogate (which no UTF-8 can encode)."""
+    _no_nul(value)
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text: lone surrogates such as \\ud800 cannot be stored") from None
+    return value
+
+
+def utc_instant(value: datetime) -> datetime:
+    """`value` in UTC (a time without a zone is taken as UTC, as every time this API returns is);
+    ValueError when that falls outside the years 1 to 9999."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once taken to UTC: years 1 to 9999 only") from None
 
 
 def _script(value: str) -> str:
@@ -41,9 +69,13 @@ def _script(value: str) -> str:
     return _no_nul(value)
 
 
-Script = Annotated[str, Field(min_length=1), AfterValidator(_script)]
-Arg = Annotated[str, AfterValidator(_no_nul)]
+# Every string of a request body goes into an event and a PostgreSQL text or jsonb column.
+Text = Annotated[str, AfterValidator(text)]
+Script = Annotated[str, Field(min_length=1), AfterValidator(text), AfterValidator(_script)]
+Arg = Text
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Timeout = Annotated[FiniteFloat, Field(gt=0, le=MAX_SECONDS)]
+Grace = Annotated[FiniteFloat, Field(ge=0, le=MAX_SECONDS)]
 
 
 def _args(value: list[str]) -> list[str]:
@@ -57,9 +89,6 @@ def _env(value: dict[str, str]) -> dict[str, str]:
     bad = [name for name in value if not ENV_NAME.match(name)]
     if bad:
         raise ValueError(f"invalid variable name(s) {bad!r}: names must match {ENV_NAME.pattern}")
-    for name, val in value.items():
-        if "\x00" in val:
-            raise ValueError(f"value of {name} must not contain NUL characters")
     size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in value.items())
     if size > MAX_ENV_BYTES:
         raise ValueError(f"total {size} bytes; at most {MAX_ENV_BYTES} bytes are accepted")
@@ -67,14 +96,14 @@ def _env(value: dict[str, str]) -> dict[str, str]:
 
 
 Args = Annotated[list[Arg], Field(max_length=MAX_ARGS), AfterValidator(_args)]
-Env = Annotated[dict[str, str], AfterValidator(_env)]
+Env = Annotated[dict[Text, Text], AfterValidator(_env)]
 
 _ARGS_DOC = "Positional parameters: `$1`, `$2`, … inside the script."
 _ENV_DOC = (
     "Extra environment variables; names match `^[A-Za-z_][A-Za-z0-9_]*$`, "
     f"names and values together at most {MAX_ENV_BYTES // 1024} KiB."
 )
-_TIMEOUT_DOC = "Stop the run after this many seconds (status `timed_out`)."
+_TIMEOUT_DOC = f"Stop the run after this many seconds (status `timed_out`), at most {MAX_SECONDS:.0f}."
 _GRACE_DOC = "Seconds between SIGTERM and SIGKILL when the run is stopped."
 _POOL_DOC = "Executor pool to run in: letters, digits, `_`, `-`."
 _HOST_DOC = "Run on this executor host only (instead of any executor of the pool)."
@@ -83,10 +112,10 @@ _COMMAND_REF_DOC = "A saved command's id or name."
 
 class RunCreate(BaseModel):
     """A request to run a bash script: an inline `script`, or a saved command named by `command_id`
-    (exactly one of the two). Unknown fields are ignored."""
+    (exactly one of the two). Unknown fields are refused."""
 
     model_config = ConfigDict(
-        extra="ignore",
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -103,7 +132,7 @@ class RunCreate(BaseModel):
     )
 
     script: Script | None = Field(None, description="Bash source to run, at most 1 MiB (UTF-8).")
-    command_id: str | None = Field(
+    command_id: Text | None = Field(
         None,
         min_length=1,
         max_length=MAX_COMMAND_NAME_CHARS,
@@ -111,12 +140,12 @@ class RunCreate(BaseModel):
         "command's values, and `env` is merged over the command's.",
     )
     args: Args = Field(default_factory=list, description=_ARGS_DOC)
-    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text shown in lists.")
+    description: Text = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text shown in lists.")
     env: Env = Field(default_factory=dict, description=_ENV_DOC)
-    timeout_s: FiniteFloat | None = Field(None, gt=0, description=_TIMEOUT_DOC)
-    stop_grace_s: FiniteFloat = Field(5.0, ge=0, description=_GRACE_DOC)
+    timeout_s: Timeout | None = Field(None, description=_TIMEOUT_DOC)
+    stop_grace_s: Grace = Field(5.0, description=_GRACE_DOC)
     pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
-    host: str | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
+    host: Text | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
 
     def source_errors(self) -> list[dict[str, Any]]:
         """Validation errors (FastAPI's shape) unless exactly one of `script` and `command_id` is given."""
@@ -148,33 +177,34 @@ class RunCreate(BaseModel):
 
 class CommandRunCreate(BaseModel):
     """A request to run a saved command. Fields left out take the command's values; `env` is merged
-    over the command's `env`. Unknown fields are ignored."""
+    over the command's `env`. Unknown fields are refused."""
 
     model_config = ConfigDict(
-        extra="ignore",
+        extra="forbid",
         json_schema_extra={"examples": [{"args": ["/srv/data", "with space"], "env": {"LEVEL": "full"}}]},
     )
 
     args: Args = Field(default_factory=list, description=_ARGS_DOC)
     env: Env = Field(default_factory=dict, description=_ENV_DOC + " Overrides the command's variables.")
-    description: str | None = Field(
+    description: Text | None = Field(
         None,
         max_length=MAX_DESCRIPTION_CHARS,
         description="Free text shown in lists (default: the command's).",
     )
-    timeout_s: FiniteFloat | None = Field(
-        None, gt=0, description=_TIMEOUT_DOC + " Default: the command's; an explicit null means none."
+    timeout_s: Timeout | None = Field(
+        None, description=_TIMEOUT_DOC + " Default: the command's; an explicit null means none."
     )
-    stop_grace_s: FiniteFloat | None = Field(None, ge=0, description=_GRACE_DOC + " Default: the command's.")
+    stop_grace_s: Grace | None = Field(None, description=_GRACE_DOC + " Default: the command's.")
     pool: str | None = Field(None, pattern=TOKEN_PATTERN, description=_POOL_DOC + " Default: the command's.")
-    host: str | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
+    host: Text | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
 
 
 class CommandCreate(BaseModel):
-    """A saved command: a named script runs can be started from. `PUT` replaces all of it."""
+    """A saved command: a named script runs can be started from. `PUT` replaces all of it. Unknown fields
+    are refused."""
 
     model_config = ConfigDict(
-        extra="ignore",
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -194,11 +224,11 @@ class CommandCreate(BaseModel):
         pattern=COMMAND_NAME_PATTERN,
         description="Unique name: a letter or digit, then up to 127 letters, digits, `_`, `.`, `-`.",
     )
-    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text.")
+    description: Text = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text.")
     script: Script = Field(description="Bash source, at most 1 MiB (UTF-8); gets the run's `args` as `$1`….")
     env: Env = Field(default_factory=dict, description=_ENV_DOC)
-    timeout_s: FiniteFloat | None = Field(None, gt=0, description=_TIMEOUT_DOC)
-    stop_grace_s: FiniteFloat = Field(5.0, ge=0, description=_GRACE_DOC)
+    timeout_s: Timeout | None = Field(None, description=_TIMEOUT_DOC)
+    stop_grace_s: Grace = Field(5.0, description=_GRACE_DOC)
     pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
 
 

@@ -9,6 +9,7 @@
   stopping at a jump in sequence numbers unless the missing messages were deleted.
 - `projections.py` holds one plain function per event type; `run_output.py` writes a batch's output
   chunks with one COPY; `run_stats.py` adds up the batch's counters for /metrics.
+- `purges.py`: after a commit that deleted runs, their messages are purged from the events stream.
 - After each commit on the events stream: `NOTIFY scriptbus_position, '<last_seq>'`.
   `position.projection_lag` reports how far behind the events stream the read models are.
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncpg
 from nats.js import JetStreamContext
 
+from scriptbus.events.positions import EVENTS_POSITION, EXECUTORS_POSITION, POSITION_CHANNEL
 from scriptbus.events.subjects import Subjects
 
-# Position in the events stream (runs, output, commands).
-POSITION_NAME = "runs"
-# Position in the executors stream, which is projected on its own.
-EXECUTORS_POSITION_NAME = "executors"
-# The gateway LISTENs here to wait for read-your-writes; the payload is the new last_seq.
-NOTIFY_CHANNEL = "scriptbus_position"
+# The names are a contract with the gateway, so they live in scriptbus.events.positions.
+POSITION_NAME = EVENTS_POSITION
+EXECUTORS_POSITION_NAME = EXECUTORS_POSITION
+NOTIFY_CHANNEL = POSITION_CHANNEL
 
 
 async def read_position(conn: asyncpg.Connection, name: str = POSITION_NAME) -> int:

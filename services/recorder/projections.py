@@ -33,6 +33,7 @@ from scriptbus.events.runs import (
 )
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.recorder.feed import StreamMessage
+from scriptbus.recorder.purges import record_purge
 from scriptbus.recorder.run_output import OutputBatch
 from scriptbus.recorder.run_stats import RunStats
 
@@ -162,6 +163,8 @@ async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: Batc
     run_id = uuid.UUID(e.run_id)
     await conn.execute("DELETE FROM run_output WHERE run_id = $1", run_id)
     await conn.execute("DELETE FROM runs WHERE id = $1", run_id)
+    # Deleting forgets: the run's messages leave the stream too, once this transaction commits.
+    await record_purge(conn, e.run_id, seq)
 
 
 # commands -----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from scriptbus.recorder.batch import GapCheck, apply_batch
 from scriptbus.recorder.feed import EventFeed
 from scriptbus.recorder.migrations import apply_migrations
 from scriptbus.recorder.position import EXECUTORS_POSITION_NAME, POSITION_NAME, read_position
+from scriptbus.recorder.purges import RunPurger, deletes_a_run
 from scriptbus.recorder.settings import RecorderSettings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class StreamProjection:
     # The executors stream keeps only the last message per subject: jumps over superseded
     # messages are its normal state, not lost deliveries.
     gaps_are_normal: bool = False
+    # Purges deleted runs' messages after the commits that delete them (events stream only).
+    purger: RunPurger | None = None
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -91,7 +94,7 @@ async def run_recorder(
         finally:
             await conn.close()
         projections = [
-            StreamProjection(POSITION_NAME, subjects.events_stream),
+            StreamProjection(POSITION_NAME, subjects.events_stream, purger=RunPurger(js, subjects)),
             StreamProjection(EXECUTORS_POSITION_NAME, subjects.executors_stream, gaps_are_normal=True),
         ]
         await asyncio.gather(*(project_stream(p, settings, nc, js, stop, exit_when_caught_up) for p in projections))
@@ -136,6 +139,9 @@ async def project_stream(
                     if exit_when_caught_up and target is None:
                         target = await feed.last_seq()
                     position = await read_position(conn, name)
+                    if projection.purger is not None:
+                        # Deletions committed by an earlier life that died before purging.
+                        await projection.purger.purge_pending(conn)
                     await feed.start(position + 1)
                     if not started:
                         started = True
@@ -157,6 +163,8 @@ async def project_stream(
                         result.position,
                     )
                     position = result.position
+                    if projection.purger is not None and result.applied and deletes_a_run(msgs):
+                        await projection.purger.purge_pending(conn)
                     if result.restart_from is not None:
                         await feed.start(result.restart_from)
                 elif not caught_up_once:

@@ -38,7 +38,6 @@ async def test_create_read_back_by_id_and_name_list_and_search(api: Api) -> None
             "timeout_s": 3600,
             "stop_grace_s": 2,
             "pool": "storage",
-            "unknown": "ignored",
         },
     )
     assert response.status_code == 201, response.text
