@@ -6,17 +6,23 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
 
+@overload
 async def eventually(
-    probe: Callable[[], T | Awaitable[T]],
+    probe: Callable[[], Awaitable[T]], timeout: float = ..., interval: float = ..., what: str = ...
+) -> T: ...
+@overload
+async def eventually(probe: Callable[[], T], timeout: float = ..., interval: float = ..., what: str = ...) -> T: ...
+async def eventually(
+    probe: Callable[[], object],
     timeout: float = 30.0,
     interval: float = 0.05,
     what: str = "condition",
-) -> T:
+) -> object:
     """Call `probe` (sync or async) until it returns something truthy and return that; an
     AssertionError naming `what` and the last value (or exception) once `timeout` has passed.
     An AssertionError raised by the probe counts as "not yet", so a probe may assert."""

@@ -72,7 +72,7 @@ async def test_a_body_that_is_not_json_is_a_415_that_says_what_to_send(api: Api)
     assert (await api.client.post(f"{COMMANDS}/{command['id']}/runs")).status_code == 202
 
 
-LONE_SURROGATES = [
+LONE_SURROGATES: list[tuple[str, str, list[str | int]]] = [
     (RUNS, '{"script": "echo \\ud800"}', ["body", "script"]),
     (RUNS, '{"script": "echo", "description": "a \\udfff b"}', ["body", "description"]),
     (RUNS, '{"script": "echo", "args": ["ok", "\\ud800"]}', ["body", "args", 1]),
@@ -173,7 +173,7 @@ async def test_a_nul_in_a_command_reference_is_not_an_outage(api: Api) -> None:
     assert fields_named(await api.client.post(f"{COMMANDS}/a%00b/runs")) == [["path", "ref"]]
 
 
-NUL_IN_RUNS = [
+NUL_IN_RUNS: list[tuple[dict[str, object], list[str | int]]] = [
     ({"script": "echo", "description": "before\x00after"}, ["body", "description"]),
     ({"script": "echo", "host": "web\x00"}, ["body", "host"]),
     ({"script": "echo", "pool": "p\x00"}, ["body", "pool"]),
