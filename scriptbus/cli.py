@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from importlib.metadata import version
 
 SERVICES = ("gateway", "executor", "recorder", "scheduler")
 # Kept in step with scriptbus.client.CLIENT_COMMANDS, without importing the client for the services.
@@ -28,7 +29,7 @@ client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBU
   commands    saved commands: list, show, create, edit, rm
   executors   the fleet: hosts, state, pools, load
 
-Run `scriptbus <command> --help` for a command's options.
+Run `scriptbus <command> --help` for a command's options; `scriptbus --version` prints the version.
 """
 
 
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
+    if command in ("--version", "-V"):
+        print(f"scriptbus {version('scriptbus')}")
+        sys.exit(0)
     if command in CLIENT or command.startswith("--"):
         # Client commands, also with global options first: `scriptbus --json ps`.
         from scriptbus.client import main as client_main

@@ -1,13 +1,11 @@
 """Events to and from bytes on the wire: JSON with a literal `type`, never a Python import path.
 
-Old schema versions are upcast by small chained functions registered in `_UPCASTERS`
-(keyed by type and the version they upgrade from).
+Old schema versions are upcast by the event class's own chain (`Event.upcast`, `upcast_vN_vN+1`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -38,9 +36,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in WORKFLOW_EVENT_TYPES})
 
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
-
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(cls) for name, cls in EVENT_TYPES.items()}
 
 
@@ -59,10 +54,5 @@ def decode_event(data: bytes) -> Event | None:
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         return None
-    version = int(raw.get("schema_version", 1))
-    while (kind, version) in _UPCASTERS:
-        raw = _UPCASTERS[(kind, version)](raw)
-        version += 1
-        raw["schema_version"] = version
-    event: Event = _ADAPTERS[kind].validate_python(raw)
+    event: Event = _ADAPTERS[kind].validate_python(EVENT_TYPES[kind].upcast(raw))
     return event

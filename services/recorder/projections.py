@@ -268,6 +268,10 @@ PROJECTIONS: dict[str, Projection] = {
     "executor.lost": executor_lost,
 }
 
+# Event types the read models deliberately do not show. Every event type is in exactly one of
+# PROJECTIONS and IGNORED (tests/unit/test_contract.py), so a new event cannot be dropped by omission.
+IGNORED: frozenset[str] = frozenset()
+
 
 def output_run_id(subject: str) -> str | None:
     """The run id of an output chunk's subject `<prefix>.runs.<id>.out`; None for any other subject."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -54,19 +53,50 @@ def docker_answers(timeout: float = 0.5) -> bool:
             sock.close()
 
 
+def _configure_testcontainers() -> None:
+    """What testcontainers needs where the suite runs, unless the user's environment says otherwise.
+
+    - Ryuk (the reaper container) is off: these fixtures remove their containers themselves, and its
+      image must be pulled, which machines without a registry cannot do. TESTCONTAINERS_RYUK_DISABLED=false
+      turns it back on.
+    - An engine on this very machine (the daemon's name is our host name) publishes ports on localhost.
+      testcontainers guesses otherwise when /.dockerenv exists (it looks for a DinD gateway), so we say
+      so, unless TESTCONTAINERS_HOST_OVERRIDE, TC_HOST or TESTCONTAINERS_CONNECTION_MODE is set.
+    """
+    import docker
+    from testcontainers.core.config import ConnectionMode, testcontainers_config
+
+    if (
+        os.environ.get("TESTCONTAINERS_RYUK_DISABLED") is None
+        and "ryuk.disabled" not in testcontainers_config.tc_properties
+    ):
+        testcontainers_config.ryuk_disabled = True
+    user_chose = testcontainers_config.tc_host_override or testcontainers_config.connection_mode_override
+    if not user_chose:
+        client = docker.from_env()
+        try:
+            engine_name = client.info().get("Name")
+        finally:
+            client.close()
+        if engine_name == socket.gethostname():
+            testcontainers_config.tc_host_override = "localhost"
+            testcontainers_config.connection_mode_override = ConnectionMode.docker_host
+
+
 @contextmanager
 def _containers() -> Iterator[Servers]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from testcontainers.core.container import DockerContainer
-        from testcontainers.core.waiting_utils import wait_for_logs
-        from testcontainers.postgres import PostgresContainer
+    from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-    with (
-        PostgresContainer("postgres:16-alpine", driver=None) as pg,
-        DockerContainer("nats:2.10-alpine").with_command("-js").with_exposed_ports(4222) as nats,
-    ):
-        wait_for_logs(nats, "Server is ready", timeout=60)
+    _configure_testcontainers()
+    nats_server = (
+        DockerContainer("nats:2.10-alpine")
+        .with_command("-js")
+        .with_exposed_ports(4222)
+        .waiting_for(LogMessageWaitStrategy("Server is ready").with_startup_timeout(60))
+    )
+    with PostgresContainer("postgres:16-alpine", driver=None) as pg, nats_server as nats:
         nats_url = f"nats://{nats.get_container_host_ip()}:{nats.get_exposed_port(4222)}"
         yield Servers(nats_url, pg.get_connection_url(), "testcontainers")
 
