@@ -32,6 +32,7 @@ from scriptbus.events.runs import (
     RunStopRequested,
 )
 from scriptbus.events.statuses import TERMINAL_STATUSES
+from scriptbus.events.workflows import WORKFLOW_EVENT_TYPES
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.purges import record_purge
 from scriptbus.recorder.run_output import OutputBatch
@@ -270,7 +271,8 @@ PROJECTIONS: dict[str, Projection] = {
 
 # Event types the read models deliberately do not show. Every event type is in exactly one of
 # PROJECTIONS and IGNORED (tests/unit/test_contract.py), so a new event cannot be dropped by omission.
-IGNORED: frozenset[str] = frozenset()
+# Workflow definitions and runs have no read models yet (the scheduler folds them from the stream).
+IGNORED: frozenset[str] = frozenset(cls.model_fields["type"].default for cls in WORKFLOW_EVENT_TYPES)
 
 
 def output_run_id(subject: str) -> str | None:

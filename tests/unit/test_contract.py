@@ -17,6 +17,7 @@ import pytest
 import scriptbus.events
 from scriptbus.events import Event, Subjects, decode_event, encode_event, new_id, subject_for
 from scriptbus.events.codec import EVENT_TYPES
+from scriptbus.events.workflows import StepExec, StepSpec, WorkflowSettings
 from scriptbus.recorder.projections import IGNORED, PROJECTIONS, output_run_id
 
 
@@ -65,11 +66,42 @@ def _sample(annotation: Any) -> Any:
     }
     if annotation in samples:
         return samples[annotation]
+    if annotation in COHERENT_SAMPLES:
+        return COHERENT_SAMPLES[annotation]
     raise TypeError(f"no sample value for {annotation!r}: teach tests/unit/test_contract.py::_sample")
+
+
+# Nested models whose fields must agree with each other get one hand-made, fully filled value.
+COHERENT_SAMPLES: dict[Any, Any] = {
+    StepSpec: StepSpec(
+        name="t1",
+        place=2,
+        exec=StepExec.PARALLEL,
+        function="echo",
+        params=["hi"],
+        retries=2,
+        retry_backoff_s=0.5,
+        retry_max_backoff_s=8,
+        retry_on_exit_codes=[3],
+        lost_retries=1,
+        timeout_s=9,
+        stop_grace_s=1,
+        hold_max_s=4,
+        env={"A": "b"},
+        pool="p1",
+        continue_on_error=True,
+    ),  # fmt: skip
+    WorkflowSettings: WorkflowSettings(max_active_runs=3),
+}
+# Fields that must name something elsewhere in the same event.
+FIELD_OVERRIDES: dict[str, dict[str, Any]] = {
+    "wfrun.requested": {"task": "t1", "kept_steps": {"t1": "r1"}},
+}
 
 
 def _example(cls: type[Event]) -> Event:
     fields = {name: _sample(f.annotation) for name, f in cls.model_fields.items() if name != "schema_version"}
+    fields.update(FIELD_OVERRIDES.get(_type_name(cls), {}))
     return cls(**fields)
 
 
