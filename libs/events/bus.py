@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +13,9 @@ from scriptbus.events.streams import ensure_streams
 from scriptbus.events.subjects import Subjects
 
 log = logging.getLogger(__name__)
+
+# What a service holds once connected: the connection, its JetStream context, and the subject names.
+BusConnection = tuple[Client, JetStreamContext, Subjects]
 
 
 class BusSettings(BaseSettings):
@@ -28,8 +31,9 @@ class BusSettings(BaseSettings):
     nats_creds: str | None = None
 
 
-async def connect_bus(settings: BusSettings, name: str) -> tuple[Client, JetStreamContext, Subjects]:
-    """Connect, retrying forever on reconnects, and create the streams if this is the first service up."""
+async def connect_bus(settings: BusSettings, name: str) -> BusConnection:
+    """Connect, retrying forever on reconnects, and create the streams if this is the first service up.
+    Cancelling it (see `lifecycle.connect_bus_unless_stopped`) closes the half-made connection."""
     subjects = Subjects(settings.prefix)
 
     async def on_error(exc: Exception) -> None:
@@ -41,20 +45,26 @@ async def connect_bus(settings: BusSettings, name: str) -> tuple[Client, JetStre
     async def on_reconnect() -> None:
         log.info("nats: reconnected")
 
-    nc = await nats.connect(
-        settings.nats_url,
-        name=name,
-        user=settings.nats_user,
-        password=settings.nats_password,
-        token=settings.nats_token,
-        user_credentials=settings.nats_creds,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-    )
-    js = nc.jetstream(timeout=10)
-    await ensure_streams(js, subjects)
+    nc = Client()
+    try:
+        await nc.connect(
+            settings.nats_url,
+            name=name,
+            user=settings.nats_user,
+            password=settings.nats_password,
+            token=settings.nats_token,
+            user_credentials=settings.nats_creds,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+        js = nc.jetstream(timeout=10)
+        await ensure_streams(js, subjects)
+    except BaseException:
+        # A cancelled connect would otherwise go on retrying in the background.
+        await asyncio.shield(nc.close())
+        raise
     return nc, js, subjects
