@@ -1,0 +1,111 @@
+"""Every service stops on SIGTERM/SIGINT whatever state NATS is in, logs at a level given in any case,
+and the scheduler rides out a NATS outage instead of crashing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nats
+import pytest
+
+from scriptbus.embedded import EmbeddedNats, free_port
+from scriptbus.events import ExecutorLost, Subjects, decode_event, ensure_streams, publish_event
+from tests.helpers.fleet import heartbeat
+from tests.helpers.processes import ServiceProcess
+from tests.helpers.waiting import eventually
+
+# The issue's bound for a service to leave after SIGTERM with NATS unreachable.
+STOP_WITHIN_S = 5.0
+
+
+@pytest.mark.parametrize("name", ["executor", "recorder", "scheduler", "gateway"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_service_stops_on_a_signal_while_nats_is_unreachable(
+    name: str, sig: signal.Signals, start_service: Callable[..., ServiceProcess]
+) -> None:
+    nowhere = f"nats://127.0.0.1:{free_port()}"  # nobody listens there
+    args = ["--port", str(free_port())] if name == "gateway" else []
+    service = start_service(name, *args, env={"SCRIPTBUS_NATS_URL": nowhere, "SCRIPTBUS_LOG_LEVEL": "debug"})
+    # It is in its connect-retry loop, and it logs at the lower-case level it was given.
+    service.wait_for_log(r"nats: .*(refused|failed)")
+    assert " DEBUG " in service.log()
+    service.proc.send_signal(sig)
+    started = time.monotonic()
+    try:
+        code = service.wait(STOP_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name} still running {STOP_WITHIN_S}s after {sig.name}:\n{service.log()}")
+    assert code == 0, service.log()
+    assert time.monotonic() - started < STOP_WITHIN_S
+
+
+async def test_recorder_stops_promptly_when_nats_went_down(
+    tmp_path: Path, start_service: Callable[..., ServiceProcess]
+) -> None:
+    """The recorder was connected, then NATS went away: it must not wait out its request timeouts."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    try:
+        recorder = start_service("recorder", env={"SCRIPTBUS_NATS_URL": server.url})
+        recorder.wait_for_log(r"caught up")
+    finally:
+        server.stop()
+    recorder.wait_for_log(r"nats: disconnected")
+    recorder.terminate()
+    try:
+        code = recorder.wait(STOP_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"recorder still running {STOP_WITHIN_S}s after SIGTERM with NATS down:\n{recorder.log()}")
+    assert code == 0, recorder.log()
+
+
+async def test_scheduler_rides_out_a_nats_outage_and_still_declares_a_silent_executor_lost(
+    tmp_path: Path, prefix: str, start_service: Callable[..., ServiceProcess]
+) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        js = nc.jetstream(timeout=10)
+        subjects = Subjects(prefix)
+        await ensure_streams(js, subjects)
+        scheduler = start_service("scheduler", env={"SCRIPTBUS_NATS_URL": server.url})
+        scheduler.wait_for_log(r"scheduler ready")
+        # `ghost` goes silent right away; `alive` keeps beating whenever NATS is there.
+        await publish_event(js, subjects, heartbeat("ghost", "g1", []))
+        await publish_event(js, subjects, heartbeat("alive", "a1", []))
+
+        server.stop()
+        scheduler.wait_for_log(r"nats: disconnected")
+        # The outage itself, not a wait for something: longer than SCRIPTBUS_EXECUTOR_LOST_AFTER_S=3, so
+        # both executors look silent to a scheduler that judges what it cannot hear.
+        await asyncio.sleep(5)
+        assert scheduler.proc.poll() is None, f"scheduler died during the outage:\n{scheduler.log()}"
+        server.start()  # same port, same store
+
+        lost: list[str] = []
+
+        async def on_lost(msg: nats.aio.msg.Msg) -> None:
+            event = decode_event(msg.data)
+            if isinstance(event, ExecutorLost):
+                lost.append(event.host)
+
+        await nc.subscribe(subjects.executor_event("*", "lost"), cb=on_lost)
+
+        async def ghost_declared() -> bool:
+            if nc.is_connected:
+                await publish_event(js, subjects, heartbeat("alive", "a1", []))
+            return "ghost" in lost
+
+        await eventually(ghost_declared, timeout=30, interval=0.5, what="ghost declared lost after the outage")
+        assert scheduler.proc.poll() is None, scheduler.log()
+        assert "alive" not in lost, scheduler.log()
+        assert "executor alive lost" not in scheduler.log()
+    finally:
+        await nc.close()
+        server.stop()
