@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
@@ -28,6 +28,8 @@ from scriptbus.events.bus import BusConnection, BusSettings, connect_bus
 log = logging.getLogger("scriptbus.lifecycle")
 
 T = TypeVar("T")
+# A service's work: runs until the stop event is set, then winds down and returns.
+Serve = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # How long a service may take to wind down after the first SIGTERM/SIGINT before it exits anyway.
@@ -44,7 +46,7 @@ class ServiceSettings(BusSettings):
     `SCRIPTBUS_SHUTDOWN_TIMEOUT_S`, the most a shutdown may take before the process exits anyway."""
 
     log_level: str = "INFO"
-    shutdown_timeout_s: float = Field(DEFAULT_SHUTDOWN_TIMEOUT_S, gt=0)
+    shutdown_timeout_s: float = Field(default=DEFAULT_SHUTDOWN_TIMEOUT_S, gt=0)
 
     @field_validator("log_level")
     @classmethod
@@ -137,17 +139,22 @@ async def close_bus(nc: Client, timeout: float = DRAIN_TIMEOUT_S) -> None:
 
 
 def _describe(task: asyncio.Task[Any]) -> str:
-    """A task as `name (where it waits)`, for the log line that says what shutdown gave up on."""
-    stack = task.get_stack(limit=1)
-    coro = task.get_coro()
-    what = getattr(coro, "__qualname__", None) or task.get_name()
-    if stack:
-        frame = stack[-1]
-        return f"{what} at {frame.f_code.co_name}:{frame.f_lineno}"
-    return str(what)
+    """A task as `name (outer:line -> inner:line -> ...)`: where it waits, for the log line that says
+    what a shutdown gave up on."""
+    parts: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        code = getattr(awaited, "cr_code", None) or getattr(awaited, "gi_code", None)
+        if code is None:
+            parts.append(type(awaited).__name__)
+            break
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        parts.append(f"{code.co_qualname}:{frame.f_lineno}" if frame is not None else code.co_qualname)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return f"{task.get_name()} ({' -> '.join(parts)})"
 
 
-async def _supervise(name: str, serve: Callable[[asyncio.Event], Awaitable[None]], shutdown_timeout_s: float) -> None:
+async def _supervise(name: str, serve: Serve, shutdown_timeout_s: float) -> None:
     stop = asyncio.Event()
     forced = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -163,16 +170,13 @@ async def _supervise(name: str, serve: Callable[[asyncio.Event], Awaitable[None]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    async def main() -> None:
-        await serve(stop)
-
-    work = asyncio.create_task(main(), name=name)
+    work = asyncio.create_task(serve(stop), name=name)
     waiting = asyncio.create_task(stop.wait())
     await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    forcing = asyncio.create_task(forced.wait())
     if not work.done():
-        forcing = asyncio.create_task(forced.wait())
         await asyncio.wait({work, forcing}, timeout=shutdown_timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        forcing.cancel()
+    forcing.cancel()
     waiting.cancel()
     if work.done():
         with contextlib.suppress(Stopped):
@@ -180,8 +184,10 @@ async def _supervise(name: str, serve: Callable[[asyncio.Event], Awaitable[None]
         return
 
     current = asyncio.current_task()
-    pending = sorted(_describe(t) for t in asyncio.all_tasks() if t is not current and not t.done())
-    log.error("%s did not stop in %.0fs; giving up on: %s", name, shutdown_timeout_s, "; ".join(pending))
+    ours = {current, waiting, forcing}
+    pending = sorted(_describe(t) for t in asyncio.all_tasks() if t not in ours and not t.done())
+    why = "when told twice" if forced.is_set() else f"in {shutdown_timeout_s:g}s"
+    log.error("%s did not stop %s; giving up on: %s", name, why, "; ".join(pending))
     work.cancel()
     await asyncio.wait({work}, timeout=_CANCEL_GRACE_S)
     # Leave without asyncio.run's clean-up: it waits, without a bound, for every task to finish.
@@ -190,7 +196,7 @@ async def _supervise(name: str, serve: Callable[[asyncio.Event], Awaitable[None]
     os._exit(EXIT_FORCED)
 
 
-def run_service(name: str, settings: ServiceSettings, serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+def run_service(name: str, settings: ServiceSettings, serve: Serve) -> None:
     """Set up logging at `settings.log_level` and run `serve(stop)` until it returns; SIGTERM/SIGINT
     set `stop`. From the first signal `serve` has `settings.shutdown_timeout_s` to return (a second
     signal ends the wait); then what is still pending is logged and cancelled, and the process exits 1.

@@ -36,7 +36,7 @@ class ExecutorSettings(ServiceSettings):
     # Used when a request does not say its own grace period.
     default_stop_grace_s: float = Field(5.0, ge=0)
     # Stopping runs at shutdown takes their grace period, then up to 15 s to publish their ends.
-    shutdown_timeout_s: float = Field(60.0, gt=0)
+    shutdown_timeout_s: float = Field(default=60.0, gt=0)
 
     @field_validator("pools", mode="before")
     @classmethod

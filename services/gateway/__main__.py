@@ -36,7 +36,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         access_log=False,
         lifespan="on",
         # Within the skeleton's shutdown deadline, so open requests get their answers before it.
-        timeout_graceful_shutdown=max(1.0, settings.shutdown_timeout_s / 2),
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s / 2)),
     )
     server = _Server(config)
 

@@ -4,8 +4,11 @@ and the scheduler rides out a NATS outage instead of crashing."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,24 +47,71 @@ def test_service_stops_on_a_signal_while_nats_is_unreachable(
     assert time.monotonic() - started < STOP_WITHIN_S
 
 
-async def test_recorder_stops_promptly_when_nats_went_down(
-    tmp_path: Path, start_service: Callable[..., ServiceProcess]
+READY = {
+    "executor": r"executor ready",
+    "recorder": r"caught up",
+    "scheduler": r"scheduler ready",
+    "gateway": r"gateway ready",
+}
+
+
+@pytest.mark.parametrize("name", ["executor", "recorder", "scheduler", "gateway"])
+async def test_service_stops_promptly_after_nats_went_down(
+    name: str, tmp_path: Path, start_service: Callable[..., ServiceProcess]
 ) -> None:
-    """The recorder was connected, then NATS went away: it must not wait out its request timeouts."""
+    """Connected, then NATS went away: no service may wait out its request timeouts or a drain."""
     server = EmbeddedNats(tmp_path / "nats")
     server.start()
     try:
-        recorder = start_service("recorder", env={"SCRIPTBUS_NATS_URL": server.url})
-        recorder.wait_for_log(r"caught up")
+        args = ["--port", str(free_port())] if name == "gateway" else []
+        service = start_service(name, *args, env={"SCRIPTBUS_NATS_URL": server.url})
+        service.wait_for_log(READY[name])
     finally:
         server.stop()
-    recorder.wait_for_log(r"nats: disconnected")
-    recorder.terminate()
+    service.wait_for_log(r"nats: disconnected")
+    service.terminate()
     try:
-        code = recorder.wait(STOP_WITHIN_S)
+        code = service.wait(STOP_WITHIN_S)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"recorder still running {STOP_WITHIN_S}s after SIGTERM with NATS down:\n{recorder.log()}")
-    assert code == 0, recorder.log()
+        pytest.fail(f"{name} still running {STOP_WITHIN_S}s after SIGTERM with NATS down:\n{service.log()}")
+    assert code == 0, service.log()
+
+
+STUBBORN = """
+import asyncio
+from scriptbus.events.lifecycle import ServiceSettings, run_service
+
+async def serve(stop: asyncio.Event) -> None:
+    print("serving", flush=True)
+    await asyncio.Event().wait()  # never looks at `stop`
+
+run_service("stubborn", ServiceSettings(), serve)
+"""
+
+
+@pytest.mark.parametrize(("signals", "deadline"), [(1, "1"), (2, "600")], ids=["deadline", "second-signal"])
+def test_a_service_that_ignores_the_stop_still_exits_and_says_what_it_gave_up(
+    tmp_path: Path, signals: int, deadline: str
+) -> None:
+    log_path = tmp_path / "stubborn.log"
+    env = {**os.environ, "SCRIPTBUS_SHUTDOWN_TIMEOUT_S": deadline}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        started = time.monotonic()
+        while "serving" not in log_path.read_text() and time.monotonic() < started + 30 and proc.poll() is None:
+            time.sleep(0.05)
+        for sent in range(1, signals + 1):
+            proc.send_signal(signal.SIGTERM)
+            # Signals of one kind sent at once may arrive as one: the next waits until this one is seen.
+            while sent < signals and log_path.read_text().count("SIGTERM") < sent and proc.poll() is None:
+                time.sleep(0.05)
+        assert proc.wait(STOP_WITHIN_S) == 1
+        text = log_path.read_text()
+        assert re.search(r"stubborn did not stop .*; giving up on: .*stubborn \(serve:\d+", text), text
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 async def test_scheduler_rides_out_a_nats_outage_and_still_declares_a_silent_executor_lost(
