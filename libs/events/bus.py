@@ -40,7 +40,10 @@ async def connect_bus(settings: BusSettings, name: str) -> BusConnection:
         log.warning("nats: %s", exc)
 
     async def on_disconnect() -> None:
-        log.warning("nats: disconnected")
+        if nc.is_closed:  # our own close, at shutdown
+            log.debug("nats: connection closed")
+        else:
+            log.warning("nats: disconnected")
 
     async def on_reconnect() -> None:
         log.info("nats: reconnected")

@@ -14,12 +14,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nats
+import nats.js.errors
 import pytest
 
 from scriptbus.embedded import EmbeddedNats, free_port
-from scriptbus.events import ExecutorLost, Subjects, decode_event, ensure_streams, publish_event
+from scriptbus.events import (
+    ExecutorLost,
+    RunFinished,
+    Subjects,
+    decode_event,
+    ensure_streams,
+    new_id,
+    publish_event,
+)
 from tests.helpers.fleet import heartbeat
 from tests.helpers.processes import ServiceProcess
+from tests.helpers.servers import Bus
 from tests.helpers.waiting import eventually
 
 # The bound for a service to leave after SIGTERM with NATS unreachable.
@@ -159,3 +169,29 @@ async def test_scheduler_rides_out_a_nats_outage_and_still_declares_a_silent_exe
     finally:
         await nc.close()
         server.stop()
+
+
+async def test_scheduler_retries_a_verdict_it_could_not_publish(
+    bus: Bus, start_service: Callable[..., ServiceProcess]
+) -> None:
+    _nc, js, subjects = bus
+    scheduler = start_service("scheduler")
+    scheduler.wait_for_log(r"scheduler ready")
+    run_id = new_id()
+    await publish_event(js, subjects, heartbeat("ghost", "g1", [run_id]))
+    # Nowhere to store the verdict's `run.finished` when ghost's silence runs out.
+    await js.delete_stream(subjects.events_stream)
+    scheduler.wait_for_log(r"trying again")
+    assert scheduler.proc.poll() is None, scheduler.log()
+    await ensure_streams(js, subjects)
+
+    async def verdict() -> RunFinished | None:
+        try:
+            msg = await js.get_last_msg(subjects.events_stream, subjects.run_event(run_id, "finished"))
+        except nats.js.errors.NotFoundError:
+            return None
+        event = decode_event(msg.data)
+        return event if isinstance(event, RunFinished) else None
+
+    finished = await eventually(verdict, timeout=30, what="the verdict published once NATS takes it")
+    assert finished.status == "lost" and "ghost" in (finished.reason or "")
