@@ -124,6 +124,9 @@ async def test_up_heals_after_nats_server_and_postgres_are_killed(tmp_path: Path
                 done = await wait_for_status(client, run["id"], "succeeded", timeout=60)
                 assert done["output"] == f"after {what}\n"
             assert supervisor.proc.poll() is None, supervisor.log()
+            # The services rode the outages out: none of them crashed and had to be restarted.
+            for service in ("recorder", "scheduler", "executor", "gateway"):
+                assert f"scriptbus: {service} exited" not in supervisor.log(), supervisor.log()
         supervisor.terminate()
         assert supervisor.wait(90) == 0, supervisor.log()
     finally:
