@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from scriptbus.events import ExecutorStopped, publish_event
-from scriptbus.events.lifecycle import close_bus, connect_bus_unless_stopped
+from scriptbus.events.lifecycle import close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import ExecutorIdentity
 from scriptbus.executor.heartbeat import Heartbeat
@@ -46,7 +46,7 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
         running_run_ids=worker.running_run_ids,
         draining=lambda: worker.draining,
     )
-    await worker.start()
+    await unless_stopped(stop, worker.start())  # its requests wait out their timeouts while NATS is down
     beats_done = asyncio.Event()
     beats = asyncio.create_task(heartbeat.run(beats_done))
     log.info(
