@@ -3,8 +3,9 @@ with a deadline, and connecting to NATS in a way a stop interrupts.
 
 It lives in `libs/events` (`scriptbus.events.lifecycle`) because that is the one package every
 service imports (DESIGN.md: nothing else is shared between services) and because half of it is
-about the bus connection, beside `bus.py`. A service's `__main__` parses flags and calls
-`run_service(name, serve, ...)`; `serve(stop)` does the work until `stop` is set, then winds down.
+about the bus connection, beside `bus.py`. A service's `__main__` parses flags, builds its settings
+(a `ServiceSettings`) and calls `run_service(name, settings, serve)`; `serve(stop)` does the work
+until `stop` is set, then winds down.
 However `serve` is written, the process leaves within `shutdown_timeout_s` of the first signal
 (at once on a second one), logging what it gave up waiting for.
 """
@@ -61,11 +62,9 @@ class Stopped(Exception):
 
 def log_level(name: str) -> int:
     """`"debug"`, `"INFO"`, `" Warning "`... as a logging level; ValueError naming the valid ones."""
-    levels = logging.getLevelNamesMapping()
-    level = levels.get(name.strip().upper())
+    level = logging.getLevelNamesMapping().get(name.strip().upper())
     if level is None:
-        valid = ", ".join(n for n in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-        raise ValueError(f"log level {name!r} is not one of {valid} (any case)")
+        raise ValueError(f"log level {name!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)")
     return level
 
 
@@ -131,7 +130,7 @@ async def close_bus(nc: Client, timeout: float = DRAIN_TIMEOUT_S) -> None:
     if nc.is_connected:
         try:
             await asyncio.wait_for(nc.drain(), timeout)
-        except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - closing below regardless
+        except Exception as exc:  # noqa: BLE001 - closing below regardless
             log.warning("could not drain the NATS connection (%s); closing it", exc or type(exc).__name__)
     if not nc.is_closed:
         with contextlib.suppress(Exception):
