@@ -9,6 +9,7 @@ global state at import time).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -142,6 +143,10 @@ class EmbeddedNats:
             raise ServerError(f"nats-server: {exc}") from None
         return self.url
 
+    def running(self) -> bool:
+        """True while the server process lives; a dead one is reaped here (no zombie is left)."""
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self) -> None:
         # SIGTERM: nats-server flushes JetStream and exits.
         _stop(self.proc, signal.SIGTERM, 15)
@@ -241,7 +246,10 @@ class EmbeddedPostgres:
             os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
 
     def start(self, timeout: float = 60.0) -> str:
+        """Start (or, after it died, start again on the same port and data dir) and wait until ready."""
         bin_dir = postgres_bin_dir()
+        if self.proc is not None and self.proc.poll() is not None:
+            _end_orphans(self.data_dir)
         self._prepare(bin_dir)
         stale = self.data_dir / "postmaster.pid"
         if stale.exists():
@@ -290,9 +298,46 @@ class EmbeddedPostgres:
         if exists.stdout.strip() != "1":
             subprocess.run([*psql, f'CREATE DATABASE "{self.database}"'], check=True, capture_output=True)
 
+    def running(self) -> bool:
+        """True while the postmaster lives; a dead one is reaped here (no zombie is left)."""
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
         _stop(self.proc, signal.SIGINT, 30)
+
+
+def _postgres_processes_in(data_dir: Path) -> list[int]:
+    """Live (not zombie) PostgreSQL processes working in `data_dir`: every postgres process chdirs there,
+    and each child of the postmaster sits in its own session, so this is how they are found."""
+    root = str(data_dir.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "cwd") != root:
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and b"postgres" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _end_orphans(data_dir: Path, timeout: float = 10.0) -> None:
+    """After a postmaster died (SIGKILL, OOM), its backends and helpers may live on, attached to the old
+    shared memory; a new postmaster refuses to start beside them. Kill them and wait until they are gone."""
+    deadline = time.monotonic() + timeout
+    while orphans := _postgres_processes_in(data_dir):
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return  # the start that follows says why it cannot go on
+        time.sleep(0.05)
 
 
 def _check_stale_postmaster(pidfile: Path) -> None:

@@ -2,8 +2,9 @@
 
 Starts nats-server and PostgreSQL from their wheels (unless SCRIPTBUS_NATS_URL / SCRIPTBUS_DATABASE_URL
 name existing ones), then the recorder, scheduler, executor and gateway as child processes, restarts
-any that crash, and on Ctrl-C / SIGTERM stops everything in order: executor (which stops and reports
-its runs), gateway and scheduler, then the recorder, then the servers.
+any of them that dies, servers included (same port and data dir, so every service reconnects), and on
+Ctrl-C / SIGTERM stops everything in order: executor (which stops and reports its runs), gateway and
+scheduler, then the recorder, then the servers.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ from scriptbus.embedded import (
 )
 
 SERVICE_ORDER = ("recorder", "scheduler", "executor", "gateway")
+# Restarts back off from 0.5 s up to this; a unit that ran this long before dying starts over at 0.5 s.
+MAX_RESTART_DELAY_S = 30.0
+STABLE_AFTER_S = 60.0
+# A restarted server may have a large JetStream store or WAL to recover before it answers.
+SERVER_RESTART_TIMEOUT_S = 120.0
 # Stopped first to last: the executor reports its runs before the recorder goes.
 STOP_ORDER = (("executor", "gateway", "scheduler"), ("recorder",))
 
@@ -49,10 +55,14 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    started_at: float = 0.0
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
+        if self._log is not None:
+            self._log.close()
         self._log = self.log_path.open("ab")
+        self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scriptbus", self.name, *self.args],
             env=self.env,
@@ -65,6 +75,9 @@ class Child:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
 
     def stop(self) -> None:
         if self.running():
@@ -82,6 +95,32 @@ class Child:
             self.proc.wait(5)
         if self._log is not None:
             self._log.close()
+
+
+@dataclass
+class ServerUnit:
+    """nats-server or PostgreSQL under supervision: restarted on the port and data dir it had."""
+
+    name: str
+    server: EmbeddedNats | EmbeddedPostgres
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def log_path(self) -> Path:
+        return self.server.log
+
+    def running(self) -> bool:
+        return self.server.running()
+
+    def exit_code(self) -> int | None:
+        return None if self.server.proc is None else self.server.proc.poll()
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.server.start(timeout=SERVER_RESTART_TIMEOUT_S)
+        print(f"scriptbus: {self.name} is back (restart {self.restarts})", file=sys.stderr, flush=True)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -202,7 +241,10 @@ def main(argv: list[str] | None = None) -> None:
             f"Ctrl-C stops everything.",
             flush=True,
         )
-        _supervise(children)
+        units: list[ServerUnit | Child] = [
+            ServerUnit("nats-server" if isinstance(server, EmbeddedNats) else "postgres", server) for server in servers
+        ]
+        _supervise([*units, *children.values()])
     except _Stop:
         print("\nscriptbus: stopping ...", file=sys.stderr, flush=True)
     except ServerError as exc:
@@ -213,23 +255,28 @@ def main(argv: list[str] | None = None) -> None:
     print("scriptbus: stopped", file=sys.stderr, flush=True)
 
 
-def _supervise(children: dict[str, Child]) -> None:
-    """Restart a service that exits on its own, backing off up to 30 s between tries."""
+def _supervise(units: list[ServerUnit | Child]) -> None:
+    """Restart whatever exits on its own (servers before services), backing off between tries, and say
+    so on stderr with the end of its log. Polling each one also reaps it, so no zombie is left."""
     while True:
         now = time.monotonic()
-        for child in children.values():
-            if child.running() or child.proc is None:
+        for unit in units:
+            if unit.running() or unit.exit_code() is None:
                 continue
-            if child.next_start == 0.0:
-                code = child.proc.returncode
-                delay = min(30.0, 0.5 * 2**child.restarts)
-                print(f"scriptbus: {child.name} exited ({code}); restarting in {delay:.1f}s\n{_tail(child.log_path)}",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                child.next_start = now + delay
-            elif now >= child.next_start:
-                child.restarts += 1
-                child.next_start = 0.0
-                child.start()
+            if unit.next_start == 0.0:
+                if now - unit.started_at > STABLE_AFTER_S:
+                    unit.restarts = 0
+                delay = min(MAX_RESTART_DELAY_S, 0.5 * 2**unit.restarts)
+                print(f"scriptbus: {unit.name} exited ({unit.exit_code()}); restarting in {delay:.1f}s\n"
+                      f"{_tail(unit.log_path)}", file=sys.stderr, flush=True)  # fmt: skip
+                unit.next_start = now + delay
+            elif now >= unit.next_start:
+                unit.restarts += 1
+                unit.next_start = 0.0
+                try:
+                    unit.start()
+                except (ServerError, OSError, subprocess.SubprocessError) as exc:  # the next round backs off more
+                    print(f"scriptbus: {unit.name} did not come back: {exc}", file=sys.stderr, flush=True)
         time.sleep(0.2)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import Field, field_validator
@@ -14,6 +14,9 @@ from scriptbus.events.streams import MAX_MSG_SIZE, Retention, ensure_streams
 from scriptbus.events.subjects import Subjects
 
 log = logging.getLogger(__name__)
+
+# What a service holds once connected: the connection, its JetStream context, and the subject names.
+BusConnection = tuple[Client, JetStreamContext, Subjects]
 
 
 class BusSettings(BaseSettings):
@@ -43,33 +46,43 @@ class BusSettings(BaseSettings):
         return Retention(max_age_s=self.events_max_age_s, max_bytes=self.events_max_bytes)
 
 
-async def connect_bus(settings: BusSettings, name: str) -> tuple[Client, JetStreamContext, Subjects]:
-    """Connect, retrying forever on reconnects, and create the streams if this is the first service up."""
+async def connect_bus(settings: BusSettings, name: str) -> BusConnection:
+    """Connect, retrying forever on reconnects, and create the streams if this is the first service up.
+    Cancelling it (see `lifecycle.connect_bus_unless_stopped`) closes the half-made connection."""
     subjects = Subjects(settings.prefix)
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats: %s", exc)
 
     async def on_disconnect() -> None:
-        log.warning("nats: disconnected")
+        if nc.is_closed:  # our own close, at shutdown
+            log.debug("nats: connection closed")
+        else:
+            log.warning("nats: disconnected")
 
     async def on_reconnect() -> None:
         log.info("nats: reconnected")
 
-    nc = await nats.connect(
-        settings.nats_url,
-        name=name,
-        user=settings.nats_user,
-        password=settings.nats_password,
-        token=settings.nats_token,
-        user_credentials=settings.nats_creds,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-    )
-    js = nc.jetstream(timeout=10)
-    await ensure_streams(js, subjects, settings.events_retention())
+    nc = Client()
+    try:
+        await nc.connect(
+            settings.nats_url,
+            name=name,
+            user=settings.nats_user,
+            password=settings.nats_password,
+            token=settings.nats_token,
+            user_credentials=settings.nats_creds,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py takes float seconds; annotated int
+            connect_timeout=5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+        js = nc.jetstream(timeout=10)
+        await ensure_streams(js, subjects, settings.events_retention())
+    except BaseException:
+        # A cancelled connect would otherwise go on retrying in the background.
+        await asyncio.shield(nc.close())
+        raise
     return nc, js, subjects

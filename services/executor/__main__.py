@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import os
-import sys
 from typing import Any
 
 from pydantic import ValidationError
 
+from scriptbus.events.lifecycle import run_service
 from scriptbus.executor.settings import ExecutorSettings, parse_labels
 
 
@@ -33,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse flags (they override `SCRIPTBUS_*`), set up logging, serve until SIGTERM."""
+    """Parse flags (they override `SCRIPTBUS_*`) and serve until SIGTERM/SIGINT."""
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {}
     if args.host:
@@ -51,14 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         settings = ExecutorSettings(**overrides)
     except ValidationError as exc:
         _parser().error(f"invalid settings: {exc}")
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("SCRIPTBUS_LOG_LEVEL", settings.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     from scriptbus.executor.service import serve
 
-    asyncio.run(serve(settings))
+    run_service("executor", settings, lambda stop: serve(settings, stop))
 
 
 if __name__ == "__main__":

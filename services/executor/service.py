@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import uuid
 from pathlib import Path
 
-from scriptbus.events import ExecutorStopped, connect_bus, publish_event
+from scriptbus.events import ExecutorStopped, publish_event
+from scriptbus.events.lifecycle import close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import ExecutorIdentity
 from scriptbus.executor.heartbeat import Heartbeat
@@ -20,14 +19,9 @@ from scriptbus.executor.worker import Worker
 log = logging.getLogger("scriptbus.executor")
 
 
-async def serve(settings: ExecutorSettings) -> None:
-    """Run the executor until SIGTERM/SIGINT, then stop pulling, stop and report every run, say
+async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
+    """Run the executor until `stop` is set, then stop pulling, stop and report every run, say
     `executor.stopped` and drain the connection."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
     work_dir = Path(settings.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     me = ExecutorIdentity(
@@ -38,7 +32,7 @@ async def serve(settings: ExecutorSettings) -> None:
         max_output_bytes=settings.max_output_bytes,
         default_stop_grace_s=settings.default_stop_grace_s,
     )
-    nc, js, subjects = await connect_bus(settings, name=f"scriptbus-executor-{settings.host}")
+    nc, js, subjects = await connect_bus_unless_stopped(settings, f"scriptbus-executor-{settings.host}", stop)
     worker = Worker(nc, js, subjects, me, settings.targets, settings.max_concurrency)
     heartbeat = Heartbeat(
         js,
@@ -52,7 +46,7 @@ async def serve(settings: ExecutorSettings) -> None:
         running_run_ids=worker.running_run_ids,
         draining=lambda: worker.draining,
     )
-    await worker.start()
+    await unless_stopped(stop, worker.start())  # its requests wait out their timeouts while NATS is down
     beats_done = asyncio.Event()
     beats = asyncio.create_task(heartbeat.run(beats_done))
     log.info(
@@ -71,13 +65,10 @@ async def serve(settings: ExecutorSettings) -> None:
     beats_done.set()
     await beats
     try:
+        if not nc.is_connected:  # publishing would wait for a server that may not come back
+            raise ConnectionError("NATS is not connected")
         await publish_event(js, subjects, ExecutorStopped(host=me.host, executor_id=me.executor_id))
     except BUS_ERRORS as exc:
         log.warning("executor.stopped not published: %s", exc)
-    try:
-        await nc.drain()
-    except BUS_ERRORS as exc:
-        log.warning("could not drain the connection: %s", exc)
-        with contextlib.suppress(*BUS_ERRORS):
-            await nc.close()
+    await close_bus(nc)
     log.info("executor stopped")

@@ -12,14 +12,14 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from scriptbus.events import host_token, valid_token
-from scriptbus.events.bus import BusSettings
+from scriptbus.events.lifecycle import ServiceSettings
 
 
 def _default_work_dir() -> str:
     return os.path.join(tempfile.gettempdir(), "scriptbus-runs")
 
 
-class ExecutorSettings(BusSettings):
+class ExecutorSettings(ServiceSettings):
     """Who this executor is, what it serves, and how much it runs at once."""
 
     model_config = SettingsConfigDict(env_prefix="SCRIPTBUS_", extra="ignore")
@@ -35,7 +35,8 @@ class ExecutorSettings(BusSettings):
     max_output_bytes: int = Field(256 * 1024 * 1024, ge=0)
     # Used when a request does not say its own grace period.
     default_stop_grace_s: float = Field(5.0, ge=0)
-    log_level: str = "INFO"
+    # Stopping runs at shutdown takes their grace period, then up to 15 s to publish their ends.
+    shutdown_timeout_s: float = Field(default=60.0, gt=0)
 
     @field_validator("pools", mode="before")
     @classmethod

@@ -5,63 +5,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
-import signal
 import sys
 from collections.abc import Iterator
 
 import uvicorn
 
+from scriptbus.events.lifecycle import run_service
 from scriptbus.gateway.app import create_app
 from scriptbus.gateway.auth import exposure_error
 from scriptbus.gateway.settings import GatewaySettings
 
-log = logging.getLogger("scriptbus.gateway")
-
 
 class _Server(uvicorn.Server):
-    """uvicorn's server with our own signal handling: SIGTERM/SIGINT set the shutdown event (live output
-    streams end at once instead of holding the graceful shutdown open) and the process then exits 0,
-    where uvicorn would re-raise the signal and die by it."""
-
-    def __init__(self, config: uvicorn.Config, shutdown: asyncio.Event) -> None:
-        super().__init__(config)
-        self._shutdown = shutdown
+    """uvicorn's server without its own signal handling: the service skeleton owns SIGTERM/SIGINT, and
+    its stop event ends live output streams at once instead of holding the graceful shutdown open."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: int) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            # A second Ctrl-C: stop waiting for open connections.
-            self.force_exit = True
-        log.info("%s: shutting down", signal.Signals(sig).name)
-        self._shutdown.set()
-        self.should_exit = True
+        yield
 
 
-async def serve(settings: GatewaySettings) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    shutdown = asyncio.Event()
+async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set."""
     config = uvicorn.Config(
-        create_app(settings, shutdown),
+        create_app(settings, stop),
         host=settings.host,
         port=settings.port,
         loop="asyncio",
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=10,
+        # Within the skeleton's shutdown deadline, so open requests get their answers before it.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s / 2)),
     )
-    await _Server(config, shutdown).serve()
+    server = _Server(config)
+
+    async def exit_on_stop() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    stopping = asyncio.create_task(exit_on_stop())
+    try:
+        await server.serve()
+    finally:
+        stopping.cancel()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,18 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = GatewaySettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = settings.model_copy(update=overrides)
     problem = exposure_error(settings)
     if problem:
-        log.error("%s", problem)
+        print(f"scriptbus gateway: {problem}", file=sys.stderr)
         sys.exit(2)
-    asyncio.run(serve(settings))
+    run_service("gateway", settings, lambda stop: serve(settings, stop))
 
 
 if __name__ == "__main__":

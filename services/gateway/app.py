@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from scriptbus.events.bus import connect_bus
+from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped
 from scriptbus.gateway import commands, executors, health, readmodels, runs
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError, validation_errors
@@ -49,17 +49,13 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("connecting to NATS at %s (prefix %s)", settings.nats_url, settings.prefix)
-        # connect_bus retries until NATS answers; a shutdown meanwhile must still stop us.
-        connecting = asyncio.create_task(connect_bus(settings, name="scriptbus-gateway"))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not connecting.done():
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connecting
-            raise RuntimeError("shut down before NATS was reachable")
-        nc, js, subjects = connecting.result()
+        try:
+            nc, js, subjects = await connect_bus_unless_stopped(settings, "scriptbus-gateway", stop)
+        except Stopped:
+            # Not an error: the server sees the stop and shuts down without serving.
+            log.info("stopped before NATS was reachable")
+            yield
+            return
         pool = await readmodels.create_pool(settings.database_url)
         watcher = ProjectionWatcher(settings.database_url, pool)
         watcher.start()
@@ -72,8 +68,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
         finally:
             stop.set()
             await watcher.stop()
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            await close_bus(nc)
             try:
                 await asyncio.wait_for(pool.close(), 5)
             except TimeoutError:

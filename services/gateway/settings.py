@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from scriptbus.events.bus import BusSettings
+from scriptbus.events.lifecycle import ServiceSettings
 
 
-class GatewaySettings(BusSettings):
+class GatewaySettings(ServiceSettings):
     """Where the gateway listens, where the read models live, and who may call it."""
 
     model_config = SettingsConfigDict(env_prefix="SCRIPTBUS_", extra="ignore")
@@ -28,7 +28,6 @@ class GatewaySettings(BusSettings):
     stale_name_reservation_s: float = Field(30.0, ge=0)
     # Comma-separated bearer tokens; when set, every /api route requires one of them.
     api_tokens: str = ""
-    log_level: str = "INFO"
 
     @property
     def tokens(self) -> frozenset[str]:

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
-import sys
 
+from scriptbus.events.lifecycle import run_service
 from scriptbus.recorder.settings import RecorderSettings
 from scriptbus.recorder.worker import run_recorder
-
-
-async def _serve(settings: RecorderSettings, rebuild: bool, exit_when_caught_up: bool) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run_recorder(settings, stop, rebuild=rebuild, exit_when_caught_up=exit_when_caught_up)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,12 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     settings = RecorderSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    run_service(
+        "recorder",
+        settings,
+        lambda stop: run_recorder(settings, stop, rebuild=args.rebuild, exit_when_caught_up=args.exit_when_caught_up),
     )
-    asyncio.run(_serve(settings, args.rebuild, args.exit_when_caught_up))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CONSUMER_INACTIVE_S = 30.0
 # Check that an idle consumer still exists after this long without messages.
 IDLE_CHECK_S = 5.0
+# Deleting our consumer on close is a courtesy (it expires anyway): never worth holding a shutdown for.
+CLOSE_TIMEOUT_S = 2.0
 # A batch must have room for the largest message the stream accepts (plus its subject and headers),
 # or that message would block the feed forever.
 MIN_BATCH_BYTES = MAX_MSG_SIZE + 64 * 1024
@@ -130,9 +132,9 @@ class EventFeed:
         if inbox is not None:
             with contextlib.suppress(Exception):  # the connection may already be gone
                 await inbox.unsubscribe()
-        if name is not None:
+        if name is not None and self._nc.is_connected:  # else it would wait out the request timeout
             with contextlib.suppress(Exception):
-                await self._js.delete_consumer(self._stream, name)
+                await asyncio.wait_for(self._js.delete_consumer(self._stream, name), CLOSE_TIMEOUT_S)
 
     async def next_batch(self) -> list[StreamMessage]:
         """Up to `batch_size` messages (and about `batch_max_bytes`); returns as soon as some are

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from scriptbus.events.bus import BusSettings
+from scriptbus.events.lifecycle import ServiceSettings
 
 
-class RecorderSettings(BusSettings):
+class RecorderSettings(ServiceSettings):
     """`SCRIPTBUS_DATABASE_URL`, batch sizing, plus the bus settings every service shares."""
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/scriptbus"
@@ -19,4 +19,3 @@ class RecorderSettings(BusSettings):
     # How long one idle long-poll for the next message lasts; bounds how fast an idle recorder
     # notices that its consumer is gone.
     idle_wait_s: float = Field(default=1.0, gt=0)
-    log_level: str = "INFO"

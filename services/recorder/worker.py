@@ -12,7 +12,7 @@ import asyncpg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from scriptbus.events.bus import connect_bus
+from scriptbus.events.lifecycle import cancel_after_stop, close_bus, connect_bus_unless_stopped
 from scriptbus.recorder.batch import GapCheck, apply_batch
 from scriptbus.recorder.feed import EventFeed
 from scriptbus.recorder.migrations import apply_migrations
@@ -23,6 +23,8 @@ from scriptbus.recorder.settings import RecorderSettings
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+# After a stop, how long a batch in flight may take to finish before it is cancelled.
+STOP_GRACE_S = 2.0
 # Errors after which the PostgreSQL connection is not worth keeping.
 _CONNECTION_ERRORS = (
     OSError,
@@ -84,7 +86,7 @@ async def run_recorder(
     `rebuild` drops the read models first and replays the streams from their start;
     `exit_when_caught_up` returns once everything in the streams at start-up is applied.
     """
-    nc, js, subjects = await connect_bus(settings, "scriptbus-recorder")
+    nc, js, subjects = await connect_bus_unless_stopped(settings, "scriptbus-recorder", stop)
     try:
         conn = await connect_database(settings.database_url, stop)
         if conn is None:
@@ -97,9 +99,11 @@ async def run_recorder(
             StreamProjection(POSITION_NAME, subjects.events_stream, purger=RunPurger(js, subjects)),
             StreamProjection(EXECUTORS_POSITION_NAME, subjects.executors_stream, gaps_are_normal=True),
         ]
-        await asyncio.gather(*(project_stream(p, settings, nc, js, stop, exit_when_caught_up) for p in projections))
+        streams = asyncio.gather(*(project_stream(p, settings, nc, js, stop, exit_when_caught_up) for p in projections))
+        # A loop may be inside a request to a server that is down: the stored position makes cancelling it safe.
+        await cancel_after_stop(stop, streams, STOP_GRACE_S, "projecting")
     finally:
-        await nc.drain()
+        await close_bus(nc)
         log.info("recorder stopped")
 
 

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 
+from scriptbus.events.lifecycle import run_service
 from scriptbus.scheduler.settings import SchedulerSettings
 from scriptbus.scheduler.worker import run
-
-
-async def _main(settings: SchedulerSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,8 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = SchedulerSettings()
     if args.lost_after is not None:
         settings = settings.model_copy(update={"executor_lost_after_s": args.lost_after})
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_main(settings))
+    run_service("scheduler", settings, lambda stop: run(settings, stop))
 
 
 if __name__ == "__main__":

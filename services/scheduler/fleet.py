@@ -87,3 +87,10 @@ class Fleet:
                     )
                 )
         return losses
+
+    def excuse(self, now: float) -> None:
+        """We could not hear the fleet until `now` (our own connection was down): silence until then is
+        no evidence, so every online executor counts as seen now."""
+        for ex in self.executors.values():
+            if ex.state is ExecutorState.ONLINE:
+                ex.last_seen = max(ex.last_seen, now)

@@ -1,9 +1,8 @@
-from scriptbus.events.bus import BusSettings
+from scriptbus.events.lifecycle import ServiceSettings
 
 
-class SchedulerSettings(BusSettings):
+class SchedulerSettings(ServiceSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/scriptbus"
     # An executor silent for this long is declared lost and its unfinished runs end as `lost`.
     executor_lost_after_s: float = 10.0
     check_interval_s: float = 0.5
-    log_level: str = "INFO"

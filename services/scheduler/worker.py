@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
 from scriptbus.events import (
+    Event,
     ExecutorLost,
     RunFinished,
     RunStatus,
     claims_bucket,
-    connect_bus,
     decode_event,
     publish_event,
 )
+from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.scheduler.fleet import Fleet, Loss
 from scriptbus.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("scriptbus.scheduler")
+
+# Failures of NATS and PostgreSQL that the scheduler rides out, as opposed to bugs.
+BUS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
+PG_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Most time between retries of a publish NATS refused.
+MAX_BACKOFF_S = 5.0
 
 _ACTIVE_RUNS_SQL = """
 SELECT id::text FROM runs
@@ -36,17 +46,15 @@ WHERE host = $1 AND status IN ('running', 'stopping') AND (executor_id = $2 OR e
 _QUEUED_RUNS_SQL = "SELECT id::text FROM runs WHERE status = 'queued' ORDER BY created_at LIMIT 10000"
 
 
-async def _active_runs(pool: asyncpg.Pool | None, claims: KeyValue, loss: Loss) -> set[str]:
+async def _active_runs(pool: asyncpg.Pool, claims: KeyValue, loss: Loss) -> set[str]:
     """Runs the read model still shows as running there, those the last heartbeat named (the read
     model may not have projected a just-started run yet), and queued runs the lost host had claimed."""
     run_ids = set(loss.run_ids)
-    if pool is None:
-        return run_ids
     try:
         rows = await pool.fetch(_ACTIVE_RUNS_SQL, loss.host, loss.executor_id)
         run_ids.update(r["id"] for r in rows)
         queued = [r["id"] for r in await pool.fetch(_QUEUED_RUNS_SQL)]
-    except (asyncpg.PostgresError, OSError) as exc:
+    except PG_ERRORS as exc:
         log.warning("read model unavailable, using heartbeat run list for %s: %s", loss.host, exc)
         return run_ids
     for run_id in queued:
@@ -60,65 +68,94 @@ async def _active_runs(pool: asyncpg.Pool | None, claims: KeyValue, loss: Loss) 
 
 
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
-    nc, js, subjects = await connect_bus(settings, "scriptbus-scheduler")
-    pool: asyncpg.Pool | None
-    try:
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    except (OSError, asyncpg.PostgresError) as exc:
-        log.warning("PostgreSQL unavailable (%s); lost runs will come from heartbeats only", exc)
-        pool = None
-    claims = await claims_bucket(js, subjects)
+    """Watch the fleet until `stop` is set. A NATS outage is ridden out: silence is not judged while
+    the scheduler itself cannot hear, and verdicts that could not be published are retried."""
+    nc, js, subjects = await connect_bus_unless_stopped(settings, "scriptbus-scheduler", stop)
+    # Connections open on demand, so PostgreSQL being down now (or restarting later) costs only queries.
+    pool: asyncpg.Pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)
     fleet = Fleet(settings.executor_lost_after_s)
-    losses: asyncio.Queue[Loss] = asyncio.Queue()
+    losses: list[Loss] = []
+    # Verdicts are built once and retried as they are: the same event ids, so JetStream drops repeats.
+    verdicts: list[list[Event]] = []
+    sub: JetStreamContext.PushSubscription | None = None
 
     async def on_executor_event(msg: Msg) -> None:
         event = decode_event(msg.data)
         if event is not None:
             loss = fleet.observe(event, time.monotonic())
             if loss is not None:
-                losses.put_nowait(loss)
+                losses.append(loss)
 
-    # The executors stream keeps the last message per subject: replaying it tells us the whole fleet.
-    # Replayed heartbeats count as seen now, so an executor that died while we were down is declared
-    # lost one timeout after our start.
-    sub = await js.subscribe(
-        subjects.executor_event("*", "*"),
-        stream=subjects.executors_stream,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        cb=on_executor_event,
-    )
-    log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)
-
-    async def declare(loss: Loss) -> None:
-        run_ids = await _active_runs(pool, claims, loss)
-        for run_id in sorted(run_ids):
-            await publish_event(
-                js,
-                subjects,
-                RunFinished(run_id=run_id, status=RunStatus.LOST, host=loss.host, reason=loss.reason),
-            )
-        last_seen = datetime.now(UTC) - timedelta(seconds=loss.silent_for_s)
-        await publish_event(
-            js,
-            subjects,
-            ExecutorLost(host=loss.host, executor_id=loss.executor_id, last_seen=last_seen, run_ids=sorted(run_ids)),
+    async def listen() -> JetStreamContext.PushSubscription:
+        # The executors stream keeps the last message per subject: replaying it tells us the whole fleet.
+        # Replayed heartbeats count as seen now, so an executor that died while we were not listening
+        # is declared lost one timeout after we listen again.
+        return await js.subscribe(
+            subjects.executor_event("*", "*"),
+            stream=subjects.executors_stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            cb=on_executor_event,
         )
-        log.warning("%s; %d run(s) marked lost", loss.reason, len(run_ids))
 
+    async def verdict(loss: Loss) -> list[Event]:
+        claims = await claims_bucket(js, subjects)
+        run_ids = sorted(await _active_runs(pool, claims, loss))
+        last_seen = datetime.now(UTC) - timedelta(seconds=loss.silent_for_s)
+        events: list[Event] = [
+            RunFinished(run_id=run_id, status=RunStatus.LOST, host=loss.host, reason=loss.reason) for run_id in run_ids
+        ]
+        events.append(ExecutorLost(host=loss.host, executor_id=loss.executor_id, last_seen=last_seen, run_ids=run_ids))
+        log.warning("%s; %d run(s) marked lost", loss.reason, len(run_ids))
+        return events
+
+    async def publish_verdicts() -> None:
+        while losses:
+            verdicts.append(await verdict(losses[0]))
+            losses.pop(0)
+        while verdicts:
+            events = verdicts[0]
+            while events:
+                await publish_event(js, subjects, events[0])
+                events.pop(0)
+            verdicts.pop(0)
+
+    log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)
+    backoff = settings.check_interval_s
     try:
         while not stop.is_set():
-            for loss in fleet.silent(time.monotonic()):
-                losses.put_nowait(loss)
-            while not losses.empty():
-                await declare(losses.get_nowait())
-            try:
-                await asyncio.wait_for(stop.wait(), settings.check_interval_s)
-            except TimeoutError:
-                pass
+            now = time.monotonic()
+            if sub is not None and not nc.is_connected:
+                log.warning("NATS connection lost: not judging executors until it is back")
+                with contextlib.suppress(*BUS_ERRORS):
+                    await sub.unsubscribe()
+                sub = None
+            if sub is None:
+                fleet.excuse(now)
+            wait = settings.check_interval_s
+            if nc.is_connected:
+                try:
+                    if sub is None:
+                        sub = await unless_stopped(stop, listen())
+                        log.info("listening to executors")
+                    losses.extend(fleet.silent(now))
+                    await unless_stopped(stop, publish_verdicts())
+                    backoff = settings.check_interval_s
+                except BUS_ERRORS as exc:
+                    log.warning("NATS: %s; trying again in %.1fs", exc or type(exc).__name__, backoff)
+                    wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+    except Stopped:
+        pass
     finally:
-        await sub.unsubscribe()
-        if pool is not None:
-            await pool.close()
-        await nc.drain()
+        if verdicts or losses:
+            log.warning("stopping with %d verdict(s) unpublished: the next scheduler declares them again",
+                        len(verdicts) + len(losses))  # fmt: skip
+        if sub is not None and nc.is_connected:
+            with contextlib.suppress(*BUS_ERRORS):
+                await asyncio.wait_for(sub.unsubscribe(), 2)
+        await close_bus(nc)
+        with contextlib.suppress(*PG_ERRORS):
+            await asyncio.wait_for(pool.close(), 2)
         log.info("scheduler stopped")

@@ -36,3 +36,12 @@ def test_lost_executor_that_beats_again_is_online() -> None:
     assert len(fleet.silent(now=2)) == 1
     fleet.observe(heartbeat("a", "e1"), now=3)
     assert fleet.executors["a"].state is ExecutorState.ONLINE
+
+
+def test_silence_the_scheduler_could_not_hear_is_excused() -> None:
+    fleet = Fleet(lost_after_s=3)
+    fleet.observe(heartbeat("a", "e1", ["r1"]), now=0)
+    fleet.excuse(now=10)  # our own connection was down until 10
+    assert fleet.silent(now=12) == []
+    [loss] = fleet.silent(now=13.5)  # silent for longer than the timeout since we could hear again
+    assert loss.host == "a"
