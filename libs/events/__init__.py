@@ -4,10 +4,11 @@ Every service imports this package; nothing else is shared between services.
 """
 
 from scriptbus.events.bus import BusSettings, connect_bus
+from scriptbus.events.claims import CANCELLED_CLAIM, claim_holder, executor_claim, is_cancel
 from scriptbus.events.codec import decode_event, encode_event, event_headers
 from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpdated
 from scriptbus.events.envelope import Event, new_id, utcnow
-from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
+from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorState, ExecutorStopped
 from scriptbus.events.output import OutputChunk, OutputStream
 from scriptbus.events.publishing import publish_event, subject_for
 from scriptbus.events.runs import (
@@ -29,6 +30,10 @@ from scriptbus.events.subjects import Subjects, host_token, valid_token
 
 __all__ = [
     "BusSettings",
+    "CANCELLED_CLAIM",
+    "claim_holder",
+    "executor_claim",
+    "is_cancel",
     "connect_bus",
     "publish_event",
     "subject_for",
@@ -40,6 +45,7 @@ __all__ = [
     "Event",
     "ExecutorHeartbeat",
     "ExecutorLost",
+    "ExecutorState",
     "ExecutorStopped",
     "OutputChunk",
     "OutputStream",

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
@@ -17,6 +18,8 @@ from scriptbus.events import (
     ExecutorLost,
     RunFinished,
     RunStatus,
+    Subjects,
+    claim_holder,
     claims_bucket,
     connect_bus,
     decode_event,
@@ -27,23 +30,21 @@ from scriptbus.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("scriptbus.scheduler")
 
-_ACTIVE_RUNS_SQL = """
-SELECT id::text FROM runs
-WHERE host = $1 AND status IN ('running', 'stopping') AND (executor_id = $2 OR executor_id IS NULL)
-"""
+# Only the runs the lost instance started: another live instance may share its host name.
+_ACTIVE_RUNS_SQL = "SELECT id::text FROM runs WHERE executor_id = $1 AND status IN ('running', 'stopping')"
 # Queued runs are few (they wait for an executor); one may be claimed by an executor that died before
 # it could start it, and then nobody else ever will.
 _QUEUED_RUNS_SQL = "SELECT id::text FROM runs WHERE status = 'queued' ORDER BY created_at LIMIT 10000"
 
 
 async def _active_runs(pool: asyncpg.Pool | None, claims: KeyValue, loss: Loss) -> set[str]:
-    """Runs the read model still shows as running there, those the last heartbeat named (the read
-    model may not have projected a just-started run yet), and queued runs the lost host had claimed."""
+    """Runs the read model still shows as running on the lost instance, those its last heartbeat named
+    (the read model may not have projected a just-started run yet), and queued runs it had claimed."""
     run_ids = set(loss.run_ids)
     if pool is None:
         return run_ids
     try:
-        rows = await pool.fetch(_ACTIVE_RUNS_SQL, loss.host, loss.executor_id)
+        rows = await pool.fetch(_ACTIVE_RUNS_SQL, loss.executor_id)
         run_ids.update(r["id"] for r in rows)
         queued = [r["id"] for r in await pool.fetch(_QUEUED_RUNS_SQL)]
     except (asyncpg.PostgresError, OSError) as exc:
@@ -54,9 +55,17 @@ async def _active_runs(pool: asyncpg.Pool | None, claims: KeyValue, loss: Loss) 
             entry = await claims.get(run_id)
         except nats.js.errors.KeyNotFoundError:
             continue
-        if entry.value == loss.host.encode():
+        if claim_holder(entry.value) == loss.executor_id:
             run_ids.add(run_id)
     return run_ids
+
+
+async def _has_finished(js: JetStreamContext, subjects: Subjects, run_id: str) -> bool:
+    try:
+        await js.get_last_msg(subjects.events_stream, subjects.run_event(run_id, "finished"))
+        return True
+    except nats.js.errors.NotFoundError:
+        return False
 
 
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
@@ -69,14 +78,11 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
         pool = None
     claims = await claims_bucket(js, subjects)
     fleet = Fleet(settings.executor_lost_after_s)
-    losses: asyncio.Queue[Loss] = asyncio.Queue()
 
     async def on_executor_event(msg: Msg) -> None:
         event = decode_event(msg.data)
         if event is not None:
-            loss = fleet.observe(event, time.monotonic())
-            if loss is not None:
-                losses.put_nowait(loss)
+            fleet.observe(event, time.monotonic())
 
     # The executors stream keeps the last message per subject: replaying it tells us the whole fleet.
     # Replayed heartbeats count as seen now, so an executor that died while we were down is declared
@@ -93,6 +99,8 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     async def declare(loss: Loss) -> None:
         run_ids = await _active_runs(pool, claims, loss)
         for run_id in sorted(run_ids):
+            if await _has_finished(js, subjects, run_id):
+                continue  # it ended before its executor went silent (its finish may not be projected yet)
             await publish_event(
                 js,
                 subjects,
@@ -109,9 +117,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             for loss in fleet.silent(time.monotonic()):
-                losses.put_nowait(loss)
-            while not losses.empty():
-                await declare(losses.get_nowait())
+                await declare(loss)
             try:
                 await asyncio.wait_for(stop.wait(), settings.check_interval_s)
             except TimeoutError:

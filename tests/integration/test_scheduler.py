@@ -13,6 +13,7 @@ from scriptbus.events import (
     RunRequested,
     RunStarted,
     claims_bucket,
+    executor_claim,
     ensure_queue,
     new_id,
     publish_event,
@@ -53,8 +54,8 @@ async def test_lost_executor_takes_its_running_and_claimed_runs_with_it(
     for run in (running, claimed, bystander):
         await publish_event(js, s, run)
     kv = await claims_bucket(js, s)
-    await kv.create(running.run_id, b"ghost")
-    await kv.create(claimed.run_id, b"ghost")  # claimed, then the executor died before starting it
+    await kv.create(running.run_id, executor_claim("e1"))
+    await kv.create(claimed.run_id, executor_claim("e1"))  # claimed, then the executor died before starting it
     await publish_event(js, s, RunStarted(run_id=running.run_id, host="ghost", pid=4242, executor_id="e1"))
     await publish_event(js, s, heartbeat("ghost", "e1", [running.run_id]))
     # ...and then nothing more from ghost.
