@@ -13,8 +13,8 @@ from scriptbus.events import (
     RunRequested,
     RunStarted,
     claims_bucket,
-    executor_claim,
     ensure_queue,
+    executor_claim,
     new_id,
     publish_event,
 )
