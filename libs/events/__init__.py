@@ -11,6 +11,7 @@ from scriptbus.events.envelope import Event, new_id, utcnow
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorState, ExecutorStopped
 from scriptbus.events.output import OutputChunk, OutputStream
 from scriptbus.events.publishing import publish_event, subject_for
+from scriptbus.events.reading import run_finish
 from scriptbus.events.runs import (
     RunDeleted,
     RunFinished,
@@ -36,6 +37,7 @@ __all__ = [
     "is_cancel",
     "connect_bus",
     "publish_event",
+    "run_finish",
     "subject_for",
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",

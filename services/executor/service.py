@@ -5,19 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import uuid
 from pathlib import Path
 
 from scriptbus.events import ExecutorStopped, connect_bus, publish_event
+from scriptbus.executor.containment import Containment
+from scriptbus.executor.duplicate import DuplicateExecutor, ensure_sole_instance
 from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import ExecutorIdentity
 from scriptbus.executor.heartbeat import Heartbeat
+from scriptbus.executor.journal import Journal, predecessors
+from scriptbus.executor.leftovers import reap_leftovers
 from scriptbus.executor.process import find_bash
 from scriptbus.executor.settings import ExecutorSettings
 from scriptbus.executor.worker import Worker
 
 log = logging.getLogger("scriptbus.executor")
+
+PARENT_CHECK_S = 0.5
+
+
+async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event) -> None:
+    """Stop when the process that started us (`scriptbus up`) is gone: its PR_SET_PDEATHSIG is not
+    enough, since it fires when the forking *thread* ends and can be lost in a race at start."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("parent process %d is gone; shutting down", parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(PARENT_CHECK_S)
 
 
 async def serve(settings: ExecutorSettings) -> None:
@@ -30,15 +48,32 @@ async def serve(settings: ExecutorSettings) -> None:
 
     work_dir = Path(settings.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    executor_id = str(uuid.uuid4())
+    containment = Containment.create(settings.executor_cgroups)
+    nc, js, subjects = await connect_bus(settings, name=f"scriptbus-executor-{settings.host}")
+
+    # Before any work: refuse to be a second live instance of this host, then reap what a previous
+    # instance on this host left behind.
+    gone = predecessors(work_dir)
+    try:
+        await ensure_sole_instance(nc, js, subjects, settings.host, {g.executor_id for g in gone})
+    except DuplicateExecutor as exc:
+        for g in gone:
+            g.release()
+        with contextlib.suppress(*BUS_ERRORS):
+            await nc.close()
+        raise SystemExit(f"scriptbus executor: {exc}") from None
+    await reap_leftovers(work_dir, gone, js, subjects, settings.host, settings.default_stop_grace_s)
     me = ExecutorIdentity(
         host=settings.host,
-        executor_id=str(uuid.uuid4()),
+        executor_id=executor_id,
         bash=find_bash(),
         work_dir=work_dir,
         max_output_bytes=settings.max_output_bytes,
         default_stop_grace_s=settings.default_stop_grace_s,
+        containment=containment,
+        journal=Journal(work_dir, executor_id),
     )
-    nc, js, subjects = await connect_bus(settings, name=f"scriptbus-executor-{settings.host}")
     worker = Worker(nc, js, subjects, me, settings.targets, settings.max_concurrency)
     heartbeat = Heartbeat(
         js,
@@ -55,12 +90,18 @@ async def serve(settings: ExecutorSettings) -> None:
     await worker.start()
     beats_done = asyncio.Event()
     beats = asyncio.create_task(heartbeat.run(beats_done))
+    watchers = []
+    if containment.reaper is not None:
+        watchers.append(asyncio.create_task(containment.reaper.watch(beats_done)))
+    if settings.parent_pid is not None:
+        watchers.append(asyncio.create_task(_stop_when_orphaned(settings.parent_pid, stop)))
     log.info(
-        "executor ready: host=%s id=%s targets=%s max_concurrency=%d",
+        "executor ready: host=%s id=%s targets=%s max_concurrency=%d runs contained by %s",
         me.host,
         me.executor_id,
         ",".join(settings.targets),
         settings.max_concurrency,
+        containment.mode.value,
     )
 
     await stop.wait()
@@ -70,6 +111,9 @@ async def serve(settings: ExecutorSettings) -> None:
     await worker.stop_runs()
     beats_done.set()
     await beats
+    for watcher in watchers:
+        watcher.cancel()
+    me.journal.close()
     try:
         await publish_event(js, subjects, ExecutorStopped(host=me.host, executor_id=me.executor_id))
     except BUS_ERRORS as exc:

@@ -35,6 +35,10 @@ class ExecutorSettings(BusSettings):
     max_output_bytes: int = Field(256 * 1024 * 1024, ge=0)
     # Used when a request does not say its own grace period.
     default_stop_grace_s: float = Field(5.0, ge=0)
+    # `SCRIPTBUS_EXECUTOR_CGROUPS=off` holds runs by a child subreaper even where cgroup v2 is available.
+    executor_cgroups: bool = True
+    # Set by `scriptbus up` to its own pid: the executor stops when that parent is gone.
+    parent_pid: int | None = None
     log_level: str = "INFO"
 
     @field_validator("pools", mode="before")

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
@@ -18,12 +17,12 @@ from scriptbus.events import (
     ExecutorLost,
     RunFinished,
     RunStatus,
-    Subjects,
     claim_holder,
     claims_bucket,
     connect_bus,
     decode_event,
     publish_event,
+    run_finish,
 )
 from scriptbus.scheduler.fleet import Fleet, Loss
 from scriptbus.scheduler.settings import SchedulerSettings
@@ -60,14 +59,6 @@ async def _active_runs(pool: asyncpg.Pool | None, claims: KeyValue, loss: Loss) 
     return run_ids
 
 
-async def _has_finished(js: JetStreamContext, subjects: Subjects, run_id: str) -> bool:
-    try:
-        await js.get_last_msg(subjects.events_stream, subjects.run_event(run_id, "finished"))
-        return True
-    except nats.js.errors.NotFoundError:
-        return False
-
-
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     nc, js, subjects = await connect_bus(settings, "scriptbus-scheduler")
     pool: asyncpg.Pool | None
@@ -99,7 +90,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     async def declare(loss: Loss) -> None:
         run_ids = await _active_runs(pool, claims, loss)
         for run_id in sorted(run_ids):
-            if await _has_finished(js, subjects, run_id):
+            if await run_finish(js, subjects, run_id) is not None:
                 continue  # it ended before its executor went silent (its finish may not be projected yet)
             await publish_event(
                 js,
