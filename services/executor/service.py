@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -23,19 +22,6 @@ from scriptbus.executor.settings import ExecutorSettings
 from scriptbus.executor.worker import Worker
 
 log = logging.getLogger("scriptbus.executor")
-
-PARENT_CHECK_S = 0.5
-
-
-async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event) -> None:
-    """Stop when the process that started us (`scriptbus up`) is gone: its PR_SET_PDEATHSIG is not
-    enough, since it fires when the forking *thread* ends and can be lost in a race at start."""
-    while not stop.is_set():
-        if os.getppid() != parent_pid:
-            log.warning("parent process %d is gone; shutting down", parent_pid)
-            stop.set()
-            return
-        await asyncio.sleep(PARENT_CHECK_S)
 
 
 async def serve(settings: ExecutorSettings) -> None:
@@ -93,8 +79,6 @@ async def serve(settings: ExecutorSettings) -> None:
     watchers = []
     if containment.reaper is not None:
         watchers.append(asyncio.create_task(containment.reaper.watch(beats_done)))
-    if settings.parent_pid is not None:
-        watchers.append(asyncio.create_task(_stop_when_orphaned(settings.parent_pid, stop)))
     log.info(
         "executor ready: host=%s id=%s targets=%s max_concurrency=%d runs contained by %s",
         me.host,

@@ -37,8 +37,6 @@ class ExecutorSettings(BusSettings):
     default_stop_grace_s: float = Field(5.0, ge=0)
     # `SCRIPTBUS_EXECUTOR_CGROUPS=off` holds runs by a child subreaper even where cgroup v2 is available.
     executor_cgroups: bool = True
-    # Set by `scriptbus up` to its own pid: the executor stops when that parent is gone.
-    parent_pid: int | None = None
     log_level: str = "INFO"
 
     @field_validator("pools", mode="before")
