@@ -51,6 +51,10 @@ class RunProcesses(Protocol):
     def started(self, pid: int, start_time: int) -> None:
         """The script's bash is running as `pid`."""
 
+    def on_new_members(self, callback: Callable[[list[tuple[int, int]]], None]) -> None:
+        """Call `callback` with (pid, start time) of every process known as the run's whenever more are
+        found (only where membership is not kept by the kernel, so a successor can find them)."""
+
     def pids(self) -> list[int]:
         """Live processes of the run now."""
 
@@ -82,6 +86,9 @@ class _CgroupRun:
     def started(self, pid: int, start_time: int) -> None:
         self._close_fd()
 
+    def on_new_members(self, callback: Callable[[list[tuple[int, int]]], None]) -> None:
+        pass  # the cgroup holds them
+
     def pids(self) -> list[int]:
         return self._cgroup.pids()
 
@@ -106,6 +113,7 @@ class _TreeRun:
         self.start_time = 0
         # pid -> start time of every process seen as the run's: one re-parented to us stays the run's.
         self.known: dict[int, int] = {}
+        self.new_members: Callable[[list[tuple[int, int]]], None] | None = None
 
     @property
     def cgroup_path(self) -> str | None:
@@ -118,6 +126,9 @@ class _TreeRun:
         self.pid = pid
         self.start_time = start_time
         self._reaper.runs.append(self)
+
+    def on_new_members(self, callback: Callable[[list[tuple[int, int]]], None]) -> None:
+        self.new_members = callback
 
     def pids(self) -> list[int]:
         return self._reaper.members(self, all_stats())
@@ -159,8 +170,15 @@ class Subreaper:
         roots |= self._orphans_of(run, stats)
         found = descendants(roots, stats) - {self.me}
         live = sorted(pid for pid in found if not stats[pid].dead)
+        # The dead are forgotten, so a long run that forks a lot keeps a short list.
+        run.known = {pid: t for pid, t in run.known.items() if pid in stats and stats[pid].start_time == t}
+        grew = False
         for pid in live:
-            run.known[pid] = stats[pid].start_time
+            if run.known.get(pid) != stats[pid].start_time:
+                run.known[pid] = stats[pid].start_time
+                grew = True
+        if grew and run.new_members is not None:
+            run.new_members(sorted(run.known.items()))
         return live
 
     def _orphans_of(self, run: _TreeRun, stats: dict[int, ProcStat]) -> set[int]:
@@ -270,12 +288,14 @@ async def terminate(procs: RunProcesses, grace_s: float, settle_s: float = SETTL
 
 
 class _Leftover:
-    """A predecessor's run without a cgroup: its bash (if still the same process), what is below it, and
-    its session and group. Orphans it had were re-parented elsewhere and cannot be told apart."""
+    """A predecessor's run without a cgroup: its bash (if still the same process), the processes the
+    predecessor had journaled as the run's (if still the same), what is below them, and its session and
+    group. What daemonized after the predecessor's last look cannot be told apart."""
 
-    def __init__(self, pid: int, start_time: int) -> None:
+    def __init__(self, pid: int, start_time: int, known: list[tuple[int, int]]) -> None:
         self._pid = pid
         self._start_time = start_time
+        self._known = known
 
     @property
     def cgroup_path(self) -> str | None:
@@ -287,9 +307,13 @@ class _Leftover:
     def started(self, pid: int, start_time: int) -> None:
         pass
 
+    def on_new_members(self, callback: Callable[[list[tuple[int, int]]], None]) -> None:
+        pass
+
     def pids(self) -> list[int]:
         stats = all_stats()
         roots = {s.pid for s in stats.values() if self._pid in (s.pgrp, s.session)}
+        roots |= {pid for pid, start in self._known if pid in stats and stats[pid].start_time == start}
         leader = stats.get(self._pid)
         if leader is not None and leader.start_time == self._start_time:
             roots.add(self._pid)
@@ -305,11 +329,13 @@ class _Leftover:
         pass
 
 
-def leftover(cgroup: str | None, pid: int | None, start_time: int | None) -> RunProcesses | None:
+def leftover(
+    cgroup: str | None, pid: int | None, start_time: int | None, known: list[tuple[int, int]]
+) -> RunProcesses | None:
     """The processes a previous executor instance left of one run on this boot, or None when there is
     nothing to look for."""
     if cgroup is not None and os.path.isdir(cgroup):
         return _CgroupRun(RunCgroup(Path(cgroup)))
     if pid is not None and start_time is not None:
-        return _Leftover(pid, start_time)
+        return _Leftover(pid, start_time, known)
     return None

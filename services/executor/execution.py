@@ -136,10 +136,12 @@ class Execution:
         start_time = stat.start_time if stat is not None else 0
         procs.started(proc.pid, start_time)
         self._procs = procs
-        try:
-            me.journal.record(Entry(self.run_id, boot, proc.pid, start_time, procs.cgroup_path))
-        except OSError as exc:
-            log.error("run %s: not journaled (a restart could not reap it): %s", self.run_id, exc)
+        self._journal(Entry(self.run_id, boot, proc.pid, start_time, procs.cgroup_path))
+        procs.on_new_members(
+            lambda known: self._journal(
+                Entry(self.run_id, boot, proc.pid, start_time, None, [[pid, t] for pid, t in known])
+            )
+        )
         exit_task = self._exit_task = asyncio.create_task(wait_exit(proc))
         assert proc.stdout is not None and proc.stderr is not None
         out = self._publisher.run_output(
@@ -207,6 +209,12 @@ class Execution:
             )
         )
         return finished
+
+    def _journal(self, entry: Entry) -> None:
+        try:
+            self._me.journal.record(entry)
+        except OSError as exc:
+            log.error("run %s: not journaled (a restart could not reap it): %s", self.run_id, exc)
 
     async def _wait_pumps(self, pumps: list[Pump]) -> bool:
         """Wait for the pumps to reach EOF; True when some pipe had to be abandoned."""

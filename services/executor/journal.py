@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ class Entry:
     pid: int | None = None
     start_time: int | None = None
     cgroup: str | None = None
+    # Without a cgroup: [pid, start time] of each process seen as the run's.
+    members: list[list[int]] = field(default_factory=list)
 
 
 def _read_entries(directory: Path) -> list[Entry]:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 async def _kill(entry: Entry, grace_s: float) -> list[int]:
-    procs = leftover(entry.cgroup, entry.pid, entry.start_time)
+    procs = leftover(entry.cgroup, entry.pid, entry.start_time, [(m[0], m[1]) for m in entry.members])
     if procs is None:
         return []
     pids = procs.pids()

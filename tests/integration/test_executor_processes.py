@@ -4,6 +4,7 @@ a run that ended elsewhere does not go on; one host name, one live executor."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -124,11 +125,14 @@ async def test_restart_reaps_without_cgroups_too(bus: Bus, start_service: Any, w
     env = MODES["subreaper"]
     first = await start_executor(start_service, "--host", "phoenix2", env=env)
     marker = new_marker()
-    # Without a cgroup only what stays below the run's bash, or in its session, can be found again.
-    request = await request_run(js, s, "sleep $M & bash -c 'sleep $M' & sleep $M", env={"M": marker}, host="phoenix2")
-    await started_with_marker(js, s, request.run_id, marker, 3)
+    script = DAEMONIZING_SCRIPT + "sleep $M"
+    request = await request_run(js, s, script, env={"M": marker}, host="phoenix2")
+    await started_with_marker(js, s, request.run_id, marker, 4)
+    # Without a cgroup, what daemonized is found again through the processes the executor journaled.
+    journal = next((work_dir / ".journal").iterdir()) / f"{request.run_id}.json"
+    await eventually(lambda: len(json.loads(journal.read_text())["members"]) >= 5, 30, what="members journaled")
     first.kill()
-    assert len(processes_with(marker)) >= 3
+    assert len(processes_with(marker)) >= 4
     await start_executor(start_service, "--host", "phoenix2", env=env)
     assert processes_with(marker) == []
     assert (await wait_run(js, s, request.run_id)).finished.status == RunStatus.LOST
