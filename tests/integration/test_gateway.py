@@ -248,7 +248,7 @@ async def test_stopping_a_claimed_run_asks_its_executor(api: Api) -> None:
     assert response.status_code == 202, response.text
     assert response.json()["stop_requested_at"] is not None
     assert response.json()["status"] == "queued"  # until the executor reports
-    assert (await kv.get(run["id"])).value == b"executor-1"
+    assert (await kv.get(run["id"])).value == executor_claim("executor-1")
     assert await api.event_types(run["id"]) == ["run.requested", "run.stop_requested"]
 
 
