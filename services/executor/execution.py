@@ -80,6 +80,11 @@ class Execution:
         self._stopper: asyncio.Task[None] | None = None
         self._exit_task: asyncio.Task[int] | None = None
 
+    @property
+    def ended(self) -> bool:
+        """The script has exited (what it left may still be being killed)."""
+        return self._exited.is_set()
+
     def request_stop(self, cause: StopCause, reason: str, grace_s: float | None = None) -> None:
         """TERM every process of the run, KILL them after the grace period (the run's own unless
         `grace_s` says). The first stop wins; a stop after the script ended changes nothing."""
@@ -193,7 +198,7 @@ class Execution:
         shutil.rmtree(cwd, ignore_errors=True)
 
         result = outcome(returncode, self._cause, self._needed_kill)
-        finished = await self._finish(
+        return await self._finish(
             RunFinished(
                 run_id=self.run_id,
                 status=result.status,
@@ -208,7 +213,6 @@ class Execution:
                 reason=self._reason,
             )
         )
-        return finished
 
     def _journal(self, entry: Entry) -> None:
         try:

@@ -76,7 +76,7 @@ async def serve(settings: ExecutorSettings) -> None:
     await worker.start()
     beats_done = asyncio.Event()
     beats = asyncio.create_task(heartbeat.run(beats_done))
-    watchers = []
+    watchers: list[asyncio.Task[None]] = []
     if containment.reaper is not None:
         watchers.append(asyncio.create_task(containment.reaper.watch(beats_done)))
     log.info(

@@ -280,7 +280,7 @@ class Worker:
         if not isinstance(event, RunFinished):
             return
         execution = self.executions.get(event.run_id)
-        if execution is not None:
+        if execution is not None and not execution.ended:  # else it is our own finish
             log.warning("run %s: already ended elsewhere (%s); killing what is left here", event.run_id, event.status)
             execution.request_stop(StopCause.STOP, f"run already ended ({event.status}): {event.reason}", grace_s=0)
 
