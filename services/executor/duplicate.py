@@ -38,13 +38,13 @@ async def _last(js: JetStreamContext, s: Subjects, host: str, name: str) -> obje
 
 
 async def ensure_sole_instance(nc: Client, js: JetStreamContext, s: Subjects, host: str, gone: set[str]) -> None:
-    """Raise DuplicateExecutor when another instance beats under `host`. Its last heartbeat alone does
+    """Raise DuplicateExecutor when another instance serves `host`. Its last heartbeat alone does
     not say it lives (it may have been SIGKILLed a moment ago), so unless it said it stopped, was
     declared lost, or left a journal here that nobody holds (`gone`), we wait a few of its intervals
     for another beat."""
     beat = await _last(js, s, host, "heartbeat")
-    if not isinstance(beat, ExecutorHeartbeat) or beat.executor_id in gone:
-        return
+    if not isinstance(beat, ExecutorHeartbeat) or beat.executor_id in gone or beat.draining:
+        return  # none, gone, or on its way out (it takes no new work and reports its own runs)
     for ending in ("stopped", "lost"):
         event = await _last(js, s, host, ending)
         if getattr(event, "executor_id", None) == beat.executor_id:
@@ -62,7 +62,7 @@ async def ensure_sole_instance(nc: Client, js: JetStreamContext, s: Subjects, ho
 
     async def on_beat(msg: Msg) -> None:
         event = decode_event(msg.data)
-        if isinstance(event, ExecutorHeartbeat):
+        if isinstance(event, ExecutorHeartbeat) and not event.draining:
             heard.put_nowait(event.executor_id)
 
     sub = await nc.subscribe(s.executor_event(host, "heartbeat"), cb=on_beat)
