@@ -174,6 +174,16 @@ async def test_second_live_executor_with_the_same_host_is_refused(bus: Bus, star
     assert (await wait_run(js, s, request.run_id)).finished.status == RunStatus.SUCCEEDED
 
 
+async def test_a_dead_instance_does_not_block_its_host_name(bus: Bus, start_service: Any, tmp_path: Path) -> None:
+    _nc, js, s = bus
+    first = await start_executor(start_service, "--host", "reborn")
+    first.kill()
+    # Elsewhere (no journal of the dead one to go by): its last heartbeat is fresh, but no more come.
+    await start_executor(start_service, "--host", "reborn", env={"SCRIPTBUS_WORK_DIR": str(tmp_path / "elsewhere")})
+    request = await request_run(js, s, "echo here", host="reborn")
+    assert (await wait_run(js, s, request.run_id)).finished.status == RunStatus.SUCCEEDED
+
+
 async def test_executor_named_cancelled_cannot_write_a_cancel(bus: Bus, start_service: Any) -> None:
     _nc, js, s = bus
     await start_executor(start_service, "--host", "cancelled")
