@@ -61,7 +61,7 @@ class RunProcesses(Protocol):
     def signal(self, sig: int) -> None:
         """`sig` to every process of the run."""
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """The run is over: forget it (and remove its cgroup)."""
 
 
@@ -95,10 +95,14 @@ class _CgroupRun:
     def signal(self, sig: int) -> None:
         self._cgroup.signal(sig)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._close_fd()
-        if not self._cgroup.remove():
-            log.warning("cgroup %s still holds processes; left in place", self._cgroup.path)
+        # A killed process leaves cgroup.procs at once but keeps the cgroup busy until it is reaped.
+        for delay in (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0):
+            await asyncio.sleep(delay)
+            if self._cgroup.remove():
+                return
+        log.warning("cgroup %s still busy; left in place", self._cgroup.path)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -138,7 +142,7 @@ class _TreeRun:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self in self._reaper.runs:
             self._reaper.runs.remove(self)
         self._reaper.reap()
@@ -325,7 +329,7 @@ class _Leftover:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 

@@ -125,7 +125,7 @@ class Execution:
                 proc = await spawn(me.bash, req.script, req.args, clean_env(req.env), cwd, procs.preexec())
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             if procs is not None:
-                procs.close()
+                await procs.close()
             shutil.rmtree(cwd, ignore_errors=True)
             log.warning("run %s: could not start: %s", self.run_id, exc)
             return await self._finish(
@@ -186,7 +186,7 @@ class Execution:
         # Whatever it left running dies with the run, however it daemonized (TERM, grace, KILL; at once
         # if the stop already needed KILL); whoever survives SIGKILL is reported.
         survivors = await terminate(procs, 0.0 if self._needed_kill else self.grace_s)
-        procs.close()
+        await procs.close()
         if survivors:
             log.warning("run %s: processes survived SIGKILL: %s", self.run_id, survivors)
         if await self._wait_pumps(pumps):

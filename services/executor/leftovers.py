@@ -28,7 +28,7 @@ async def _kill(entry: Entry, grace_s: float) -> list[int]:
     if pids:
         log.warning("run %s: reaping %d process(es) a previous executor left: %s", entry.run_id, len(pids), pids)
     survivors = await terminate(procs, grace_s)
-    procs.close()
+    await procs.close()
     return survivors
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,40 @@ async def test_restart_reaps_without_cgroups_too(bus: Bus, start_service: Any, w
     assert processes_with(marker) == []
     assert (await wait_run(js, s, request.run_id)).finished.status == RunStatus.LOST
     assert not (work_dir / request.run_id).exists()
+
+
+async def test_predecessor_runs_from_another_boot_or_a_recycled_pid_are_reported_not_killed(
+    bus: Bus, start_service: Any, work_dir: Path
+) -> None:
+    _nc, js, s = bus
+    bystander = subprocess.Popen(["sleep", "1000"])  # holds a pid an old entry names, with another start time
+    try:
+        stat = Path(f"/proc/{bystander.pid}/stat").read_text().rpartition(")")[2].split()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        rebooted, recycled = (
+            await request_run(js, s, "true", pool="nobody"),
+            await request_run(js, s, "true", pool="nobody"),
+        )
+        gone = work_dir / ".journal" / "0d1e0d1e-0000-4000-8000-000000000000"
+        gone.mkdir(parents=True)
+        (gone / "lock").touch()
+        entries = {
+            rebooted.run_id: {"boot_id": "another-boot", "pid": bystander.pid, "start_time": int(stat[19])},
+            recycled.run_id: {"boot_id": boot, "pid": bystander.pid, "start_time": int(stat[19]) - 1},
+        }
+        for run_id, entry in entries.items():
+            (gone / f"{run_id}.json").write_text(json.dumps({"run_id": run_id, **entry}))
+            (work_dir / run_id).mkdir()
+
+        await start_executor(start_service)
+        finishes = {r.run_id: (await wait_run(js, s, r.run_id)).finished for r in (rebooted, recycled)}
+        assert all(f.status == RunStatus.LOST for f in finishes.values())
+        assert "rebooted" in finishes[rebooted.run_id].reason
+        assert bystander.poll() is None, "a process with a recycled pid was killed"
+        assert not gone.exists() and not any((work_dir / r).exists() for r in entries)
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 async def test_stale_run_folders_are_removed_at_start(bus: Bus, start_service: Any, work_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,16 @@ from scriptbus.executor.procfs import ProcStat, descendants, read_stat
 
 
 @pytest.fixture
-def run_processes() -> RunProcesses:
+async def run_processes() -> AsyncIterator[RunProcesses]:
     """A run's cgroup (the pytest process must not become a subreaper, so no fallback here)."""
     try:
         tree = CgroupTree.create()
     except OSError as exc:
         pytest.skip(f"no cgroup v2 here: {exc}")
-    return Containment(tree, None).for_run(f"unit-{os.getpid()}-{time.monotonic_ns()}")
+    procs = Containment(tree, None).for_run(f"unit-{os.getpid()}-{time.monotonic_ns()}")
+    yield procs
+    await terminate(procs, grace_s=0)
+    await procs.close()
 
 
 async def start(procs: RunProcesses, script: str, cwd: Path) -> asyncio.subprocess.Process:
@@ -74,7 +78,6 @@ async def test_exit_is_seen_although_a_background_child_holds_the_pipes(
     assert proc.stdout is not None
     assert await proc.stdout.read() == b"hi\n"
     await proc.wait()
-    run_processes.close()
 
 
 async def test_terminate_takes_every_descendant_after_the_grace(tmp_path: Path, run_processes: RunProcesses) -> None:
@@ -89,7 +92,6 @@ async def test_terminate_takes_every_descendant_after_the_grace(tmp_path: Path, 
     assert time.monotonic() - t0 >= 0.3  # TERM was ignored: KILL only after the grace
     assert await wait_exit(proc) == -9
     assert run_processes.pids() == []
-    run_processes.close()
     await proc.wait()
 
 
