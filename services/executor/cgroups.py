@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 SUBTREE = "scriptbus"
@@ -30,6 +31,11 @@ def own_cgroup(proc_cgroup: str) -> str:
         if line.startswith("0::"):
             return line[3:].strip() or "/"
     return "/"
+
+
+def join_cgroup(procs_fd: int) -> None:
+    # In a forked child: "0" moves the writing process into the cgroup whose cgroup.procs this is.
+    os.write(procs_fd, b"0")
 
 
 class RunCgroup:
@@ -96,12 +102,17 @@ class CgroupTree:
         own = own_cgroup(Path("/proc/self/cgroup").read_text())
         base = mount / own.lstrip("/") / SUBTREE
         base.mkdir(exist_ok=True)
-        # Try the whole path once: a cgroup we can make and move ourselves into, then leave.
+        # Try the whole path once, the way each run will take it: a child joins a fresh cgroup before it execs.
         probe = RunCgroup(base / f"probe-{os.getpid()}")
         probe.path.mkdir(exist_ok=True)
         try:
-            if not os.access(probe.path / "cgroup.procs", os.W_OK):
-                raise OSError(errno.EACCES, f"cannot write {probe.path / 'cgroup.procs'}")
+            fd = probe.open_procs()
+            try:
+                subprocess.run(["true"], preexec_fn=lambda: join_cgroup(fd), check=True)
+            except subprocess.SubprocessError as exc:
+                raise OSError(errno.EACCES, f"cannot move a process into {probe.path}: {exc}") from exc
+            finally:
+                os.close(fd)
         finally:
             probe.remove()
         return cls(base)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from scriptbus.executor.cgroups import CgroupTree, RunCgroup
+from scriptbus.executor.cgroups import CgroupTree, RunCgroup, join_cgroup
 from scriptbus.executor.procfs import ProcStat, all_stats, descendants
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,7 @@ class _CgroupRun:
 
     def preexec(self) -> Callable[[], None]:
         fd = self._fd = self._cgroup.open_procs()
-
-        def join() -> None:
-            # In the forked child: "0" moves the writing process, so bash starts inside the cgroup.
-            os.write(fd, b"0")
-
-        return join
+        return lambda: join_cgroup(fd)  # so bash starts inside the cgroup
 
     def started(self, pid: int, start_time: int) -> None:
         self._close_fd()
