@@ -112,7 +112,7 @@ async def test_restarted_executor_reaps_what_its_predecessor_left(bus: Bus, star
     assert not (work_dir / request.run_id).exists()
     assert (await wait_run(js, s, later.run_id)).finished.status == RunStatus.SUCCEEDED
     # In the stream, the lost finish comes before the next run's start.
-    order = []
+    order: list[tuple[str, str]] = []
     while not order or order[-1] != (later.run_id, "run.started"):
         event = decode_event((await sub.next_msg(timeout=10)).data)
         if isinstance(event, (RunStarted, RunFinished)):
