@@ -122,6 +122,8 @@ class Execution:
             cwd.mkdir(parents=True, exist_ok=True)
             procs = me.containment.for_run(self.run_id)
             with me.containment.spawning():
+                # From before the fork: the script may run for a while before spawn() returns.
+                started = time.monotonic()
                 proc = await spawn(me.bash, req.script, req.args, clean_env(req.env), cwd, procs.preexec())
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             if procs is not None:
@@ -136,7 +138,6 @@ class Execution:
                     reason=f"could not start: {exc}",
                 )
             )
-        started = time.monotonic()
         stat = read_stat(proc.pid)
         start_time = stat.start_time if stat is not None else 0
         procs.started(proc.pid, start_time)
