@@ -56,10 +56,6 @@ class Fleet:
             else:
                 known.state = state
 
-    def on_host(self, host: str) -> list[Executor]:
-        """The instances known under one host name."""
-        return [ex for ex in self.executors.values() if ex.host == host]
-
     def silent(self, now: float) -> list[Loss]:
         """Live instances not heard from for longer than the timeout; each is declared lost once."""
         losses = []

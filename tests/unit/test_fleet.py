@@ -29,7 +29,8 @@ def test_two_live_instances_of_one_host_are_two_executors() -> None:
         fleet.observe(heartbeat("a", "e1", ["r1"]), now=t)
         fleet.observe(heartbeat("a", "e2", ["r2"]), now=t + 0.5)
         assert fleet.silent(now=t + 0.6) == []
-    assert {ex.executor_id for ex in fleet.on_host("a")} == {"e1", "e2"}
+    assert {(ex.host, ex.state) for ex in fleet.executors.values()} == {("a", ExecutorState.ONLINE)}
+    assert set(fleet.executors) == {"e1", "e2"}
 
 
 def test_only_the_instance_that_died_loses_its_runs() -> None:
