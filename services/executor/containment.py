@@ -6,6 +6,7 @@ Two ways, chosen once at start-up:
 - `subreaper` (no cgroup can be made: no cgroup2, not root, or SCRIPTBUS_EXECUTOR_CGROUPS=off): the
   executor is a child subreaper, so whatever daemonizes is re-parented to us instead of init; a run's
   processes are those below its bash, in its session or group, or re-parented to us after it started.
+  An orphan that two concurrent runs could own is killed when the last of them ends, not before.
 """
 
 from __future__ import annotations
@@ -251,6 +252,7 @@ class Containment:
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
+        """Around a spawn: the subreaper reaps no zombie meanwhile (it could be the new bash)."""
         if self.reaper is not None:
             self.reaper.spawning += 1
         try:
