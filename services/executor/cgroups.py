@@ -6,13 +6,17 @@ executor on a machine can share the `scriptbus` directory."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 SUBTREE = "scriptbus"
+# An empty run cgroup older than this is left over (a run's own is never empty while the run lives).
+EMPTY_CGROUP_AGE_S = 60.0
 
 
 def cgroup2_mount(mounts: str) -> Path | None:
@@ -115,7 +119,18 @@ class CgroupTree:
                 os.close(fd)
         finally:
             probe.remove()
-        return cls(base)
+        tree = cls(base)
+        tree.sweep()
+        return tree
+
+    def sweep(self, older_than_s: float = EMPTY_CGROUP_AGE_S) -> None:
+        """Remove empty run cgroups an executor that died left (the kernel refuses to remove one that
+        holds a process); a young one may be a run of a live executor about to join it, so it stays."""
+        now = time.time()
+        for path in self.base.iterdir():
+            with contextlib.suppress(OSError):
+                if path.is_dir() and now - path.stat().st_mtime > older_than_s:
+                    RunCgroup(path).remove()
 
     def make(self, run_id: str) -> RunCgroup:
         path = self.base / run_id
