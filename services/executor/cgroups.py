@@ -129,7 +129,7 @@ class CgroupTree:
         now = time.time()
         for path in self.base.iterdir():
             with contextlib.suppress(OSError):
-                if path.is_dir() and now - path.stat().st_mtime > older_than_s:
+                if path.is_dir() and now - path.stat().st_mtime >= older_than_s:
                     RunCgroup(path).remove()
 
     def make(self, run_id: str) -> RunCgroup:

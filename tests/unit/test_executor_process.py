@@ -125,11 +125,16 @@ async def test_script_runs_in_its_own_session_with_its_cwd(tmp_path: Path) -> No
 
 
 async def test_sweep_removes_only_empty_left_over_cgroups(tmp_path: Path, run_processes: RunProcesses) -> None:
-    tree = CgroupTree.create()
-    empty = tree.make(f"unit-empty-{os.getpid()}-{time.monotonic_ns()}")
-    proc = await start(run_processes, "sleep 1000", tmp_path)
+    # A subtree of its own, so the sweep cannot touch anything else on this machine.
+    own = CgroupTree.create().make(f"unit-sweep-{os.getpid()}-{time.monotonic_ns()}")
+    tree = CgroupTree(own.path)
+    empty = tree.make("left-over")
+    busy = Containment(tree, None).for_run("live")
+    proc = await start(busy, "sleep 1000", tmp_path)
     tree.sweep(older_than_s=0)
     assert not empty.path.exists()
-    assert run_processes.pids() == [proc.pid]  # a live run's cgroup stays
-    assert await terminate(run_processes, grace_s=0) == []
+    assert busy.pids() == [proc.pid]  # a live run's cgroup stays
+    assert await terminate(busy, grace_s=0) == []
     await proc.wait()
+    await busy.close()
+    assert own.remove()
