@@ -4,12 +4,14 @@ Every service imports this package; nothing else is shared between services.
 """
 
 from scriptbus.events.bus import BusSettings, connect_bus
+from scriptbus.events.claims import CANCELLED_CLAIM, claim_holder, executor_claim, is_cancel
 from scriptbus.events.codec import decode_event, encode_event, event_headers
 from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpdated
 from scriptbus.events.envelope import Event, new_id, utcnow
-from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
+from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorState, ExecutorStopped
 from scriptbus.events.output import OutputChunk, OutputStream
 from scriptbus.events.publishing import publish_event, subject_for
+from scriptbus.events.reading import run_finish
 from scriptbus.events.runs import (
     RunDeleted,
     RunFinished,
@@ -30,8 +32,13 @@ from scriptbus.events.workflows import StepSpec, StepStatus, WorkflowRunStatus, 
 
 __all__ = [
     "BusSettings",
+    "CANCELLED_CLAIM",
+    "claim_holder",
+    "executor_claim",
+    "is_cancel",
     "connect_bus",
     "publish_event",
+    "run_finish",
     "subject_for",
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
@@ -41,6 +48,7 @@ __all__ = [
     "Event",
     "ExecutorHeartbeat",
     "ExecutorLost",
+    "ExecutorState",
     "ExecutorStopped",
     "OutputChunk",
     "OutputStream",

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
 
 from scriptbus.events.envelope import Event
+
+
+class ExecutorState(StrEnum):
+    """An executor instance's state as the fleet sees it."""
+
+    ONLINE = "online"
+    DRAINING = "draining"  # shutting down: finishes its runs, takes no new ones
+    STOPPED = "stopped"
+    LOST = "lost"
 
 
 class ExecutorEvent(Event):

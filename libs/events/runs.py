@@ -64,7 +64,7 @@ class RunFinished(RunEvent):
     output_bytes: int = 0
     output_truncated: bool = False
     dropped_bytes: int = 0
-    # Pids of the run's process group still alive after SIGKILL.
+    # Pids of the run's processes (its cgroup, or what the executor could find) still alive after SIGKILL.
     survivors: list[int] = Field(default_factory=list)
     reason: str = ""
 

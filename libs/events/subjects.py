@@ -47,6 +47,7 @@ class Subjects:
         self.executors_subjects = [f"{prefix}.executors.>"]
         self.all_output = f"{prefix}.runs.*.out"
         self.all_stop_requests = f"{prefix}.runs.*.stop_requested"
+        self.all_finishes = f"{prefix}.runs.*.finished"
         self.all_heartbeats = f"{prefix}.executors.*.heartbeat"
 
     # runs ---------------------------------------------------------------------------------------

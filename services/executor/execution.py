@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +23,17 @@ from scriptbus.events import (
     Subjects,
     publish_event,
 )
+from scriptbus.executor.containment import Containment, RunProcesses, terminate
 from scriptbus.executor.errors import BUS_ERRORS
+from scriptbus.executor.journal import Entry, Journal
 from scriptbus.executor.output import OutputPublisher, Pump
-from scriptbus.executor.process import (
-    StopCause,
-    clean_env,
-    kill_group,
-    outcome,
-    signal_group,
-    spawn,
-    wait_exit,
-)
+from scriptbus.executor.process import StopCause, clean_env, outcome, spawn, wait_exit
+from scriptbus.executor.procfs import boot_id, read_stat
 
 log = logging.getLogger(__name__)
 
-# After the script exits and its group is killed, how long a pipe may stay open (held by a process
-# that left the group) before we stop reading it.
+# After the script exits and its processes are killed, how long a pipe may stay open (held by a process
+# that survived) before we stop reading it.
 PIPE_LINGER_S = 1.0
 SHUTDOWN_REASON = "executor shutting down"
 
@@ -52,6 +48,9 @@ class ExecutorIdentity:
     work_dir: Path
     max_output_bytes: int
     default_stop_grace_s: float
+    # How the runs' processes are held, and the record of them for the next instance.
+    containment: Containment
+    journal: Journal
 
 
 class Execution:
@@ -73,7 +72,7 @@ class Execution:
         self._publisher = publisher
         # The request's own grace when it states one, else this executor's default.
         self.grace_s = request.stop_grace_s if "stop_grace_s" in request.model_fields_set else me.default_stop_grace_s
-        self._pgid: int | None = None
+        self._procs: RunProcesses | None = None
         self._exited = asyncio.Event()
         self._cause: StopCause | None = None
         self._reason = ""
@@ -81,48 +80,74 @@ class Execution:
         self._stopper: asyncio.Task[None] | None = None
         self._exit_task: asyncio.Task[int] | None = None
 
-    def request_stop(self, cause: StopCause, reason: str) -> None:
-        """TERM the process group, KILL it after the grace period. The first stop wins; a stop after
-        the script ended changes nothing."""
+    @property
+    def ended(self) -> bool:
+        """The script has exited (what it left may still be being killed)."""
+        return self._exited.is_set()
+
+    def request_stop(self, cause: StopCause, reason: str, grace_s: float | None = None) -> None:
+        """TERM every process of the run, KILL them after the grace period (the run's own unless
+        `grace_s` says). The first stop wins; a stop after the script ended changes nothing."""
         if self._cause is not None or self._exited.is_set():
             return
         self._cause = cause
         self._reason = reason
-        if self._pgid is not None:
-            self._stopper = asyncio.create_task(self._stop_sequence(self._pgid))
+        if grace_s is not None:
+            self.grace_s = grace_s
+        if self._procs is not None:
+            self._stopper = asyncio.create_task(self._stop_sequence(self._procs))
 
-    async def _stop_sequence(self, pgid: int) -> None:
-        log.info("run %s: SIGTERM to group %d (%s), grace %.1fs", self.run_id, pgid, self._reason, self.grace_s)
-        signal_group(pgid, signal.SIGTERM)
+    async def _stop_sequence(self, procs: RunProcesses) -> None:
+        log.info("run %s: SIGTERM to its processes (%s), grace %.1fs", self.run_id, self._reason, self.grace_s)
+        procs.signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self._exited.wait(), timeout=self.grace_s)
         except TimeoutError:
             if self._exit_task is not None and self._exit_task.done():
                 return  # it did end on our TERM, just as the grace ran out
             self._needed_kill = True
-            log.info("run %s: still running after %.1fs, SIGKILL to group %d", self.run_id, self.grace_s, pgid)
-            signal_group(pgid, signal.SIGKILL)
+            log.info("run %s: still running after %.1fs, SIGKILL to all its processes", self.run_id, self.grace_s)
+            procs.signal(signal.SIGKILL)
 
     async def run(self) -> RunFinished:
         """Spawn, stream, wait, clean up, and publish the finish (returned too)."""
         req = self.request
-        cwd = self._me.work_dir / self.run_id
+        me = self._me
+        cwd = me.work_dir / self.run_id
+        boot = boot_id()
+        procs: RunProcesses | None = None
         try:
+            # Journaled before its folder exists: the next instance removes only folders no journal names.
+            me.journal.record(Entry(run_id=self.run_id, boot_id=boot))
             cwd.mkdir(parents=True, exist_ok=True)
-            proc = await spawn(self._me.bash, req.script, req.args, clean_env(req.env), cwd)
-        except (OSError, ValueError) as exc:
+            procs = me.containment.for_run(self.run_id)
+            with me.containment.spawning():
+                # From before the fork: the script may run for a while before spawn() returns.
+                started = time.monotonic()
+                proc = await spawn(me.bash, req.script, req.args, clean_env(req.env), cwd, procs.preexec())
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            if procs is not None:
+                await procs.close()
             shutil.rmtree(cwd, ignore_errors=True)
             log.warning("run %s: could not start: %s", self.run_id, exc)
             return await self._finish(
                 RunFinished(
                     run_id=self.run_id,
                     status=RunStatus.FAILED,
-                    host=self._me.host,
+                    host=me.host,
                     reason=f"could not start: {exc}",
                 )
             )
-        started = time.monotonic()
-        self._pgid = proc.pid  # a session leader's pid is its group id
+        stat = read_stat(proc.pid)
+        start_time = stat.start_time if stat is not None else 0
+        procs.started(proc.pid, start_time)
+        self._procs = procs
+        self._journal(Entry(self.run_id, boot, proc.pid, start_time, procs.cgroup_path))
+        procs.on_new_members(
+            lambda known: self._journal(
+                Entry(self.run_id, boot, proc.pid, start_time, None, [[pid, t] for pid, t in known])
+            )
+        )
         exit_task = self._exit_task = asyncio.create_task(wait_exit(proc))
         assert proc.stdout is not None and proc.stderr is not None
         out = self._publisher.run_output(
@@ -150,7 +175,7 @@ class Execution:
             )
         if self._cause is not None and self._stopper is None:
             # A stop arrived while we were spawning.
-            self._stopper = asyncio.create_task(self._stop_sequence(self._pgid))
+            self._stopper = asyncio.create_task(self._stop_sequence(procs))
 
         returncode = await exit_task
         duration = time.monotonic() - started
@@ -159,8 +184,10 @@ class Execution:
             timer.cancel()
         if self._stopper is not None:
             await self._stopper
-        # Background leftovers die with the run; whoever survives SIGKILL is reported.
-        survivors = await kill_group(self._pgid)
+        # Whatever it left running dies with the run, however it daemonized (TERM, grace, KILL; at once
+        # if the stop already needed KILL); whoever survives SIGKILL is reported.
+        survivors = await terminate(procs, 0.0 if self._needed_kill else self.grace_s)
+        await procs.close()
         if survivors:
             log.warning("run %s: processes survived SIGKILL: %s", self.run_id, survivors)
         if await self._wait_pumps(pumps):
@@ -188,6 +215,12 @@ class Execution:
             )
         )
 
+    def _journal(self, entry: Entry) -> None:
+        try:
+            self._me.journal.record(entry)
+        except OSError as exc:
+            log.error("run %s: not journaled (a restart could not reap it): %s", self.run_id, exc)
+
     async def _wait_pumps(self, pumps: list[Pump]) -> bool:
         """Wait for the pumps to reach EOF; True when some pipe had to be abandoned."""
         tasks = {p.task for p in pumps if p.task is not None}
@@ -211,13 +244,15 @@ class Execution:
                 break
             except BUS_ERRORS as exc:
                 # The finish must land: without it the run looks alive until its executor is declared
-                # lost. Only a shutdown that cannot reach NATS gives up (the run then ends as lost).
+                # lost. Only a shutdown that cannot reach NATS gives up (the run then ends as lost, and
+                # its journal entry stays for the next instance to report).
                 if self._publisher.gave_up:
                     log.error("run %s: run.finished (%s) not published: %s", self.run_id, finished.status, exc)
                     return finished
                 log.warning("run %s: could not publish run.finished (%s); retrying", self.run_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        self._me.journal.forget(self.run_id)
         log.info(
             "run %s: finished %s exit_code=%s signal=%s output=%dB",
             self.run_id,

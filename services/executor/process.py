@@ -1,5 +1,5 @@
-"""The script's process: spawning it clean, its process group, killing the whole tree, and what
-its ending means as a run status."""
+"""The script's process: spawning it clean, seeing it exit, and what its ending means as a run status.
+(Finding and killing everything it started is `containment.py`.)"""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import fcntl
 import os
 import pwd
 import shutil
-import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from scriptbus.events import RunStatus
 
 # Size of one pipe read, and the StreamReader's buffer limit (it pauses the pipe past twice this).
 READ_SIZE = 64 * 1024
-# How long to keep looking for group members after SIGKILL before calling them survivors.
-SURVIVOR_CHECK_S = 1.0
 
 
 class StopCause(enum.Enum):
@@ -59,10 +56,15 @@ def find_bash() -> str:
 
 
 async def spawn(
-    bash: str, script: str, args: list[str], env: Mapping[str, str], cwd: Path
+    bash: str,
+    script: str,
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    preexec: Callable[[], None] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start `bash -c script bash args...` as the leader of a new session (so of its own process group),
-    stdin from /dev/null, stdout and stderr piped."""
+    stdin from /dev/null, stdout and stderr piped; `preexec` runs in the child before it execs."""
     proc = await asyncio.create_subprocess_exec(
         bash,
         "-c",
@@ -75,6 +77,7 @@ async def spawn(
         cwd=str(cwd),
         env=dict(env),
         start_new_session=True,
+        preexec_fn=preexec,
         limit=READ_SIZE,
     )
     _widen_pipes(proc)
@@ -129,62 +132,6 @@ async def wait_exit(proc: asyncio.subprocess.Process, poll_s: float = 0.05) -> i
     while proc.returncode is None:
         await asyncio.sleep(poll_s)
     return proc.returncode
-
-
-def _group_of(pid: int) -> tuple[int, str] | None:
-    """(pgrp, state) of a pid from /proc/<pid>/stat, None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses; the fields after the last ')' are fixed.
-    fields = stat.rpartition(b")")[2].split()
-    if len(fields) < 3:
-        return None
-    return int(fields[2]), fields[0].decode()
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of live (not zombie) processes in process group `pgid`."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass  # someone else's process sits in the group; look at /proc anyway
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        info = _group_of(int(entry))
-        if info is not None and info[0] == pgid and info[1] not in ("Z", "X"):
-            members.append(int(entry))
-    return sorted(members)
-
-
-def signal_group(pgid: int, sig: int) -> bool:
-    """Send `sig` to every process of the group; False when the group is already empty."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-async def kill_group(pgid: int, settle_s: float = SURVIVOR_CHECK_S) -> list[int]:
-    """SIGKILL whatever is left of the group and return the pids still alive `settle_s` later."""
-    if not signal_group(pgid, signal.SIGKILL):
-        return []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settle_s
-    delay = 0.005
-    while True:
-        members = group_members(pgid)
-        if not members or loop.time() >= deadline:
-            return members
-        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-        delay = min(delay * 2, 0.1)
 
 
 @dataclass(frozen=True)

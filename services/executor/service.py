@@ -9,9 +9,13 @@ from pathlib import Path
 
 from scriptbus.events import ExecutorStopped, publish_event
 from scriptbus.events.lifecycle import close_bus, connect_bus_unless_stopped, unless_stopped
+from scriptbus.executor.containment import Containment
+from scriptbus.executor.duplicate import DuplicateExecutor, ensure_sole_instance
 from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import ExecutorIdentity
 from scriptbus.executor.heartbeat import Heartbeat
+from scriptbus.executor.journal import Journal, predecessors
+from scriptbus.executor.leftovers import reap_leftovers
 from scriptbus.executor.process import find_bash
 from scriptbus.executor.settings import ExecutorSettings
 from scriptbus.executor.worker import Worker
@@ -24,15 +28,31 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     `executor.stopped` and drain the connection."""
     work_dir = Path(settings.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    executor_id = str(uuid.uuid4())
+    containment = Containment.create(settings.executor_cgroups)
+    nc, js, subjects = await connect_bus_unless_stopped(settings, f"scriptbus-executor-{settings.host}", stop)
+
+    # Before any work: refuse to be a second live instance of this host, then reap what a previous
+    # instance on this host left behind.
+    gone = predecessors(work_dir)
+    try:
+        await ensure_sole_instance(nc, js, subjects, settings.host, {g.executor_id for g in gone})
+    except DuplicateExecutor as exc:
+        for g in gone:
+            g.release()
+        await close_bus(nc)
+        raise SystemExit(f"scriptbus executor: {exc}") from None
+    await reap_leftovers(work_dir, gone, js, subjects, settings.host, settings.default_stop_grace_s)
     me = ExecutorIdentity(
         host=settings.host,
-        executor_id=str(uuid.uuid4()),
+        executor_id=executor_id,
         bash=find_bash(),
         work_dir=work_dir,
         max_output_bytes=settings.max_output_bytes,
         default_stop_grace_s=settings.default_stop_grace_s,
+        containment=containment,
+        journal=Journal(work_dir, executor_id),
     )
-    nc, js, subjects = await connect_bus_unless_stopped(settings, f"scriptbus-executor-{settings.host}", stop)
     worker = Worker(nc, js, subjects, me, settings.targets, settings.max_concurrency)
     heartbeat = Heartbeat(
         js,
@@ -49,12 +69,16 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     await unless_stopped(stop, worker.start())  # its requests wait out their timeouts while NATS is down
     beats_done = asyncio.Event()
     beats = asyncio.create_task(heartbeat.run(beats_done))
+    watchers: list[asyncio.Task[None]] = []
+    if containment.reaper is not None:
+        watchers.append(asyncio.create_task(containment.reaper.watch(beats_done)))
     log.info(
-        "executor ready: host=%s id=%s targets=%s max_concurrency=%d",
+        "executor ready: host=%s id=%s targets=%s max_concurrency=%d runs contained by %s",
         me.host,
         me.executor_id,
         ",".join(settings.targets),
         settings.max_concurrency,
+        containment.mode.value,
     )
 
     await stop.wait()
@@ -64,6 +88,9 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     await worker.stop_runs()
     beats_done.set()
     await beats
+    for watcher in watchers:
+        watcher.cancel()
+    me.journal.close()
     try:
         if not nc.is_connected:  # publishing would wait for a server that may not come back
             raise ConnectionError("NATS is not connected")

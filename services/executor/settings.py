@@ -37,6 +37,8 @@ class ExecutorSettings(ServiceSettings):
     default_stop_grace_s: float = Field(5.0, ge=0)
     # Stopping runs at shutdown takes their grace period, then up to 15 s to publish their ends.
     shutdown_timeout_s: float = Field(default=60.0, gt=0)
+    # `SCRIPTBUS_EXECUTOR_CGROUPS=off` holds runs by a child subreaper even where cgroup v2 is available.
+    executor_cgroups: bool = True
 
     @field_validator("pools", mode="before")
     @classmethod

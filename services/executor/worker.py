@@ -11,6 +11,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
 from scriptbus.events import (
@@ -19,9 +20,11 @@ from scriptbus.events import (
     RunStatus,
     RunStopRequested,
     Subjects,
+    claim_holder,
     claims_bucket,
     decode_event,
     ensure_queue,
+    executor_claim,
     publish_event,
     valid_token,
 )
@@ -80,6 +83,7 @@ class Worker:
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._handlers: set[asyncio.Task[None]] = set()
         self.draining = False
+        self._finishes: JetStreamContext.PushSubscription | None = None
 
     async def start(self) -> None:
         """Queues, the stop subscription (before any pull, so no stop for a run we take is missed),
@@ -88,6 +92,11 @@ class Worker:
             await ensure_queue(self._js, self._subjects, target)
         self._kv = await claims_bucket(self._js, self._subjects)
         await self._nc.subscribe(self._subjects.all_stop_requests, cb=self._on_stop)
+        # From the stream, not core NATS: an ordered consumer picks up where it was after a reconnect, so
+        # an executor that was paused or cut off still learns which of its runs ended elsewhere.
+        self._finishes = await self._js.subscribe(
+            self._subjects.all_finishes, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, cb=self._on_finish
+        )
         for target in self.targets:
             sub = await self._js.pull_subscribe_bind(
                 durable=self._subjects.queue_consumer(target), stream=self._subjects.events_stream
@@ -200,7 +209,7 @@ class Worker:
         does, None if NATS did not answer."""
         assert self._kv is not None
         try:
-            await self._kv.create(run_id, self._me.host.encode())
+            await self._kv.create(run_id, executor_claim(self._me.executor_id))
             self._unsure_claims.discard(run_id)
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -208,7 +217,7 @@ class Worker:
                 self._unsure_claims.discard(run_id)
                 try:
                     entry = await self._kv.get(run_id)
-                    return bool(entry.value == self._me.host.encode())
+                    return claim_holder(entry.value) == self._me.executor_id
                 except BUS_ERRORS as exc:
                     log.warning("run %s: claim unknown: %s", run_id, exc)
                     return None
@@ -260,6 +269,20 @@ class Worker:
         pending = self._pending.get(event.run_id)
         if pending is not None and pending.stop_reason is None:
             pending.stop_reason = event.reason
+
+    async def _on_finish(self, msg: Msg) -> None:
+        """A run we still run has a finish we did not publish: the scheduler declared us lost (we were
+        paused, or cut off) and it may be retried elsewhere. It must not go on here."""
+        try:
+            event = decode_event(msg.data)
+        except ValueError:
+            return
+        if not isinstance(event, RunFinished):
+            return
+        execution = self.executions.get(event.run_id)
+        if execution is not None and not execution.ended:  # else it is our own finish
+            log.warning("run %s: already ended elsewhere (%s); killing what is left here", event.run_id, event.status)
+            execution.request_stop(StopCause.STOP, f"run already ended ({event.status}): {event.reason}", grace_s=0)
 
     # shutdown ----------------------------------------------------------------------------------
     async def stop_pulling(self) -> None:

@@ -9,6 +9,7 @@ import uuid
 import nats.errors
 import nats.js.errors
 
+from scriptbus.events.claims import CANCELLED_CLAIM, is_cancel
 from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.envelope import Event
 from scriptbus.events.publishing import publish_event, publish_request
@@ -32,7 +33,6 @@ from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
 
-CANCELLED_CLAIM = b"cancelled"
 CANCEL_REASON = "stopped before it started"
 # Room for the headers JetStream stores with the payload.
 _HEADER_ROOM = 512
@@ -224,7 +224,7 @@ async def _claim_for_cancel(gw: Gateway, run_id: str) -> bool:
             entry = await kv.get(run_id)
         except nats.js.errors.KeyNotFoundError:
             return False
-        return entry.value == CANCELLED_CLAIM
+        return is_cancel(entry.value)
 
 
 async def stop_run(gw: Gateway, run_id: str) -> Run:

@@ -10,15 +10,14 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from scriptbus.events.executors import ExecutorState
 from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway import readmodels
 from scriptbus.gateway.errors import db_errors
-from scriptbus.gateway.schemas import Executor, ExecutorState, RunSummary
+from scriptbus.gateway.schemas import Executor, RunSummary
 from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
-
-STATES: tuple[ExecutorState, ...] = ("online", "draining", "lost", "stopped")
 
 R = TypeVar("R", bound=RunSummary)
 
@@ -26,14 +25,15 @@ R = TypeVar("R", bound=RunSummary)
 def effective_state(row: dict[str, Any], lost_after_s: float) -> ExecutorState:
     """The stored state, except that an online or draining executor silent for longer than
     `lost_after_s` is `lost`, whether or not the scheduler has said so yet."""
-    state: str = row["state"]
-    if state not in STATES:
-        return "lost"
-    if state in ("online", "draining"):
+    try:
+        state = ExecutorState(row["state"])
+    except ValueError:
+        return ExecutorState.LOST
+    if state in (ExecutorState.ONLINE, ExecutorState.DRAINING):
         last = row["last_heartbeat"]
         if last is None or row["now"] - last > timedelta(seconds=lost_after_s):
-            return "lost"
-    return state  # a member of STATES, so an ExecutorState
+            return ExecutorState.LOST
+    return state
 
 
 async def _executor_rows(gw: Gateway) -> list[dict[str, Any]]:
@@ -71,7 +71,7 @@ async def live_targets(gw: Gateway) -> LiveTargets:
     lost_after = gw.settings.executor_lost_after_s
     for row in await _executor_rows(gw):
         # Draining executors take no new runs.
-        if effective_state(row, lost_after) == "online":
+        if effective_state(row, lost_after) is ExecutorState.ONLINE:
             live.hosts.add(row["host"])
             live.pools.update(row["pools"] or [])
     return live

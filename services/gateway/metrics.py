@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from scriptbus.events.executors import ExecutorState
 from scriptbus.gateway import fleet, readmodels
 from scriptbus.gateway.errors import db_errors
 from scriptbus.gateway.state import Gateway
@@ -104,7 +105,7 @@ async def _gauges(gw: Gateway) -> list[Metric]:
     running = GaugeMetricFamily(
         "scriptbus_executor_running", "Runs a live executor had at its last heartbeat.", labels=["host"]
     )
-    states = {state: 0 for state in fleet.STATES}
+    states = {state: 0 for state in ExecutorState}
     for ex in executors:
         states[ex.state] += 1
         if ex.state in ("online", "draining"):

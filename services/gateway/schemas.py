@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from scriptbus.events.executors import ExecutorState
 from scriptbus.events.statuses import RunStatus
 
 MAX_SCRIPT_BYTES = 1024 * 1024
@@ -302,9 +303,6 @@ class RunList(BaseModel):
         description="Pass as `cursor` for the next (older) page; null on the last page. Pages by cursor "
         "stay stable while new runs are added."
     )
-
-
-ExecutorState = Literal["online", "draining", "lost", "stopped"]
 
 
 class Executor(BaseModel):

@@ -1,21 +1,19 @@
-"""What the scheduler knows of each executor, and which of them have gone silent.
+"""What the scheduler knows of each executor instance, and which of them have gone silent.
 
-Pure state, fed by executor events, asked by the clock: testable without NATS.
+Pure state, fed by executor events, asked by the clock: testable without NATS. Instances are told apart
+by `executor_id`, never by host: two live instances under one host name are two executors, and a
+host's runs are lost only when the instance that started them falls silent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from scriptbus.events import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
+from scriptbus.events import ExecutorHeartbeat, ExecutorLost, ExecutorState, ExecutorStopped
 from scriptbus.events.envelope import Event
 
-
-class ExecutorState(StrEnum):
-    ONLINE = "online"
-    STOPPED = "stopped"
-    LOST = "lost"
+# Stopped and lost instances are forgotten after this long (a restart makes a new one each time).
+FORGET_AFTER_S = 24 * 3600.0
 
 
 @dataclass
@@ -41,41 +39,29 @@ class Loss:
 class Fleet:
     def __init__(self, lost_after_s: float) -> None:
         self.lost_after_s = lost_after_s
-        self.executors: dict[str, Executor] = {}
+        self.executors: dict[str, Executor] = {}  # by executor_id
 
-    def observe(self, event: Event, now: float) -> Loss | None:
-        """Apply one executor event; returns a loss when a host came back as a new process
-        (its previous instance died without reporting its runs)."""
+    def observe(self, event: Event, now: float) -> None:
+        """Apply one executor event."""
         if isinstance(event, ExecutorHeartbeat):
-            known = self.executors.get(event.host)
-            loss = None
-            if known and known.executor_id != event.executor_id and known.state is ExecutorState.ONLINE:
-                loss = Loss(
-                    known.host,
-                    known.executor_id,
-                    now - known.last_seen,
-                    tuple(known.running_run_ids),
-                    f"executor {known.host} restarted (instance {known.executor_id[:8]} gone)",
-                )
-            self.executors[event.host] = Executor(
-                event.host, event.executor_id, now, ExecutorState.ONLINE, list(event.running_run_ids)
+            state = ExecutorState.DRAINING if event.draining else ExecutorState.ONLINE
+            self.executors[event.executor_id] = Executor(
+                event.host, event.executor_id, now, state, list(event.running_run_ids)
             )
-            return loss
-        if isinstance(event, (ExecutorStopped, ExecutorLost)):
-            known = self.executors.get(event.host)
-            if known and known.executor_id == event.executor_id:
-                known.state = ExecutorState.STOPPED if isinstance(event, ExecutorStopped) else ExecutorState.LOST
-            elif known is None:
-                state = ExecutorState.STOPPED if isinstance(event, ExecutorStopped) else ExecutorState.LOST
-                self.executors[event.host] = Executor(event.host, event.executor_id, now, state)
-        return None
+        elif isinstance(event, (ExecutorStopped, ExecutorLost)):
+            state = ExecutorState.STOPPED if isinstance(event, ExecutorStopped) else ExecutorState.LOST
+            known = self.executors.get(event.executor_id)
+            if known is None:
+                self.executors[event.executor_id] = Executor(event.host, event.executor_id, now, state)
+            else:
+                known.state = state
 
     def silent(self, now: float) -> list[Loss]:
-        """Online executors not heard from for longer than the timeout; each is marked lost once."""
+        """Live instances not heard from for longer than the timeout; each is declared lost once."""
         losses = []
-        for ex in self.executors.values():
+        for ex in list(self.executors.values()):
             silent_for = now - ex.last_seen
-            if ex.state is ExecutorState.ONLINE and silent_for > self.lost_after_s:
+            if ex.state in (ExecutorState.ONLINE, ExecutorState.DRAINING) and silent_for > self.lost_after_s:
                 ex.state = ExecutorState.LOST
                 losses.append(
                     Loss(
@@ -83,14 +69,16 @@ class Fleet:
                         ex.executor_id,
                         silent_for,
                         tuple(ex.running_run_ids),
-                        f"executor {ex.host} lost: no heartbeat for {silent_for:.1f}s",
+                        f"executor {ex.host} lost (instance {ex.executor_id[:8]}): no heartbeat for {silent_for:.1f}s",
                     )
                 )
+            elif ex.state in (ExecutorState.STOPPED, ExecutorState.LOST) and silent_for > FORGET_AFTER_S:
+                del self.executors[ex.executor_id]
         return losses
 
     def excuse(self, now: float) -> None:
         """We could not hear the fleet until `now` (our own connection was down): silence until then is
         no evidence, so every online executor counts as seen now."""
         for ex in self.executors.values():
-            if ex.state is ExecutorState.ONLINE:
+            if ex.state in (ExecutorState.ONLINE, ExecutorState.DRAINING):
                 ex.last_seen = max(ex.last_seen, now)

@@ -21,9 +21,11 @@ from scriptbus.events import (
     ExecutorLost,
     RunFinished,
     RunStatus,
+    claim_holder,
     claims_bucket,
     decode_event,
     publish_event,
+    run_finish,
 )
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.scheduler.fleet import Fleet, Loss
@@ -37,21 +39,19 @@ PG_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.Int
 # Most time between retries of a publish NATS refused.
 MAX_BACKOFF_S = 5.0
 
-_ACTIVE_RUNS_SQL = """
-SELECT id::text FROM runs
-WHERE host = $1 AND status IN ('running', 'stopping') AND (executor_id = $2 OR executor_id IS NULL)
-"""
+# Only the runs the lost instance started: another live instance may share its host name.
+_ACTIVE_RUNS_SQL = "SELECT id::text FROM runs WHERE executor_id = $1 AND status IN ('running', 'stopping')"
 # Queued runs are few (they wait for an executor); one may be claimed by an executor that died before
 # it could start it, and then nobody else ever will.
 _QUEUED_RUNS_SQL = "SELECT id::text FROM runs WHERE status = 'queued' ORDER BY created_at LIMIT 10000"
 
 
 async def _active_runs(pool: asyncpg.Pool, claims: KeyValue, loss: Loss) -> set[str]:
-    """Runs the read model still shows as running there, those the last heartbeat named (the read
-    model may not have projected a just-started run yet), and queued runs the lost host had claimed."""
+    """Runs the read model still shows as running on the lost instance, those its last heartbeat named
+    (the read model may not have projected a just-started run yet), and queued runs it had claimed."""
     run_ids = set(loss.run_ids)
     try:
-        rows = await pool.fetch(_ACTIVE_RUNS_SQL, loss.host, loss.executor_id)
+        rows = await pool.fetch(_ACTIVE_RUNS_SQL, loss.executor_id)
         run_ids.update(r["id"] for r in rows)
         queued = [r["id"] for r in await pool.fetch(_QUEUED_RUNS_SQL)]
     except PG_ERRORS as exc:
@@ -62,7 +62,7 @@ async def _active_runs(pool: asyncpg.Pool, claims: KeyValue, loss: Loss) -> set[
             entry = await claims.get(run_id)
         except nats.js.errors.KeyNotFoundError:
             continue
-        if entry.value == loss.host.encode():
+        if claim_holder(entry.value) == loss.executor_id:
             run_ids.add(run_id)
     return run_ids
 
@@ -82,9 +82,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     async def on_executor_event(msg: Msg) -> None:
         event = decode_event(msg.data)
         if event is not None:
-            loss = fleet.observe(event, time.monotonic())
-            if loss is not None:
-                losses.append(loss)
+            fleet.observe(event, time.monotonic())
 
     async def listen() -> JetStreamContext.PushSubscription:
         # The executors stream keeps the last message per subject: replaying it tells us the whole fleet.
@@ -100,7 +98,11 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
 
     async def verdict(loss: Loss) -> list[Event]:
         claims = await claims_bucket(js, subjects)
-        run_ids = sorted(await _active_runs(pool, claims, loss))
+        run_ids = []
+        for run_id in sorted(await _active_runs(pool, claims, loss)):
+            # A run that ended before its executor went silent keeps its finish (it may not be projected yet).
+            if await run_finish(js, subjects, run_id) is None:
+                run_ids.append(run_id)
         last_seen = datetime.now(UTC) - timedelta(seconds=loss.silent_for_s)
         events: list[Event] = [
             RunFinished(run_id=run_id, status=RunStatus.LOST, host=loss.host, reason=loss.reason) for run_id in run_ids

@@ -99,3 +99,30 @@ def kill_processes_under(directory: Path) -> list[int]:
             except ProcessLookupError:
                 pass
     return killed
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live (not zombie) processes with `marker` in their argv, from /proc."""
+    found: list[int] = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_bytes().rpartition(b")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in argv and state not in (b"Z", b"X"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+# Leaves processes every way a process group kill misses: a new session, a double fork into a new
+# session, a child in its own group. Each has the value of $M in its argv (the script's own text does
+# not, so its bash is not counted).
+DAEMONIZING_SCRIPT = (
+    "setsid sleep $M & "
+    "(setsid bash -c 'sleep $M &' &) ; "
+    "python3 -c 'import os,time; os.setpgid(0,0); time.sleep(1000)' $M & "
+)

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from scriptbus.events import (
+    CANCELLED_CLAIM,
     Event,
     ExecutorHeartbeat,
     ExecutorStopped,
@@ -307,7 +308,7 @@ async def test_stop_before_start_via_claim_never_starts(bus: Bus, start_service:
     # What the gateway does on stop-before-start: it wins the claim, so no executor ever will.
     run_id = new_id()
     kv = await claims_bucket(js, s)
-    await kv.create(run_id, b"cancelled")
+    await kv.create(run_id, CANCELLED_CLAIM)
     await ensure_queue(js, s, "default")
     ack = await publish_event(js, s, RunRequested(run_id=run_id, script="echo must not run"))
     # A later run on the same queue finishing means the executor has taken the cancelled one by then.

@@ -15,7 +15,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from scriptbus.embedded import free_port
-from scriptbus.events import Subjects, claims_bucket, decode_event
+from scriptbus.events import CANCELLED_CLAIM, Subjects, claims_bucket, decode_event, executor_claim
 from tests.helpers.api import wait_until_ready
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.servers import Bus
@@ -231,7 +231,7 @@ async def test_stopping_a_queued_run_cancels_it_for_good(api: Api) -> None:
 
     # The claim is held, so no executor will ever start it.
     kv = await claims_bucket(api.js, api.subjects)
-    assert (await kv.get(run["id"])).value == b"cancelled"
+    assert (await kv.get(run["id"])).value == CANCELLED_CLAIM
     assert await api.event_types(run["id"]) == ["run.requested", "run.finished"]
 
     again = await api.client.post(f"/api/v1/runs/{run['id']}/stop")
@@ -243,12 +243,12 @@ async def test_stopping_a_claimed_run_asks_its_executor(api: Api) -> None:
     run = await create(api)
     # What an executor does when it takes the run.
     kv = await claims_bucket(api.js, api.subjects)
-    await kv.create(run["id"], b"executor-1")
+    await kv.create(run["id"], executor_claim("executor-1"))
     response = await api.client.post(f"/api/v1/runs/{run['id']}/stop")
     assert response.status_code == 202, response.text
     assert response.json()["stop_requested_at"] is not None
     assert response.json()["status"] == "queued"  # until the executor reports
-    assert (await kv.get(run["id"])).value == b"executor-1"
+    assert (await kv.get(run["id"])).value == executor_claim("executor-1")
     assert await api.event_types(run["id"]) == ["run.requested", "run.stop_requested"]
 
 

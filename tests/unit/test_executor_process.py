@@ -1,23 +1,40 @@
-"""Process handling without NATS: clean environments, exit detection, whole-group kills, statuses."""
+"""Process handling without NATS: clean environments, exit detection, whole-tree kills, statuses."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from scriptbus.events import RunStatus
-from scriptbus.executor.process import (
-    StopCause,
-    clean_env,
-    find_bash,
-    group_members,
-    kill_group,
-    outcome,
-    spawn,
-    wait_exit,
-)
+from scriptbus.executor.cgroups import CgroupTree, cgroup2_mount, own_cgroup
+from scriptbus.executor.containment import Containment, RunProcesses, terminate
+from scriptbus.executor.process import StopCause, clean_env, find_bash, outcome, spawn, wait_exit
+from scriptbus.executor.procfs import ProcStat, descendants, read_stat
+
+
+@pytest.fixture
+async def run_processes() -> AsyncIterator[RunProcesses]:
+    """A run's cgroup (the pytest process must not become a subreaper, so no fallback here)."""
+    try:
+        tree = CgroupTree.create()
+    except OSError as exc:
+        pytest.skip(f"no cgroup v2 here: {exc}")
+    procs = Containment(tree, None).for_run(f"unit-{os.getpid()}-{time.monotonic_ns()}")
+    yield procs
+    await terminate(procs, grace_s=0)
+    await procs.close()
+
+
+async def start(procs: RunProcesses, script: str, cwd: Path) -> asyncio.subprocess.Process:
+    proc = await spawn(find_bash(), script, ["hi"], clean_env({}), cwd, procs.preexec())
+    stat = read_stat(proc.pid)  # None when it already ended and was reaped
+    procs.started(proc.pid, stat.start_time if stat is not None else 0)
+    return proc
 
 
 def test_clean_env_keeps_only_the_basics_and_the_runs_own() -> None:
@@ -48,31 +65,53 @@ def test_outcome_maps_endings_to_statuses() -> None:
     assert outcome(-9, StopCause.TIMEOUT, True).status == RunStatus.TIMED_OUT
 
 
-async def test_exit_is_seen_although_a_background_child_holds_the_pipes(tmp_path: Path) -> None:
-    proc = await spawn(find_bash(), "sleep 30 & echo $1", ["hi"], clean_env({}), tmp_path)
+async def test_exit_is_seen_although_a_background_child_holds_the_pipes(
+    tmp_path: Path, run_processes: RunProcesses
+) -> None:
+    proc = await start(run_processes, "setsid sleep 30 & echo $1", tmp_path)
     t0 = time.monotonic()
     assert await asyncio.wait_for(wait_exit(proc), 10) == 0
     assert time.monotonic() - t0 < 5
-    assert len(group_members(proc.pid)) == 1  # the background sleep
-    assert await kill_group(proc.pid) == []
-    assert group_members(proc.pid) == []
+    assert len(run_processes.pids()) == 1  # the sleep, in its own session but still in the run's cgroup
+    assert await terminate(run_processes, grace_s=5) == []
+    assert run_processes.pids() == []
     assert proc.stdout is not None
     assert await proc.stdout.read() == b"hi\n"
     await proc.wait()
 
 
-async def test_kill_group_takes_children_and_grandchildren(tmp_path: Path) -> None:
-    script = "bash -c 'sleep 1000 & wait' & sleep 1000 & wait"
-    proc = await spawn(find_bash(), script, [], clean_env({}), tmp_path)
+async def test_terminate_takes_every_descendant_after_the_grace(tmp_path: Path, run_processes: RunProcesses) -> None:
+    script = "trap '' TERM; (setsid bash -c 'trap \"\" TERM; sleep 1000 & wait' &); sleep 1000 & wait"
+    proc = await start(run_processes, script, tmp_path)
     deadline = time.monotonic() + 10
-    while len(group_members(proc.pid)) < 4:  # bash, inner bash, two sleeps
-        assert time.monotonic() < deadline, group_members(proc.pid)
+    while len(run_processes.pids()) < 4:  # bash, the detached bash, two sleeps
+        assert time.monotonic() < deadline, run_processes.pids()
         await asyncio.sleep(0.01)
-    assert proc.pid in group_members(proc.pid)
-    assert await kill_group(proc.pid) == []
+    t0 = time.monotonic()
+    assert await terminate(run_processes, grace_s=0.3) == []
+    assert time.monotonic() - t0 >= 0.3  # TERM was ignored: KILL only after the grace
     assert await wait_exit(proc) == -9
-    assert group_members(proc.pid) == []
+    assert run_processes.pids() == []
     await proc.wait()
+
+
+def test_cgroup2_is_found_on_hybrid_and_pure_hosts() -> None:
+    hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n"
+    hybrid += "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"
+    assert str(cgroup2_mount(hybrid)) == "/sys/fs/cgroup/unified"
+    assert str(cgroup2_mount("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n")) == "/sys/fs/cgroup"
+    assert cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n") is None
+    assert own_cgroup("4:memory:/x\n0::/system.slice/scriptbus.service\n") == "/system.slice/scriptbus.service"
+    assert own_cgroup("1:cpu:/\n") == "/"
+
+
+def test_descendants_follow_parent_links_only() -> None:
+    def stat(pid: int, ppid: int) -> ProcStat:
+        return ProcStat(pid, "S", ppid, pid, pid, 0)
+
+    stats = {p.pid: p for p in (stat(1, 0), stat(10, 1), stat(11, 10), stat(12, 11), stat(20, 1))}
+    assert descendants({10}, stats) == {10, 11, 12}
+    assert descendants({99}, stats) == set()
 
 
 async def test_script_runs_in_its_own_session_with_its_cwd(tmp_path: Path) -> None:
@@ -83,3 +122,19 @@ async def test_script_runs_in_its_own_session_with_its_cwd(tmp_path: Path) -> No
     assert int(out[1]) == proc.pid
     assert os.getsid(0) != proc.pid
     await proc.wait()
+
+
+async def test_sweep_removes_only_empty_left_over_cgroups(tmp_path: Path, run_processes: RunProcesses) -> None:
+    # A subtree of its own, so the sweep cannot touch anything else on this machine.
+    own = CgroupTree.create().make(f"unit-sweep-{os.getpid()}-{time.monotonic_ns()}")
+    tree = CgroupTree(own.path)
+    empty = tree.make("left-over")
+    busy = Containment(tree, None).for_run("live")
+    proc = await start(busy, "sleep 1000", tmp_path)
+    tree.sweep(older_than_s=0)
+    assert not empty.path.exists()
+    assert busy.pids() == [proc.pid]  # a live run's cgroup stays
+    assert await terminate(busy, grace_s=0) == []
+    await proc.wait()
+    await busy.close()
+    assert own.remove()

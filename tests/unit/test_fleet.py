@@ -1,7 +1,7 @@
-"""The scheduler's view of the fleet: who is silent, who came back as a new process."""
+"""The scheduler's view of the fleet: instances told apart by executor id, lost only when silent."""
 
-from scriptbus.events import ExecutorStopped
-from scriptbus.scheduler.fleet import ExecutorState, Fleet
+from scriptbus.events import ExecutorLost, ExecutorState, ExecutorStopped, utcnow
+from scriptbus.scheduler.fleet import FORGET_AFTER_S, Fleet
 from tests.helpers.fleet import heartbeat
 
 
@@ -12,7 +12,7 @@ def test_silent_executor_is_lost_once_with_its_runs() -> None:
     [loss] = fleet.silent(now=3.5)
     assert (loss.host, loss.executor_id, loss.run_ids) == ("a", "e1", ("r1",))
     assert fleet.silent(now=10) == []  # declared once
-    assert fleet.executors["a"].state is ExecutorState.LOST
+    assert fleet.executors["e1"].state is ExecutorState.LOST
 
 
 def test_cleanly_stopped_executor_is_never_lost() -> None:
@@ -22,12 +22,45 @@ def test_cleanly_stopped_executor_is_never_lost() -> None:
     assert fleet.silent(now=100) == []
 
 
-def test_restart_under_the_same_host_loses_the_old_instance_runs() -> None:
-    fleet = Fleet(lost_after_s=30)
-    fleet.observe(heartbeat("a", "e1", ["r1", "r2"]), now=0)
-    loss = fleet.observe(heartbeat("a", "e2"), now=1)
-    assert loss is not None and loss.executor_id == "e1" and set(loss.run_ids) == {"r1", "r2"}
-    assert fleet.observe(heartbeat("a", "e2"), now=2) is None
+def test_two_live_instances_of_one_host_are_two_executors() -> None:
+    fleet = Fleet(lost_after_s=3)
+    # They beat in turn, as two live processes with the same --host would.
+    for t in range(20):
+        fleet.observe(heartbeat("a", "e1", ["r1"]), now=t)
+        fleet.observe(heartbeat("a", "e2", ["r2"]), now=t + 0.5)
+        assert fleet.silent(now=t + 0.6) == []
+    assert {(ex.host, ex.state) for ex in fleet.executors.values()} == {("a", ExecutorState.ONLINE)}
+    assert set(fleet.executors) == {"e1", "e2"}
+
+
+def test_only_the_instance_that_died_loses_its_runs() -> None:
+    fleet = Fleet(lost_after_s=3)
+    fleet.observe(heartbeat("a", "e1", ["r1"]), now=0)
+    fleet.observe(heartbeat("a", "e2", ["r2"]), now=0)
+    for t in (1, 2, 3, 4):
+        fleet.observe(heartbeat("a", "e2", ["r2"]), now=t)  # e1 said nothing more
+    [loss] = fleet.silent(now=4)
+    assert (loss.executor_id, loss.run_ids) == ("e1", ("r1",))
+    assert fleet.executors["e2"].state is ExecutorState.ONLINE
+
+
+def test_a_restart_does_not_lose_the_new_instance() -> None:
+    fleet = Fleet(lost_after_s=3)
+    fleet.observe(heartbeat("a", "e1", ["r1"]), now=0)
+    fleet.observe(heartbeat("a", "e2"), now=1)
+    # The old instance is lost by its own silence, the new one is not touched.
+    assert fleet.silent(now=2) == []
+    fleet.observe(heartbeat("a", "e2"), now=3.5)
+    [loss] = fleet.silent(now=3.5)
+    assert loss.executor_id == "e1"
+
+
+def test_draining_executor_that_goes_silent_is_lost() -> None:
+    fleet = Fleet(lost_after_s=3)
+    beat = heartbeat("a", "e1", ["r1"]).model_copy(update={"draining": True})
+    fleet.observe(beat, now=0)
+    assert fleet.executors["e1"].state is ExecutorState.DRAINING
+    assert [loss.executor_id for loss in fleet.silent(now=5)] == ["e1"]
 
 
 def test_lost_executor_that_beats_again_is_online() -> None:
@@ -35,7 +68,16 @@ def test_lost_executor_that_beats_again_is_online() -> None:
     fleet.observe(heartbeat("a", "e1"), now=0)
     assert len(fleet.silent(now=2)) == 1
     fleet.observe(heartbeat("a", "e1"), now=3)
-    assert fleet.executors["a"].state is ExecutorState.ONLINE
+    assert fleet.executors["e1"].state is ExecutorState.ONLINE
+
+
+def test_gone_instances_are_forgotten_in_time() -> None:
+    fleet = Fleet(lost_after_s=1)
+    fleet.observe(ExecutorLost(host="a", executor_id="e1", last_seen=utcnow()), now=0)
+    fleet.observe(heartbeat("a", "e2"), now=0)
+    fleet.observe(ExecutorStopped(host="a", executor_id="e2"), now=0)
+    fleet.silent(now=FORGET_AFTER_S + 1)
+    assert fleet.executors == {}
 
 
 def test_silence_the_scheduler_could_not_hear_is_excused() -> None:

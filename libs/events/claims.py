@@ -1,0 +1,26 @@
+"""What the claims bucket holds: who took a run. `create` of a run's key is the one atomic claim; the value
+says whether an executor instance took it (and will start it) or a stop took it (and nobody ever will).
+
+Executor claims carry a prefix no cancel has, so no host name or executor id can write a cancel."""
+
+from __future__ import annotations
+
+CANCELLED_CLAIM = b"cancelled"
+_EXECUTOR_PREFIX = b"executor:"
+
+
+def executor_claim(executor_id: str) -> bytes:
+    """The value an executor instance writes when it takes a run."""
+    return _EXECUTOR_PREFIX + executor_id.encode()
+
+
+def is_cancel(value: bytes | None) -> bool:
+    """True when the claim was taken by a stop before any executor started the run."""
+    return value == CANCELLED_CLAIM
+
+
+def claim_holder(value: bytes | None) -> str | None:
+    """The executor id that holds the run, or None (a cancel, or a claim of an older version)."""
+    if value is None or not value.startswith(_EXECUTOR_PREFIX):
+        return None
+    return value[len(_EXECUTOR_PREFIX) :].decode(errors="replace")

@@ -1,0 +1,125 @@
+"""A small journal of what this executor instance started, so the next instance on this host can reap
+what it left behind (after a SIGKILL, a crash or a power cut).
+
+`<work_dir>/.journal/<executor_id>/` holds a `lock` file that the instance keeps flock'ed while it lives,
+and one `<run_id>.json` per run from its claim until its finish is published. A directory whose lock can
+be taken belongs to an instance that is gone."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+JOURNAL_DIR = ".journal"
+
+
+@dataclass(frozen=True)
+class Entry:
+    run_id: str
+    boot_id: str = ""
+    # Unset between the claim and the spawn.
+    pid: int | None = None
+    start_time: int | None = None
+    cgroup: str | None = None
+    # Without a cgroup: [pid, start time] of each process seen as the run's.
+    members: list[list[int]] = field(default_factory=list)
+
+
+def _read_entries(directory: Path) -> list[Entry]:
+    entries = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            raw = json.loads(path.read_text())
+            entries.append(Entry(**raw))
+        except (OSError, ValueError, TypeError) as exc:
+            # A half-written entry (we died while writing it): its run id is still in the name.
+            log.warning("journal entry %s unreadable (%s)", path, exc)
+            entries.append(Entry(run_id=path.stem))
+    return entries
+
+
+class Journal:
+    """This instance's journal, locked for as long as the process lives."""
+
+    def __init__(self, work_dir: Path, executor_id: str) -> None:
+        self.dir = work_dir / JOURNAL_DIR / executor_id
+        # Made under a hidden name and locked before it appears, so no other instance ever finds it
+        # unlocked and takes it for a predecessor's.
+        making = self.dir.with_name(f".{executor_id}")
+        making.mkdir(parents=True)
+        self._lock = os.open(making / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        making.rename(self.dir)
+
+    def record(self, entry: Entry) -> None:
+        """Write (or rewrite) a run's entry; durable before it returns, so it is on disk before the run
+        is announced."""
+        path = self.dir / f"{entry.run_id}.json"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(entry), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def forget(self, run_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / f"{run_id}.json").unlink()
+
+    def close(self) -> None:
+        """At shutdown: with every run reported the journal goes; entries of runs whose finish could not
+        be published stay, for the next instance to report."""
+        if not any(self.dir.glob("*.json")):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        os.close(self._lock)
+
+
+@dataclass
+class Predecessor:
+    """A journal whose instance is gone, held locked by us while we reap it."""
+
+    executor_id: str
+    dir: Path
+    entries: list[Entry]
+    _lock: int
+
+    def done(self) -> None:
+        """Reaped and reported: the journal goes."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        os.close(self._lock)
+
+
+def live_runs(work_dir: Path) -> set[str]:
+    """Run ids in every journal (live or not) under `work_dir`."""
+    return {p.stem for p in (work_dir / JOURNAL_DIR).glob("*/*.json")}
+
+
+def predecessors(work_dir: Path) -> list[Predecessor]:
+    """Journals left by instances that are gone; each is locked by us until `done()`."""
+    out: list[Predecessor] = []
+    root = work_dir / JOURNAL_DIR
+    if not root.is_dir():
+        return out
+    for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # a live instance
+            continue
+        out.append(Predecessor(directory.name, directory, _read_entries(directory), fd))
+    return out

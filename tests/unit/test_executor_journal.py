@@ -1,0 +1,40 @@
+"""The executor's journal: a live instance's is never taken for a predecessor's; a gone one's is."""
+
+import json
+from pathlib import Path
+
+from scriptbus.executor.journal import JOURNAL_DIR, Entry, Journal, live_runs, predecessors
+
+
+def test_a_live_instance_is_not_a_predecessor(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, "e1")
+    journal.record(Entry("r1", "boot", 123, 456, "/sys/fs/cgroup/scriptbus/r1"))
+    assert predecessors(tmp_path) == []
+    assert live_runs(tmp_path) == {"r1"}
+    journal.forget("r1")
+    journal.close()
+    assert not (tmp_path / JOURNAL_DIR / "e1").exists()  # every run was reported
+
+
+def test_a_gone_instance_leaves_its_entries_to_the_next(tmp_path: Path) -> None:
+    gone = tmp_path / JOURNAL_DIR / "e0"
+    gone.mkdir(parents=True)
+    (gone / "lock").touch()  # nobody holds it: the process died
+    (gone / "r1.json").write_text(json.dumps({"run_id": "r1", "boot_id": "b", "pid": 7, "start_time": 9}))
+    (gone / "r2.json").write_text('{"run_id": "r2", "bo')  # it died while writing
+    [found] = predecessors(tmp_path)
+    assert found.executor_id == "e0"
+    assert found.entries == [Entry("r1", "b", 7, 9, None), Entry("r2")]
+    # While we reap it, nobody else takes it.
+    assert predecessors(tmp_path) == []
+    found.done()
+    assert not gone.exists()
+
+
+def test_unreported_runs_stay_at_shutdown(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, "e1")
+    journal.record(Entry("r1", "boot"))
+    journal.close()
+    [found] = predecessors(tmp_path)
+    assert [e.run_id for e in found.entries] == ["r1"]
+    found.release()
