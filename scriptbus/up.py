@@ -30,6 +30,8 @@ from scriptbus.embedded import (
     free_port,
     port_is_free,
 )
+from scriptbus.events.lifecycle import DEFAULT_SHUTDOWN_TIMEOUT_S
+from scriptbus.executor.settings import EXECUTOR_SHUTDOWN_TIMEOUT_S
 
 SERVICE_ORDER = ("recorder", "scheduler", "executor", "gateway")
 # Restarts back off from 0.5 s up to this; a unit that ran this long before dying starts over at 0.5 s.
@@ -280,6 +282,21 @@ def _supervise(units: list[ServerUnit | Child]) -> None:
         time.sleep(0.2)
 
 
+def _stop_budget_s(child: Child) -> float:
+    """How long to wait for a service after SIGTERM: its own shutdown deadline (the executor's covers its
+    runs' grace periods) and a little more, so `up` never SIGKILLs a service that is still keeping its word."""
+    own = child.env.get("SCRIPTBUS_SHUTDOWN_TIMEOUT_S")
+    try:
+        budget = (
+            float(own)
+            if own
+            else (EXECUTOR_SHUTDOWN_TIMEOUT_S if child.name == "executor" else DEFAULT_SHUTDOWN_TIMEOUT_S)
+        )
+    except ValueError:
+        budget = DEFAULT_SHUTDOWN_TIMEOUT_S
+    return budget + 5.0
+
+
 def _shutdown(children: dict[str, Child], servers: list[EmbeddedNats | EmbeddedPostgres]) -> None:
     # A second Ctrl-C while stopping must not leave half the system running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -289,6 +306,6 @@ def _shutdown(children: dict[str, Child], servers: list[EmbeddedNats | EmbeddedP
         for child in members:
             child.stop()
         for child in members:
-            child.wait(timeout=30)
+            child.wait(timeout=_stop_budget_s(child))
     for server in reversed(servers):
         server.stop()

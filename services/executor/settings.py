@@ -19,6 +19,10 @@ def _default_work_dir() -> str:
     return os.path.join(tempfile.gettempdir(), "scriptbus-runs")
 
 
+# Stopping runs at shutdown takes their grace period, then up to 15 s to publish their ends.
+EXECUTOR_SHUTDOWN_TIMEOUT_S = 60.0
+
+
 class ExecutorSettings(ServiceSettings):
     """Who this executor is, what it serves, and how much it runs at once."""
 
@@ -36,7 +40,7 @@ class ExecutorSettings(ServiceSettings):
     # Used when a request does not say its own grace period.
     default_stop_grace_s: float = Field(5.0, ge=0)
     # Stopping runs at shutdown takes their grace period, then up to 15 s to publish their ends.
-    shutdown_timeout_s: float = Field(default=60.0, gt=0)
+    shutdown_timeout_s: float = Field(default=EXECUTOR_SHUTDOWN_TIMEOUT_S, gt=0)
     # `SCRIPTBUS_EXECUTOR_CGROUPS=off` holds runs by a child subreaper even where cgroup v2 is available.
     executor_cgroups: bool = True
 
