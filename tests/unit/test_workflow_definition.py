@@ -18,7 +18,7 @@ from scriptbus.events.workflows import (
     project_id,
     workflow_id,
 )
-from scriptbus.scheduler.workflows.definition import (
+from scriptbus.events.workflow_definitions import (
     Catalog,
     Change,
     DefinitionConflict,
