@@ -340,9 +340,7 @@ async def wfrun_step_settled(conn: asyncpg.Connection, e: WfRunStepSettled, seq:
         )
 
 
-async def wfrun_step_retry_scheduled(
-    conn: asyncpg.Connection, e: WfRunStepRetryScheduled, seq: int, w: object
-) -> None:
+async def wfrun_step_retry_scheduled(conn: asyncpg.Connection, e: WfRunStepRetryScheduled, seq: int, w: object) -> None:
     step = await _Step.load(conn, e.wfrun_id, e.step)
     if step is not None and step.status is StepStatus.RETRYING and e.attempt == len(step.attempts) + 1:
         step.next_retry_at = _aware(e.retry_at)
@@ -360,9 +358,7 @@ async def wfrun_step_stop_issued(conn: asyncpg.Connection, e: WfRunStepStopIssue
     await step.save(conn)
 
 
-async def wfrun_step_hold(
-    conn: asyncpg.Connection, e: WfRunStepHeld | WfRunStepReleased, seq: int, w: object
-) -> None:
+async def wfrun_step_hold(conn: asyncpg.Connection, e: WfRunStepHeld | WfRunStepReleased, seq: int, w: object) -> None:
     step = await _Step.load(conn, e.wfrun_id, e.step)
     if step is None or (e.attempt is not None and e.attempt != len(step.attempts)):
         return  # an earlier attempt's process let go, or asked too late
