@@ -9,15 +9,6 @@ from typing import Any
 import pytest
 
 from scriptbus.events import Subjects, decode_event, encode_event, subject_for
-from scriptbus.events.workflows import (
-    ProjectDefined,
-    ProjectRemoved,
-    StepExec,
-    WorkflowDefined,
-    WorkflowRemoved,
-    project_id,
-    workflow_id,
-)
 from scriptbus.events.workflow_definitions import (
     Catalog,
     Change,
@@ -31,6 +22,15 @@ from scriptbus.events.workflow_definitions import (
     parse_removal,
     remove,
     replace,
+)
+from scriptbus.events.workflows import (
+    ProjectDefined,
+    ProjectRemoved,
+    StepExec,
+    WorkflowDefined,
+    WorkflowRemoved,
+    project_id,
+    workflow_id,
 )
 from tests.helpers.seed004 import SEED_004_SAMPLE
 
