@@ -22,6 +22,7 @@ import nats.js.errors
 from scriptbus.events.envelope import Event, new_id, utcnow
 from scriptbus.events.workflow_definitions import Change, Project
 from scriptbus.events.workflows import (
+    ACTIVE_WORKFLOW_RUN_STATUSES,
     StepStatus,
     WfRunEvent,
     WfRunRequested,
@@ -152,7 +153,7 @@ async def _still_active(gw: Gateway, wfrun_id: str, revision: int | None) -> boo
     with db_errors():
         status = await workflow_readmodels.run_status(gw.pool, wfrun_id)
     if status is not None:
-        return status in (WorkflowRunStatus.QUEUED, WorkflowRunStatus.RUNNING, WorkflowRunStatus.STOPPING)
+        return status in ACTIVE_WORKFLOW_RUN_STATUSES
     try:
         await gw.js.get_msg(
             gw.subjects.events_stream, seq=1, subject=gw.subjects.wfrun_event(wfrun_id, "requested"), next=True
@@ -256,7 +257,7 @@ async def retry_run(gw: Gateway, wfrun_id: str, new_run_id: str) -> WorkflowRun:
     """A new run of the same definition version that keeps the steps that succeeded before the first that
     did not, and runs that one and everything after it."""
     old = await get_run(gw, wfrun_id)
-    if old.status in (WorkflowRunStatus.QUEUED, WorkflowRunStatus.RUNNING, WorkflowRunStatus.STOPPING):
+    if old.status in ACTIVE_WORKFLOW_RUN_STATUSES:
         raise WorkflowConflict(f"workflow run {wfrun_id} is {old.status}; stop it or let it finish first")
     if old.status is WorkflowRunStatus.SUCCEEDED:
         raise WorkflowConflict(f"workflow run {wfrun_id} succeeded; there is nothing to retry")

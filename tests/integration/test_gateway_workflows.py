@@ -419,3 +419,26 @@ async def test_rebuild_reproduces_the_workflow_read_models(
     assert await asyncio.to_thread(rebuild.wait, 60) == 0, rebuild.log()
     after = await dump_read_models(database_url)
     assert {t: after[t] for t in WORKFLOW_TABLES} == {t: before[t] for t in WORKFLOW_TABLES}
+
+
+async def test_openapi_documents_the_workflow_routes(wfapi: Api) -> None:
+    paths = (await wfapi.client.get("/openapi.json")).json()["paths"]
+    for path, methods in {
+        "/api/v1/projects": {"get"},
+        "/api/v1/projects/import": {"post"},
+        "/api/v1/projects/remove": {"post"},
+        "/api/v1/projects/{project}": {"get"},
+        "/api/v1/projects/{project}/export": {"get"},
+        "/api/v1/projects/{project}/workflows": {"post"},
+        "/api/v1/projects/{project}/workflows/{workflow}": {"get", "put", "delete"},
+        "/api/v1/projects/{project}/workflows/{workflow}/runs": {"post"},
+        "/api/v1/workflow-runs": {"get"},
+        "/api/v1/workflow-runs/{wfrun_id}": {"get"},
+        "/api/v1/workflow-runs/{wfrun_id}/stop": {"post"},
+        "/api/v1/workflow-runs/{wfrun_id}/retry": {"post"},
+        "/api/v1/workflow-runs/{wfrun_id}/events": {"get"},
+        "/api/v1/workflow-runs/{wfrun_id}/steps/{step}/hold": {"post", "delete"},
+    }.items():
+        assert methods <= set(paths[path]), path
+    assert "example" in paths["/api/v1/projects/import"]["post"]["requestBody"]["content"]["application/json"]
+    assert "workflow_run" in {p["name"] for p in paths["/api/v1/runs"]["get"]["parameters"]}
