@@ -21,6 +21,7 @@ import nats.js.errors
 
 from scriptbus.events.envelope import Event, new_id, utcnow
 from scriptbus.events.workflow_definitions import Change, Project
+from scriptbus.events.workflow_status import spad_name
 from scriptbus.events.workflows import (
     ACTIVE_WORKFLOW_RUN_STATUSES,
     StepStatus,
@@ -36,7 +37,7 @@ from scriptbus.gateway import actions, workflow_readmodels
 from scriptbus.gateway.catalogue import name_key
 from scriptbus.gateway.errors import BusUnavailable, GatewayError, bus_errors, db_errors, invalid_input
 from scriptbus.gateway.state import Gateway
-from scriptbus.gateway.workflow_schemas import WorkflowRun
+from scriptbus.gateway.workflow_schemas import WorkflowRun, WorkflowRunStep
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +224,50 @@ async def _request(gw: Gateway, event: WfRunRequested) -> WorkflowRun:
         event.version,
         seq,
     )
-    run = await _read_back(gw, event.wfrun_id, seq)
-    if run is None:
-        raise BusUnavailable(f"workflow run {event.wfrun_id} is stored but not readable yet; GET it shortly")
-    return run
+    return await _read_back(gw, event.wfrun_id, seq) or _from_request(event)
+
+
+def _from_request(event: WfRunRequested) -> WorkflowRun:
+    """The run as its request describes it, for when the read models are slow to show it."""
+    specs = sorted(event.steps, key=lambda s: s.place)
+    steps = []
+    for spec in specs:
+        if event.task is not None and spec.name != event.task:
+            continue
+        kept = event.kept_steps.get(spec.name)
+        steps.append(
+            WorkflowRunStep(
+                name=spec.name,
+                place=spec.place,
+                exec=spec.exec,
+                status=StepStatus.SUCCEEDED if kept else StepStatus.PENDING,
+                spad_status=spad_name(StepStatus.SUCCEEDED if kept else StepStatus.PENDING),
+                attempt=0,
+                run_id=kept,
+                attempts=[],
+                next_retry_at=None,
+                survivors=[],
+                held=False,
+                reason=f"succeeded in {event.retry_of}" if kept else "",
+            )
+        )
+    return WorkflowRun(
+        id=event.wfrun_id,
+        project=event.project,
+        workflow=event.workflow,
+        version=event.version,
+        status=WorkflowRunStatus.QUEUED,
+        task=event.task,
+        requested_by=event.requested_by,
+        retry_of=event.retry_of,
+        failed_step=None,
+        reason="",
+        created_at=event.occurred_at,
+        started_at=None,
+        stop_requested_at=None,
+        finished_at=None,
+        steps=steps,
+    )
 
 
 async def start_run(gw: Gateway, project: str, workflow: str, task: str | None, wfrun_id: str) -> WorkflowRun:
