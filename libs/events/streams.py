@@ -29,6 +29,8 @@ MAX_MSG_SIZE = 8 * 1024 * 1024
 DUPLICATE_WINDOW_S = 120.0
 CLAIM_MAX_AGE_S = 30 * 24 * 3600.0
 IDEMPOTENCY_TTL_S = 24 * 3600.0
+# A definition lock left by a gateway that died mid-change frees itself after this.
+WFDEFS_LOCK_TTL_S = 60.0
 # A request pulled but neither claimed nor released in this time goes to another executor.
 QUEUE_ACK_WAIT_S = 30.0
 
@@ -129,6 +131,17 @@ async def command_names_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
 async def idempotency_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
     """sha256(Idempotency-Key) -> {"request": sha256 of method+path+body, "resource": ...}; 24 h."""
     return await _bucket(js, s.idempotency_bucket, IDEMPOTENCY_TTL_S)
+
+
+async def wfactive_bucket(js: JetStreamContext, subjects: Subjects) -> KeyValue:
+    """Workflow id -> the id of its active workflow run. Starting a run `create`s the key (only one
+    start wins); a key whose run has finished is taken over with an update on its revision."""
+    return await _bucket(js, subjects.wfactive_bucket, None)
+
+
+async def wfdefs_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
+    """Project name -> who is changing its definitions: one change at a time, so none is lost."""
+    return await _bucket(js, s.wfdefs_bucket, WFDEFS_LOCK_TTL_S)
 
 
 def queue_consumer_config(s: Subjects, target: str) -> ConsumerConfig:

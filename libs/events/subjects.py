@@ -37,6 +37,10 @@ class Subjects:
         self.command_names_bucket = f"{up}_command_names"
         # Idempotency-Key (hashed) -> the request's hash and the resource it made; entries live 24 h.
         self.idempotency_bucket = f"{up}_idempotency"
+        # Workflow id -> its active workflow run's id; `create` is the one atomic "start".
+        self.wfactive_bucket = f"{up}_wfactive"
+        # Project name -> the gateway request changing its definitions now (a short-lived lock).
+        self.wfdefs_bucket = f"{up}_wfdefs"
         # Subjects held by the events stream
         self.events_subjects = [
             f"{prefix}.runs.>",

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped
-from scriptbus.gateway import commands, executors, health, readmodels, runs
+from scriptbus.gateway import commands, executors, health, readmodels, runs, workflows
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher
@@ -88,6 +88,8 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.include_router(runs.router)
     app.include_router(commands.router)
     app.include_router(executors.router)
+    app.include_router(workflows.projects)
+    app.include_router(workflows.runs)
     app.include_router(health.router)
 
     @app.exception_handler(GatewayError)

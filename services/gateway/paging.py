@@ -8,13 +8,23 @@ import binascii
 import json
 import uuid
 from datetime import datetime
+from typing import Protocol
 
-from scriptbus.gateway.schemas import RunSummary, utc_instant
+from scriptbus.gateway.schemas import utc_instant
 
 _NOT_OURS = "not a cursor this API returned (use `next_cursor` of a previous page)"
 
 
-def encode_cursor(run: RunSummary) -> str:
+class Keyed(Protocol):
+    """What pages are ordered by: runs and workflow runs alike."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> str: ...
+
+
+def encode_cursor(run: Keyed) -> str:
     """The cursor of the page that follows `run`."""
     raw = json.dumps({"t": run.created_at.isoformat(), "id": run.id}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")

@@ -27,7 +27,8 @@ _SUMMARY_COLUMNS = """
     id::text AS id, status, command_id::text AS command_id, script, args, description, env, pool, target_host,
     timeout_s, stop_grace_s,
     exit_code, signal, host, pid, created_at, started_at, stop_requested_at, finished_at, duration_s,
-    output_bytes, output_truncated, dropped_bytes, reason, survivors
+    output_bytes, output_truncated, dropped_bytes, reason, survivors,
+    workflow_run_id::text AS workflow_run_id, workflow_step, attempt
 """
 
 
@@ -76,6 +77,7 @@ class RunFilter:
     pool: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    workflow_run: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         """The WHERE clause (or "") and its parameters, numbered from $1."""
@@ -98,6 +100,8 @@ class RunFilter:
             add("created_at > $?", self.created_after)
         if self.created_before is not None:
             add("created_at < $?", self.created_before)
+        if self.workflow_run is not None:
+            add("workflow_run_id = $?::uuid", self.workflow_run)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 

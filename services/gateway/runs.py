@@ -131,6 +131,7 @@ async def list_runs(
             description="`next_cursor` of the previous page: the next older page, stable while new runs are added.",
         ),
     ] = None,
+    workflow_run: Annotated[uuid.UUID | None, Query(description="Only the step runs of this workflow run.")] = None,
 ) -> RunList:
     """Runs newest first (by creation time, then id), without their output."""
     where = RunFilter(
@@ -140,6 +141,7 @@ async def list_runs(
         pool=pool,
         created_after=_utc("created_after", created_after),
         created_before=_utc("created_before", created_before),
+        workflow_run=str(workflow_run) if workflow_run is not None else None,
     )
     return await queries.list_runs(gw, where, limit, offset, cursor)
 

@@ -285,6 +285,9 @@ class RunSummary(BaseModel):
         "its pool), else empty."
     )
     survivors: list[int] = Field(description="Pids of the run's processes still alive after SIGKILL.")
+    workflow_run_id: str | None = Field(None, description="The workflow run this run is a step attempt of.")
+    workflow_step: str | None = Field(None, description="The step of `workflow_run_id` it runs.")
+    attempt: int | None = Field(None, description="Which attempt of that step it is (1 for the first).")
 
 
 class Run(RunSummary):

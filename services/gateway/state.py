@@ -11,7 +11,13 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from scriptbus.events.streams import claims_bucket, command_names_bucket, idempotency_bucket
+from scriptbus.events.streams import (
+    claims_bucket,
+    command_names_bucket,
+    idempotency_bucket,
+    wfactive_bucket,
+    wfdefs_bucket,
+)
 from scriptbus.events.subjects import Subjects
 from scriptbus.gateway.projection import ProjectionWatcher
 from scriptbus.gateway.settings import GatewaySettings
@@ -32,6 +38,8 @@ class Gateway:
     _claims: KeyValue | None = None
     _command_names: KeyValue | None = None
     _idempotency: KeyValue | None = None
+    _wfactive: KeyValue | None = None
+    _wfdefs: KeyValue | None = None
 
     async def claims(self) -> KeyValue:
         """The claims bucket, looked up once."""
@@ -50,6 +58,18 @@ class Gateway:
         if self._idempotency is None:
             self._idempotency = await idempotency_bucket(self.js, self.subjects)
         return self._idempotency
+
+    async def wfactive(self) -> KeyValue:
+        """The bucket of each workflow's active run, looked up once."""
+        if self._wfactive is None:
+            self._wfactive = await wfactive_bucket(self.js, self.subjects)
+        return self._wfactive
+
+    async def wfdefs(self) -> KeyValue:
+        """The bucket of projects whose definitions are being changed, looked up once."""
+        if self._wfdefs is None:
+            self._wfdefs = await wfdefs_bucket(self.js, self.subjects)
+        return self._wfdefs
 
 
 def get_gateway(request: Request) -> Gateway:

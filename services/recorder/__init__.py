@@ -7,7 +7,8 @@
   (PostgreSQL holds the position), in batches bounded by count and bytes, fetching ahead.
 - `batch.py` applies a batch and the new position in one transaction, skipping what was applied,
   stopping at a jump in sequence numbers unless the missing messages were deleted.
-- `projections.py` holds one plain function per event type; `run_output.py` writes a batch's output
+- `projections.py` holds one plain function per event type (those of workflow definitions and workflow
+  runs in `workflow_projections.py`); `run_output.py` writes a batch's output
   chunks with one COPY; `run_stats.py` adds up the batch's counters for /metrics.
 - `purges.py`: after a commit that deleted runs, their messages are purged from the events stream.
 - After each commit on the events stream: `NOTIFY scriptbus_position, '<last_seq>'`.

@@ -32,11 +32,12 @@ from scriptbus.events.runs import (
     RunStopRequested,
 )
 from scriptbus.events.statuses import TERMINAL_STATUSES
-from scriptbus.events.workflows import WORKFLOW_EVENT_TYPES
+from scriptbus.events.workflows import WfRunEvent, WorkflowEvent
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.purges import record_purge
 from scriptbus.recorder.run_output import OutputBatch
 from scriptbus.recorder.run_stats import RunStats
+from scriptbus.recorder.workflow_projections import WORKFLOW_PROJECTIONS, step_run_event
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
 async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: BatchWrites) -> None:
     status = await conn.execute(
         """INSERT INTO runs (id, seq, status, script, args, env, description, pool, target_host,
-                             command_id, timeout_s, stop_grace_s, created_at)
-           VALUES ($1, $2, 'queued', $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11, $12)
+                             command_id, timeout_s, stop_grace_s, created_at, workflow_run_id, workflow_step, attempt)
+           VALUES ($1, $2, 'queued', $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
            ON CONFLICT (id) DO NOTHING""",
         uuid.UUID(e.run_id),
         seq,
@@ -97,6 +98,9 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: 
         e.timeout_s,
         e.stop_grace_s,
         _aware(e.occurred_at),
+        _uuid_or_none(e.workflow_run_id),
+        e.workflow_step,
+        e.attempt,
     )
     if status == "INSERT 0 1":
         w.stats.count("requested", e.pool)
@@ -120,6 +124,7 @@ async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int, w: Batc
     )
     if first_start:
         w.stats.count("started", e.host)
+    await step_run_event(conn, e)
 
 
 async def run_stop_requested(conn: asyncpg.Connection, e: RunStopRequested, seq: int, w: BatchWrites) -> None:
@@ -158,6 +163,7 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         w.stats.count("finished", e.status.value)
         if e.duration_s is not None:
             w.stats.observe_duration(e.duration_s)
+    await step_run_event(conn, e)
 
 
 async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: BatchWrites) -> None:
@@ -267,12 +273,12 @@ PROJECTIONS: dict[str, Projection] = {
     "executor.heartbeat": executor_heartbeat,
     "executor.stopped": executor_stopped,
     "executor.lost": executor_lost,
+    **WORKFLOW_PROJECTIONS,
 }
 
 # Event types the read models deliberately do not show. Every event type is in exactly one of
 # PROJECTIONS and IGNORED (tests/unit/test_contract.py), so a new event cannot be dropped by omission.
-# Workflow definitions and runs have no read models yet (the scheduler folds them from the stream).
-IGNORED: frozenset[str] = frozenset(cls.model_fields["type"].default for cls in WORKFLOW_EVENT_TYPES)
+IGNORED: frozenset[str] = frozenset()
 
 
 def output_run_id(subject: str) -> str | None:
@@ -317,6 +323,10 @@ async def project_message(conn: asyncpg.Connection, msg: StreamMessage, writes: 
     entity_id = event.run_id if isinstance(event, RunEvent) else None
     if isinstance(event, CommandEvent):
         entity_id = event.command_id
+    if isinstance(event, WfRunEvent):
+        entity_id = event.wfrun_id
+    if isinstance(event, WorkflowEvent):
+        entity_id = event.workflow_id
     if entity_id is not None and not _valid_uuid(entity_id):
         log.warning("seq %d: %s for id %r that is not a UUID, skipped", msg.seq, event.type, entity_id)
         return

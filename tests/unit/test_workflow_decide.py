@@ -6,6 +6,7 @@ import copy
 from datetime import timedelta
 
 from scriptbus.events import RunStatus
+from scriptbus.events.workflow_definitions import create, parse_document
 from scriptbus.events.workflows import (
     StepStatus,
     WfRunStepDispatched,
@@ -16,7 +17,6 @@ from scriptbus.events.workflows import (
     step_run_id,
 )
 from scriptbus.scheduler.workflows.decide import decide
-from scriptbus.scheduler.workflows.definition import create, parse_document
 from scriptbus.scheduler.workflows.state import fold, spad_status
 from tests.helpers.seed004 import SEED_004_SAMPLE
 from tests.helpers.workflows import T0, WorkflowRunSim, dispatched, kinds, request, step

@@ -9,16 +9,7 @@ from typing import Any
 import pytest
 
 from scriptbus.events import Subjects, decode_event, encode_event, subject_for
-from scriptbus.events.workflows import (
-    ProjectDefined,
-    ProjectRemoved,
-    StepExec,
-    WorkflowDefined,
-    WorkflowRemoved,
-    project_id,
-    workflow_id,
-)
-from scriptbus.scheduler.workflows.definition import (
+from scriptbus.events.workflow_definitions import (
     Catalog,
     Change,
     DefinitionConflict,
@@ -31,6 +22,15 @@ from scriptbus.scheduler.workflows.definition import (
     parse_removal,
     remove,
     replace,
+)
+from scriptbus.events.workflows import (
+    ProjectDefined,
+    ProjectRemoved,
+    StepExec,
+    WorkflowDefined,
+    WorkflowRemoved,
+    project_id,
+    workflow_id,
 )
 from tests.helpers.seed004 import SEED_004_SAMPLE
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from scriptbus.events.envelope import Event
 from scriptbus.events.runs import RunEvent, RunFinished, RunStarted
 from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
+from scriptbus.events.workflow_status import STEP_STATUS_OF_RUN, spad_name
 from scriptbus.events.workflows import (
     ACTIVE_STEP_STATUSES,
     FINAL_STEP_STATUSES,
@@ -35,17 +36,6 @@ from scriptbus.events.workflows import (
     WorkflowRunStatus,
 )
 
-# A run's ending names the step's final status when nothing follows it.
-STEP_STATUS_OF_RUN: dict[RunStatus, StepStatus] = {
-    RunStatus.SUCCEEDED: StepStatus.SUCCEEDED,
-    RunStatus.FAILED: StepStatus.FAILED,
-    RunStatus.TERMINATED: StepStatus.TERMINATED,
-    RunStatus.STOPPED: StepStatus.STOPPED,
-    RunStatus.KILLED: StepStatus.KILLED,
-    RunStatus.TIMED_OUT: StepStatus.TIMED_OUT,
-    RunStatus.CANCELLED: StepStatus.CANCELLED,
-    RunStatus.LOST: StepStatus.LOST,
-}
 # Endings that spend the `retries` budget; `lost` spends `lost_retries`; our own stops spend nothing.
 FAILURES: frozenset[RunStatus] = frozenset({RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.TIMED_OUT})
 
@@ -365,29 +355,14 @@ def hold_deadline(state: WorkflowRunState, step: StepState) -> datetime | None:
 def spad_status(step: StepState) -> str:
     """The step's status in seed 004's words (`success0`, `error(1)`, `terminated(-15)`, `rerun`, …)."""
     current = step.current
-    if step.held and step.status in (StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.STOPPING):
-        return "waiting"
-    if current is not None and current.survivors and step.final:
-        return f"immortal({current.survivors[0]})"
-    status = step.status
-    if status in (StepStatus.PENDING, StepStatus.QUEUED):
-        return "new"
-    if status is StepStatus.RETRYING:
-        return "rerun"
-    if status is StepStatus.SUCCEEDED:
-        return "success0"
-    if status is StepStatus.FAILED:
-        code = current.exit_code if current is not None else None
-        return f"error({code})" if code is not None else "error"
-    if status in (StepStatus.TERMINATED, StepStatus.TIMED_OUT):
-        signal = current.signal if current is not None else None
-        return f"terminated(-{signal})" if signal else "terminated"
-    if status is StepStatus.SKIPPED:
-        return "not run"
-    if status is StepStatus.CANCELLED:
-        # A retry that a stop cancelled had run before: to the seed's users that step was stopped.
-        return "stopped" if any(a.ran for a in step.attempts) else "not run"
-    return status.value  # running, stopping, stopped, killed, lost: the seed's own words
+    return spad_name(
+        step.status,
+        held=step.held,
+        exit_code=current.exit_code if current else None,
+        signal=current.signal if current else None,
+        survivors=current.survivors if current else (),
+        ran=any(a.ran for a in step.attempts),
+    )
 
 
 def kept_on_retry(state: WorkflowRunState) -> dict[str, str]:

@@ -551,3 +551,30 @@ def dump(project: Project, workflow: str | None = None, task: str | None = None)
     body["name"] = project.name
     body["workflows"] = [dump_workflow(w, task) for w in workflows]
     return {"context": {"project": body}}
+
+
+def put_workflow(current: Project | None, project: str, doc: WorkflowDocument) -> Change:
+    """`PUT /projects/{p}/workflows/{w}`: the workflow becomes exactly `doc`, its tasks and no others
+    (made, with the project, when missing)."""
+    _check_project(current, project)
+    _check_document(ProjectDocument(name=project, workflows=[doc]))
+    base = current or Project(name=project)
+    workflow = base.workflow(doc.name) or _new_workflow(base, doc)
+    steps: list[StepSpec] = []
+    for spec in sorted(_with_ids([], list(doc.tasks or [])), key=lambda s: s.place):
+        steps = _insert(steps, spec)
+    update: dict[str, Any] = {
+        "steps": tuple(steps),
+        "settings": WorkflowSettings(max_active_runs=doc.max_active_runs or 1),
+    }
+    if doc.id is not None:
+        update["seed_id"] = doc.id
+    return _versioned(current, _put(base, workflow.model_copy(update=update)), (doc.name,))
+
+
+def remove_workflow(current: Project | None, project: str, workflow: str) -> Change:
+    """`DELETE /projects/{p}/workflows/{w}`: seed 004's `delete` of that one workflow."""
+    doc = RemovalDocument(
+        context=RemovalContext(project=RemovalProject(name=project, workflows=[RemovalWorkflow(name=workflow)]))
+    )
+    return remove(current, doc)
