@@ -102,6 +102,7 @@ async def ensure_streams(js: JetStreamContext, s: Subjects, retention: Retention
     await claims_bucket(js, s)
     await command_names_bucket(js, s)
     await idempotency_bucket(js, s)
+    await wfactive_bucket(js, s)
 
 
 async def _bucket(js: JetStreamContext, name: str, ttl: float | None) -> KeyValue:
@@ -129,6 +130,11 @@ async def command_names_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
 async def idempotency_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
     """sha256(Idempotency-Key) -> {"request": sha256 of method+path+body, "resource": ...}; 24 h."""
     return await _bucket(js, s.idempotency_bucket, IDEMPOTENCY_TTL_S)
+
+
+async def wfactive_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
+    """Workflow id -> its active workflow run's id (see `scriptbus.events.active_runs`)."""
+    return await _bucket(js, s.wfactive_bucket, None)
 
 
 def queue_consumer_config(s: Subjects, target: str) -> ConsumerConfig:

@@ -37,6 +37,8 @@ class Subjects:
         self.command_names_bucket = f"{up}_command_names"
         # Idempotency-Key (hashed) -> the request's hash and the resource it made; entries live 24 h.
         self.idempotency_bucket = f"{up}_idempotency"
+        # Workflow id -> the id of its active workflow run; `create` is the one atomic "none is running".
+        self.wfactive_bucket = f"{up}_wfactive"
         # Subjects held by the events stream
         self.events_subjects = [
             f"{prefix}.runs.>",
@@ -47,6 +49,8 @@ class Subjects:
         self.executors_subjects = [f"{prefix}.executors.>"]
         self.all_output = f"{prefix}.runs.*.out"
         self.all_stop_requests = f"{prefix}.runs.*.stop_requested"
+        self.all_wfrun_stop_requests = f"{prefix}.wfruns.*.stop_requested"
+        self.all_run_finishes = f"{prefix}.runs.*.finished"
         self.all_heartbeats = f"{prefix}.executors.*.heartbeat"
 
     # runs ---------------------------------------------------------------------------------------
@@ -84,6 +88,9 @@ class Subjects:
 
     def wfrun_all(self, wfrun_id: str) -> str:
         return f"{self.prefix}.wfruns.{wfrun_id}.>"
+
+    def all_wfruns(self) -> str:
+        return f"{self.prefix}.wfruns.>"
 
     # executors ----------------------------------------------------------------------------------
     def executor_event(self, host: str, name: str) -> str:

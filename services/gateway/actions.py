@@ -9,6 +9,7 @@ import uuid
 import nats.errors
 import nats.js.errors
 
+from scriptbus.events.claims import CANCEL_REASON, CANCELLED_CLAIM
 from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.envelope import Event
 from scriptbus.events.publishing import publish_event, publish_request
@@ -32,8 +33,6 @@ from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
 
-CANCELLED_CLAIM = b"cancelled"
-CANCEL_REASON = "stopped before it started"
 # Room for the headers JetStream stores with the payload.
 _HEADER_ROOM = 512
 

@@ -24,6 +24,7 @@ from scriptbus.events import (
 )
 from scriptbus.scheduler.fleet import Fleet, Loss
 from scriptbus.scheduler.settings import SchedulerSettings
+from scriptbus.scheduler.workflows.driver import start_workflow_driver
 
 log = logging.getLogger("scriptbus.scheduler")
 
@@ -88,6 +89,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
         cb=on_executor_event,
     )
+    workflows = start_workflow_driver(js, subjects, stop)
     log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)
 
     async def declare(loss: Loss) -> None:
@@ -117,6 +119,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
             except TimeoutError:
                 pass
     finally:
+        await asyncio.gather(workflows, return_exceptions=True)
         await sub.unsubscribe()
         if pool is not None:
             await pool.close()
