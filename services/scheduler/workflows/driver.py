@@ -148,28 +148,26 @@ class WorkflowDriver:
     async def run(self, stop: asyncio.Event) -> None:
         """Fold, decide, record and act until `stop` is set."""
         while not stop.is_set():
-            try:
-                msg = await asyncio.wait_for(self._inbox.get(), self._sleep_s())
-            except TimeoutError:
-                pass
-            else:
-                self._fold(msg)
-                for _ in range(BATCH):
-                    if self._inbox.empty():
-                        break
-                    self._fold(self._inbox.get_nowait())
-            if not self._caught_up:
-                continue
-            try:
+            sleep_s = self._sleep_s()
+            if self._inbox.empty() and sleep_s > 0:
+                try:
+                    self._fold(await asyncio.wait_for(self._inbox.get(), sleep_s))
+                except TimeoutError:
+                    pass
+            for _ in range(BATCH):
+                if self._inbox.empty():
+                    break
+                self._fold(self._inbox.get_nowait())
+            if self._caught_up:
                 await self._decide_due()
-            except Exception:
-                # One run's trouble must not stop the others; it is retried on its next wakeup.
-                log.exception("workflow driver: deciding failed")
 
     def _sleep_s(self) -> float:
-        wakeups = [r.wakeup for r in self._runs.values() if r.wakeup is not None]
-        if self._dirty or not self._caught_up and not self._inbox.empty():
+        """How long to wait for the next message: until the earliest timer, if we may decide at all."""
+        if not self._caught_up:
+            return TICK_S
+        if self._dirty:
             return 0.0
+        wakeups = [r.wakeup for r in self._runs.values() if r.wakeup is not None]
         if not wakeups:
             return TICK_S
         return max(0.0, min(TICK_S, (min(wakeups) - self._clock()).total_seconds()))
@@ -254,6 +252,10 @@ class WorkflowDriver:
                 await self._advance(run)
             except BUS_ERRORS as exc:
                 log.warning("workflow run %s: %s; trying again in %.0fs", wfrun_id, exc, RETRY_S)
+                run.wakeup = self._clock() + timedelta(seconds=RETRY_S)
+            except Exception:
+                # One run's trouble must not stop the others.
+                log.exception("workflow run %s: deciding failed; trying again in %.0fs", wfrun_id, RETRY_S)
                 run.wakeup = self._clock() + timedelta(seconds=RETRY_S)
 
     async def _advance(self, run: _Run) -> None:
