@@ -98,6 +98,7 @@ class WorkflowDriver:
         # Until the fold reaches this stream sequence (the last matching message at start), nothing is decided.
         self._mark = 0
         self._caught_up = False
+        self._folded_seq = 0
         # Workflow id -> runs that finished during the fold: their active-run keys may still be held.
         self._finished_in_fold: dict[str, set[str]] = {}
         self._sub: JetStreamContext.PushSubscription | None = None
@@ -153,7 +154,8 @@ class WorkflowDriver:
                 try:
                     self._fold(await asyncio.wait_for(self._inbox.get(), sleep_s))
                 except TimeoutError:
-                    pass
+                    if not self._caught_up:
+                        await self._check_caught_up()
             for _ in range(BATCH):
                 if self._inbox.empty():
                     break
@@ -181,12 +183,30 @@ class WorkflowDriver:
                 self._fold_run_event(tokens[2], msg)
             elif tokens[1] == "wfruns":
                 self._fold_wfrun_event(tokens[2], seq, msg)
+        self._folded_seq = max(self._folded_seq, seq)
         if not self._caught_up and (seq >= self._mark or msg.metadata.num_pending == 0):
             self._caught_up = True
-            self._dirty.update(self._runs)
-            for run in self._runs.values():
-                run.redo = True
-            log.info("workflow driver: caught up at sequence %d, %d unfinished workflow run(s)", seq, len(self._runs))
+            self._became_caught_up(seq)
+
+    async def _check_caught_up(self) -> None:
+        """Caught up without reaching the mark: the messages up to it were purged (a deleted run's, or by
+        retention) after we looked, so the consumer has nothing more to deliver."""
+        assert self._sub is not None
+        try:
+            info = await self._sub.consumer_info()
+        except BUS_ERRORS as exc:
+            log.debug("consumer info: %s", exc)
+            return
+        delivered = info.delivered.stream_seq if info.delivered is not None else None
+        if info.num_pending == 0 and self._inbox.empty() and (delivered or 0) <= self._folded_seq:
+            self._caught_up = True
+            self._became_caught_up(self._folded_seq)
+
+    def _became_caught_up(self, seq: int) -> None:
+        self._dirty.update(self._runs)
+        for run in self._runs.values():
+            run.redo = True
+        log.info("workflow driver: caught up at sequence %d, %d unfinished workflow run(s)", seq, len(self._runs))
 
     def _decode(self, msg: Msg) -> Event | None:
         try:
