@@ -86,11 +86,14 @@ class Execution:
         self._needed_kill = False
         self._stopper: asyncio.Task[None] | None = None
         self._hold_file: Path | None = None
+        self._hold_cut = False  # a timeout or a shutdown does not wait for a hold
         self._exit_task: asyncio.Task[int] | None = None
 
     def request_stop(self, cause: StopCause, reason: str) -> None:
         """TERM the process group, KILL it after the grace period. The first stop wins; a stop after
         the script ended changes nothing."""
+        if cause is not StopCause.STOP:
+            self._hold_cut = True
         if self._cause is not None or self._exited.is_set():
             return
         self._cause = cause
@@ -120,7 +123,7 @@ class Execution:
         log.info("run %s: stop held by %s, waiting at most %.1fs", self.run_id, hold_file, limit)
         await self._report_hold(True)
         deadline = asyncio.get_running_loop().time() + limit
-        while hold_file.exists() and not self._exited.is_set():
+        while hold_file.exists() and not self._exited.is_set() and not self._hold_cut:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 log.info("run %s: hold not released within %.1fs, stopping anyway", self.run_id, limit)

@@ -238,6 +238,10 @@ class WorkflowDriver:
             event = self._decode(msg)
             if event is None:
                 return
+            if isinstance(event, WfRunStepDispatched | WfRunStepStopIssued) and event.event_id not in run.state.applied:
+                # A decision we did not apply when we stored it (a previous scheduler's, or one whose
+                # publish we thought failed): its effect may be missing.
+                run.redo = True
             self._apply(run, event)
         self._dirty.add(wfrun_id)
         if run.state.finished and not self._caught_up:
