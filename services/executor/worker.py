@@ -230,23 +230,36 @@ class Worker:
             log.warning("run %s: could not hand back the claim: %s", run_id, exc)
 
     async def _stop_already_requested(self, run_id: str, wfrun_id: str | None = None) -> str | None:
-        """A stop stored before our claim whose core message we missed (e.g. across a reconnect): of the run,
-        or of the workflow run it is a step of."""
-        subjects = [self._subjects.run_event(run_id, "stop_requested")]
-        if wfrun_id is not None and valid_token(wfrun_id):
-            subjects.append(self._subjects.wfrun_event(wfrun_id, "stop_requested"))
-        for subject in subjects:
-            try:
-                raw = await self._js.get_last_msg(self._subjects.events_stream, subject)
-            except nats.js.errors.NotFoundError:
-                continue
-            except BUS_ERRORS as exc:
-                log.warning("run %s: could not look for an earlier stop: %s", run_id, exc)
-                continue
-            event = decode_event(raw.data or b"{}")
-            if isinstance(event, RunStopRequested | WfRunStopRequested):
-                return event.reason
-        return None
+        """A stop stored before our claim whose core message we missed (e.g. across a reconnect)."""
+        if wfrun_id is not None and (wfrun_stop := await self._wfrun_stop_already_requested(run_id, wfrun_id)):
+            return wfrun_stop
+        try:
+            raw = await self._js.get_last_msg(
+                self._subjects.events_stream, self._subjects.run_event(run_id, "stop_requested")
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        except BUS_ERRORS as exc:
+            log.warning("run %s: could not look for an earlier stop: %s", run_id, exc)
+            return None
+        event = decode_event(raw.data or b"{}")
+        return event.reason if isinstance(event, RunStopRequested) else None
+
+    async def _wfrun_stop_already_requested(self, run_id: str, wfrun_id: str) -> str | None:
+        """A stop of the workflow run this run is a step of, stored before our claim."""
+        if not valid_token(wfrun_id):
+            return None
+        try:
+            raw = await self._js.get_last_msg(
+                self._subjects.events_stream, self._subjects.wfrun_event(wfrun_id, "stop_requested")
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        except BUS_ERRORS as exc:
+            log.warning("run %s: could not look for an earlier workflow stop: %s", run_id, exc)
+            return None
+        event = decode_event(raw.data or b"{}")
+        return f"workflow run stopped ({event.reason})" if isinstance(event, WfRunStopRequested) else None
 
     async def _nak(self, msg: Msg, delay: float = RETRY_DELAY_S) -> None:
         try:

@@ -50,8 +50,8 @@ async def wf_bus(bus: Bus) -> AsyncIterator[Bus]:
             pass
 
 
-async def start(start_service: StartService, name: str, ready: str) -> ServiceProcess:
-    proc = start_service(name)
+async def start(start_service: StartService, name: str, ready: str, *args: str) -> ServiceProcess:
+    proc = start_service(name, *args)
     await asyncio.to_thread(proc.wait_for_log, ready, 60)
     return proc
 
@@ -60,8 +60,8 @@ async def scheduler(start_service: StartService) -> ServiceProcess:
     return await start(start_service, "scheduler", r"scheduler ready")
 
 
-async def executor(start_service: StartService) -> ServiceProcess:
-    return await start(start_service, "executor", r"executor ready")
+async def executor(start_service: StartService, *args: str) -> ServiceProcess:
+    return await start(start_service, "executor", r"executor ready", *args)
 
 
 def step(name: str, place: int, exec: str = "await", **fields: Any) -> StepSpec:
@@ -83,7 +83,7 @@ async def wait_run_event(bus: Bus, run_id: str, cls: type[Any], timeout: float =
     _nc, js, s = bus
 
     async def probe() -> Any:
-        found = of(await stored(js, s, s.run_event(run_id, "*")), cls)
+        found = of(await stored(js, s, s.run_all(run_id)), cls)
         return found[0] if found else None
 
     return await eventually(probe, timeout, interval=0.1, what=f"{cls.__name__} of run {run_id}")
@@ -185,19 +185,22 @@ async def test_a_stop_while_the_scheduler_is_down_still_stops_the_steps(
     wf_bus: Bus, start_service: StartService
 ) -> None:
     _nc, js, s = wf_bus
-    await executor(start_service)
+    await executor(start_service, "--max-concurrency", "1")  # so the second step waits in its queue
     sched = await scheduler(start_service)
     steps = [step("bg", 1, "parallel", script="sleep 1000"), step("fg", 2, script="sleep 1000")]
     request = await request_wfrun(js, s, steps)
-    run_ids = [step_run_id(request.wfrun_id, name, 1) for name in ("bg", "fg")]
-    for run_id in run_ids:
-        await wait_run_event(wf_bus, run_id, RunStarted)
+    running, queued = (step_run_id(request.wfrun_id, name, 1) for name in ("bg", "fg"))
+    await wait_run_event(wf_bus, running, RunStarted)
+    await wait_run_event(wf_bus, queued, RunRequested)
 
     sched.kill()
     await publish_event(js, s, WfRunStopRequested(wfrun_id=request.wfrun_id))
-    for run_id in run_ids:
-        done: RunFinished = await wait_run_event(wf_bus, run_id, RunFinished)
-        assert done.status is RunStatus.STOPPED
+    done: RunFinished = await wait_run_event(wf_bus, running, RunFinished)
+    assert done.status is RunStatus.STOPPED
+    # The executor, free again, takes the queued step and cancels it instead of starting it.
+    never: RunFinished = await wait_run_event(wf_bus, queued, RunFinished)
+    assert never.status is RunStatus.CANCELLED
+    assert (await starts(js, s))[queued] == 0
     assert await finished(js, s, request.wfrun_id) is None  # nobody decided anything: the executor did it
 
     await scheduler(start_service)
