@@ -21,6 +21,7 @@ from scriptbus.events.streams import command_names_bucket, wfactive_bucket
 from scriptbus.events.workflows import (
     StepSpec,
     WfRunFinished,
+    WfRunRequested,
     WfRunStepDispatched,
     WfRunStepHeld,
     WfRunStepReleased,
@@ -31,6 +32,7 @@ from scriptbus.events.workflows import (
     step_run_id,
 )
 from scriptbus.scheduler.workflows.decide import decide
+from scriptbus.scheduler.workflows.driver import StaleDecision, append_decision
 from scriptbus.scheduler.workflows.state import fold
 from tests.helpers.processes import ServiceProcess, StartService
 from tests.helpers.seed004 import SEED_004_SAMPLE
@@ -309,3 +311,17 @@ async def test_a_dispatch_stored_just_before_a_crash_gets_its_run_once_the_sched
     assert end.status is WorkflowRunStatus.SUCCEEDED
     assert (await starts(js, s))[run_id] == 1
     assert len(of(await wfrun_events(js, s, request.wfrun_id), WfRunStepDispatched)) == 1
+
+
+async def test_a_decision_that_did_not_see_the_runs_latest_event_is_not_stored(wf_bus: Bus) -> None:
+    _nc, js, s = wf_bus
+    request = await request_wfrun(js, s, [step("only", 1, function="true")])
+    ((requested_seq, _),) = await wfrun_events(js, s, request.wfrun_id)
+    stop_seq = (await publish_event(js, s, WfRunStopRequested(wfrun_id=request.wfrun_id))).seq
+    # Decided on the run as it was before the stop: a dispatch.
+    (dispatch,) = decide(fold([request]), datetime.now(UTC)).events
+
+    with pytest.raises(StaleDecision):
+        await append_decision(js, s, dispatch, requested_seq)
+    assert [type(e) for _, e in await wfrun_events(js, s, request.wfrun_id)] == [WfRunRequested, WfRunStopRequested]
+    assert await append_decision(js, s, dispatch, stop_seq) > stop_seq

@@ -309,19 +309,8 @@ class WorkflowDriver:
             await self._finish(run)
 
     async def _append(self, run: _Run, event: WfRunEvent) -> None:
-        """Store a decision, only if the run has no event this decision did not see."""
-        headers = {
-            **event_headers(event),
-            Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(run.last_seq),
-            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: self._s.wfrun_all(run.state.wfrun_id),
-        }
-        try:
-            ack = await self._js.publish(subject_for(self._s, event), encode_event(event), headers=headers, timeout=5)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
-                raise StaleDecision() from exc
-            raise
-        run.last_seq = max(run.last_seq, ack.seq)
+        seq = await append_decision(self._js, self._s, event, run.last_seq)
+        run.last_seq = max(run.last_seq, seq)
         log.info("workflow run %s: %s %s", run.state.wfrun_id, event.type, getattr(event, "step", ""))
 
     # acting --------------------------------------------------------------------------------------
@@ -398,6 +387,23 @@ class WorkflowDriver:
             if holder is not None and holder in finished:
                 await release_active_run(self._active, workflow_id, holder)
             del self._finished_in_fold[workflow_id]
+
+
+async def append_decision(js: JetStreamContext, s: Subjects, event: WfRunEvent, seen_seq: int) -> int:
+    """Store a decision about a workflow run, only if `seen_seq` is the stream sequence of that run's latest
+    event (the decision saw all of them); returns the decision's sequence. `StaleDecision` otherwise."""
+    headers = {
+        **event_headers(event),
+        Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(seen_seq),
+        EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: s.wfrun_all(event.wfrun_id),
+    }
+    try:
+        ack = await js.publish(subject_for(s, event), encode_event(event), headers=headers, timeout=5)
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            raise StaleDecision(f"workflow run {event.wfrun_id} has events after sequence {seen_seq}") from exc
+        raise
+    return ack.seq
 
 
 async def drive_workflows(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
