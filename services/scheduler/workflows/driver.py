@@ -263,7 +263,10 @@ class WorkflowDriver:
     # deciding ------------------------------------------------------------------------------------
     async def _decide_due(self) -> None:
         if self._finished_in_fold:
-            await self._release_folded()
+            try:
+                await self._release_folded()
+            except BUS_ERRORS as exc:
+                log.warning("workflow driver: could not free active-run keys yet: %s", exc)
         now = self._clock()
         due = set(self._dirty)
         due.update(i for i, r in self._runs.items() if r.wakeup is not None and r.wakeup <= now)
