@@ -5,7 +5,11 @@ Executor claims carry a prefix no cancel has, so no host name or executor id can
 
 from __future__ import annotations
 
+import uuid
+
+# The claim a stop takes on a run no executor holds: no executor will ever start it.
 CANCELLED_CLAIM = b"cancelled"
+CANCEL_REASON = "stopped before it started"
 _EXECUTOR_PREFIX = b"executor:"
 
 
@@ -24,3 +28,9 @@ def claim_holder(value: bytes | None) -> str | None:
     if value is None or not value.startswith(_EXECUTOR_PREFIX):
         return None
     return value[len(_EXECUTOR_PREFIX) :].decode(errors="replace")
+
+
+def cancel_event_id(run_id: str) -> str:
+    """The `run.finished` (cancelled) of a run stopped before it started: the same id for every attempt
+    to cancel it, whoever makes it, so JetStream keeps only the first."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"scriptbus:run:{run_id}:cancelled"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -36,3 +37,12 @@ class CommandUpdated(CommandDefinition):
 class CommandDeleted(CommandEvent):
     type: Literal["command.deleted"] = "command.deleted"
     name: str
+
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def command_name_key(name: str) -> str:
+    """The command-names bucket key of a command name: the name itself, unless it has dots a KV key cannot
+    hold (at either end, or two in a row); those are hex-encoded behind '=', which no name contains."""
+    return name if _SAFE_KEY.match(name) else "=" + name.encode().hex()

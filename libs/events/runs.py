@@ -9,6 +9,9 @@ from pydantic import Field
 from scriptbus.events.envelope import Event
 from scriptbus.events.statuses import RunStatus
 
+# The environment variable naming a run's hold file (see `RunRequested.hold_max_s`).
+HOLD_FILE_ENV = "SCRIPTBUS_HOLD_FILE"
+
 
 class RunEvent(Event):
     run_id: str
@@ -32,6 +35,10 @@ class RunRequested(RunEvent):
     workflow_run_id: str | None = None
     workflow_step: str | None = None
     attempt: int | None = None
+    # Seed 004's `waiting`: while the file named by $SCRIPTBUS_HOLD_FILE exists, a stop waits, at most this
+    # long, before its SIGTERM. 0 (the default, every plain run): no hold file is given and stops act at once;
+    # workflow steps carry their step's `hold_max_s`. Timeouts and executor shutdowns never wait.
+    hold_max_s: float = Field(default=0.0, ge=0)
 
     @property
     def target(self) -> str:

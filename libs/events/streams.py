@@ -104,6 +104,7 @@ async def ensure_streams(js: JetStreamContext, s: Subjects, retention: Retention
     await claims_bucket(js, s)
     await command_names_bucket(js, s)
     await idempotency_bucket(js, s)
+    await wfactive_bucket(js, s)
 
 
 async def _bucket(js: JetStreamContext, name: str, ttl: float | None) -> KeyValue:

@@ -51,7 +51,8 @@ class Subjects:
         self.executors_subjects = [f"{prefix}.executors.>"]
         self.all_output = f"{prefix}.runs.*.out"
         self.all_stop_requests = f"{prefix}.runs.*.stop_requested"
-        self.all_finishes = f"{prefix}.runs.*.finished"
+        self.all_wfrun_stop_requests = f"{prefix}.wfruns.*.stop_requested"
+        self.all_run_finishes = f"{prefix}.runs.*.finished"
         self.all_heartbeats = f"{prefix}.executors.*.heartbeat"
 
     # runs ---------------------------------------------------------------------------------------
@@ -89,6 +90,9 @@ class Subjects:
 
     def wfrun_all(self, wfrun_id: str) -> str:
         return f"{self.prefix}.wfruns.{wfrun_id}.>"
+
+    def all_wfruns(self) -> str:
+        return f"{self.prefix}.wfruns.>"
 
     # executors ----------------------------------------------------------------------------------
     def executor_event(self, host: str, name: str) -> str:

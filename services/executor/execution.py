@@ -23,6 +23,8 @@ from scriptbus.events import (
     Subjects,
     publish_event,
 )
+from scriptbus.events.runs import HOLD_FILE_ENV
+from scriptbus.events.workflows import WfRunStepHeld, WfRunStepReleased
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
 from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.journal import Entry, Journal
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 # that survived) before we stop reading it.
 PIPE_LINGER_S = 1.0
 SHUTDOWN_REASON = "executor shutting down"
+# The run's hold file, in its own folder: while it exists a stop waits (at most the request's hold_max_s).
+HOLD_FILE_NAME = ".hold"
+# How often a held stop looks whether the hold file is gone.
+HOLD_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class Execution:
         self._reason = ""
         self._needed_kill = False
         self._stopper: asyncio.Task[None] | None = None
+        self._hold_file: Path | None = None
+        self._hold_cut = False  # a timeout or a shutdown does not wait for a hold
         self._exit_task: asyncio.Task[int] | None = None
 
     @property
@@ -88,6 +96,8 @@ class Execution:
     def request_stop(self, cause: StopCause, reason: str, grace_s: float | None = None) -> None:
         """TERM every process of the run, KILL them after the grace period (the run's own unless
         `grace_s` says). The first stop wins; a stop after the script ended changes nothing."""
+        if cause is not StopCause.STOP or grace_s is not None:
+            self._hold_cut = True
         if self._cause is not None or self._exited.is_set():
             return
         self._cause = cause
@@ -98,6 +108,10 @@ class Execution:
             self._stopper = asyncio.create_task(self._stop_sequence(self._procs))
 
     async def _stop_sequence(self, procs: RunProcesses) -> None:
+        if self._cause is StopCause.STOP and self._hold_file is not None and self._hold_file.exists():
+            await self._wait_for_hold(self._hold_file)
+            if self._exited.is_set():
+                return
         log.info("run %s: SIGTERM to its processes (%s), grace %.1fs", self.run_id, self._reason, self.grace_s)
         procs.signal(signal.SIGTERM)
         try:
@@ -108,6 +122,39 @@ class Execution:
             self._needed_kill = True
             log.info("run %s: still running after %.1fs, SIGKILL to all its processes", self.run_id, self.grace_s)
             procs.signal(signal.SIGKILL)
+
+    async def _wait_for_hold(self, hold_file: Path) -> None:
+        """Seed 004's `waiting`: the script holds off a stop while its hold file exists, at most hold_max_s."""
+        limit = self.request.hold_max_s
+        log.info("run %s: stop held by %s, waiting at most %.1fs", self.run_id, hold_file, limit)
+        await self._report_hold(True)
+        deadline = asyncio.get_running_loop().time() + limit
+        while hold_file.exists() and not self._exited.is_set() and not self._hold_cut:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.info("run %s: hold not released within %.1fs, stopping anyway", self.run_id, limit)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), timeout=min(HOLD_POLL_S, left))
+        await self._report_hold(False)
+
+    async def _report_hold(self, held: bool) -> None:
+        """A workflow step's hold and release as events of its workflow run (where its status shows `waiting`)."""
+        req = self.request
+        if req.workflow_run_id is None or req.workflow_step is None:
+            return
+        who = f"hold file on {self._me.host}"
+        event = (
+            WfRunStepHeld(wfrun_id=req.workflow_run_id, step=req.workflow_step, attempt=req.attempt, held_by=who)
+            if held
+            else WfRunStepReleased(
+                wfrun_id=req.workflow_run_id, step=req.workflow_step, attempt=req.attempt, released_by=who
+            )
+        )
+        try:
+            await publish_event(self._js, self._subjects, event)
+        except BUS_ERRORS as exc:
+            log.warning("run %s: could not report %s: %s", self.run_id, event.type, exc)
 
     async def run(self) -> RunFinished:
         """Spawn, stream, wait, clean up, and publish the finish (returned too)."""
@@ -120,11 +167,15 @@ class Execution:
             # Journaled before its folder exists: the next instance removes only folders no journal names.
             me.journal.record(Entry(run_id=self.run_id, boot_id=boot))
             cwd.mkdir(parents=True, exist_ok=True)
+            env = clean_env(req.env)
+            if req.hold_max_s > 0:
+                self._hold_file = cwd / HOLD_FILE_NAME
+                env[HOLD_FILE_ENV] = str(self._hold_file)
             procs = me.containment.for_run(self.run_id)
             with me.containment.spawning():
                 # From before the fork: the script may run for a while before spawn() returns.
                 started = time.monotonic()
-                proc = await spawn(me.bash, req.script, req.args, clean_env(req.env), cwd, procs.preexec())
+                proc = await spawn(me.bash, req.script, req.args, env, cwd, procs.preexec())
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             if procs is not None:
                 await procs.close()

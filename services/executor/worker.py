@@ -28,6 +28,7 @@ from scriptbus.events import (
     publish_event,
     valid_token,
 )
+from scriptbus.events.workflows import WfRunStopRequested
 from scriptbus.executor.capacity import Capacity
 from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import SHUTDOWN_REASON, Execution, ExecutorIdentity
@@ -49,10 +50,11 @@ SHUTDOWN_PUBLISH_S = 15.0
 class _Pending:
     """A request between decode and start: a stop seen now is remembered here."""
 
-    __slots__ = ("stop_reason",)
+    __slots__ = ("stop_reason", "wfrun_id")
 
-    def __init__(self) -> None:
+    def __init__(self, wfrun_id: str | None = None) -> None:
         self.stop_reason: str | None = None
+        self.wfrun_id = wfrun_id
 
 
 class Worker:
@@ -95,8 +97,10 @@ class Worker:
         # From the stream, not core NATS: an ordered consumer picks up where it was after a reconnect, so
         # an executor that was paused or cut off still learns which of its runs ended elsewhere.
         self._finishes = await self._js.subscribe(
-            self._subjects.all_finishes, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, cb=self._on_finish
+            self._subjects.all_run_finishes, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, cb=self._on_finish
         )
+        # A workflow run's stop reaches its steps' runs here too, so it works while the scheduler is down.
+        await self._nc.subscribe(self._subjects.all_wfrun_stop_requests, cb=self._on_wfrun_stop)
         for target in self.targets:
             sub = await self._js.pull_subscribe_bind(
                 durable=self._subjects.queue_consumer(target), stream=self._subjects.events_stream
@@ -159,7 +163,7 @@ class Worker:
         if run_id in self._pending or run_id in self.executions:
             await msg.ack()  # a redelivery of a request we are already handling
             return
-        pending = self._pending[run_id] = _Pending()
+        pending = self._pending[run_id] = _Pending(request.workflow_run_id)
         execution: Execution | None = None
         try:
             claimed = await self._claim(run_id)
@@ -170,7 +174,7 @@ class Worker:
                 log.info("run %s: claimed elsewhere, dropped", run_id)
                 await msg.ack()
                 return
-            last_stop = await self._stop_already_requested(run_id)
+            last_stop = await self._stop_already_requested(run_id, request.workflow_run_id)
             if pending.stop_reason is None:
                 pending.stop_reason = last_stop
             if self.draining and pending.stop_reason is None:
@@ -234,8 +238,10 @@ class Worker:
         except BUS_ERRORS as exc:
             log.warning("run %s: could not hand back the claim: %s", run_id, exc)
 
-    async def _stop_already_requested(self, run_id: str) -> str | None:
+    async def _stop_already_requested(self, run_id: str, wfrun_id: str | None = None) -> str | None:
         """A stop stored before our claim whose core message we missed (e.g. across a reconnect)."""
+        if wfrun_id is not None and (wfrun_stop := await self._wfrun_stop_already_requested(run_id, wfrun_id)):
+            return wfrun_stop
         try:
             raw = await self._js.get_last_msg(
                 self._subjects.events_stream, self._subjects.run_event(run_id, "stop_requested")
@@ -247,6 +253,22 @@ class Worker:
             return None
         event = decode_event(raw.data or b"{}")
         return event.reason if isinstance(event, RunStopRequested) else None
+
+    async def _wfrun_stop_already_requested(self, run_id: str, wfrun_id: str) -> str | None:
+        """A stop of the workflow run this run is a step of, stored before our claim."""
+        if not valid_token(wfrun_id):
+            return None
+        try:
+            raw = await self._js.get_last_msg(
+                self._subjects.events_stream, self._subjects.wfrun_event(wfrun_id, "stop_requested")
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        except BUS_ERRORS as exc:
+            log.warning("run %s: could not look for an earlier workflow stop: %s", run_id, exc)
+            return None
+        event = decode_event(raw.data or b"{}")
+        return f"workflow run stopped ({event.reason})" if isinstance(event, WfRunStopRequested) else None
 
     async def _nak(self, msg: Msg, delay: float = RETRY_DELAY_S) -> None:
         try:
@@ -283,6 +305,21 @@ class Worker:
         if execution is not None and not execution.ended:  # else it is our own finish
             log.warning("run %s: already ended elsewhere (%s); killing what is left here", event.run_id, event.status)
             execution.request_stop(StopCause.STOP, f"run already ended ({event.status}): {event.reason}", grace_s=0)
+
+    async def _on_wfrun_stop(self, msg: Msg) -> None:
+        try:
+            event = decode_event(msg.data)
+        except ValueError:
+            return
+        if not isinstance(event, WfRunStopRequested):
+            return
+        reason = f"workflow run stopped ({event.reason})"
+        for execution in list(self.executions.values()):
+            if execution.request.workflow_run_id == event.wfrun_id:
+                execution.request_stop(StopCause.STOP, reason)
+        for pending in self._pending.values():
+            if pending.wfrun_id == event.wfrun_id and pending.stop_reason is None:
+                pending.stop_reason = reason
 
     # shutdown ----------------------------------------------------------------------------------
     async def stop_pulling(self) -> None:

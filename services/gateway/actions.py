@@ -4,12 +4,11 @@ recorder has projected it so the answer (and the caller's next read) shows the c
 from __future__ import annotations
 
 import logging
-import uuid
 
 import nats.errors
 import nats.js.errors
 
-from scriptbus.events.claims import CANCELLED_CLAIM, is_cancel
+from scriptbus.events.claims import CANCEL_REASON, CANCELLED_CLAIM, cancel_event_id, is_cancel
 from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.envelope import Event
 from scriptbus.events.publishing import publish_event, publish_request
@@ -33,7 +32,6 @@ from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
 
-CANCEL_REASON = "stopped before it started"
 # Room for the headers JetStream stores with the payload.
 _HEADER_ROOM = 512
 
@@ -205,11 +203,6 @@ async def _status(gw: Gateway, run_id: str) -> RunStatus:
     return status
 
 
-def _cancel_event_id(run_id: str) -> str:
-    # The same id for every attempt to cancel a run, so JetStream keeps only the first.
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"scriptbus:run:{run_id}:cancelled"))
-
-
 async def _claim_for_cancel(gw: Gateway, run_id: str) -> bool:
     """True when no executor holds the run and none ever will: the claim is ours (now or from an earlier
     stop whose finish may not have been stored)."""
@@ -236,7 +229,7 @@ async def stop_run(gw: Gateway, run_id: str) -> Run:
     event: RunFinished | RunStopRequested
     if await _claim_for_cancel(gw, run_id):
         event = RunFinished(
-            event_id=_cancel_event_id(run_id),
+            event_id=cancel_event_id(run_id),
             run_id=run_id,
             status=RunStatus.CANCELLED,
             reason=CANCEL_REASON,

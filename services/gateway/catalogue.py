@@ -9,7 +9,6 @@ the stream backs, which the next claimant takes over once it is old enough.
 from __future__ import annotations
 
 import logging
-import re
 from datetime import timedelta
 
 import nats.errors
@@ -17,7 +16,13 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from scriptbus.events.codec import decode_event
-from scriptbus.events.commands import CommandCreated, CommandDefinition, CommandDeleted, CommandUpdated
+from scriptbus.events.commands import (
+    CommandCreated,
+    CommandDefinition,
+    CommandDeleted,
+    CommandUpdated,
+    command_name_key,
+)
 from scriptbus.events.envelope import new_id, utcnow
 from scriptbus.events.subjects import valid_token
 from scriptbus.gateway import actions, queries, readmodels
@@ -29,13 +34,7 @@ log = logging.getLogger(__name__)
 
 # Bounds the walk through one command's events when judging a reservation.
 _MAX_EVENTS_WALKED = 100_000
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
-
-
-def name_key(name: str) -> str:
-    """The bucket key of a command name: the name itself, unless it has dots a KV key cannot hold (at
-    either end, or two in a row); those are hex-encoded behind '=', which no name contains."""
-    return name if _SAFE_KEY.match(name) else "=" + name.encode().hex()
+name_key = command_name_key  # shared with the scheduler, which resolves a workflow step's command by name
 
 
 async def _last_name(gw: Gateway, command_id: str) -> str | None:

@@ -30,6 +30,7 @@ from scriptbus.events import (
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.scheduler.fleet import Fleet, Loss
 from scriptbus.scheduler.settings import SchedulerSettings
+from scriptbus.scheduler.workflows.driver import start_workflow_driver
 
 log = logging.getLogger("scriptbus.scheduler")
 
@@ -122,6 +123,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
                 events.pop(0)
             verdicts.pop(0)
 
+    workflows = start_workflow_driver(js, subjects, stop)
     log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)
     backoff = settings.check_interval_s
     try:
@@ -151,6 +153,9 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     except Stopped:
         pass
     finally:
+        # The driver has its own deadline: it stops deciding when `stop` is set.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(workflows, return_exceptions=True), 5)
         if verdicts or losses:
             log.warning("stopping with %d verdict(s) unpublished: the next scheduler declares them again",
                         len(verdicts) + len(losses))  # fmt: skip

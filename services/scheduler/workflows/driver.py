@@ -1,0 +1,433 @@
+"""The scheduler's workflow driver: it follows the stream, decides, records each decision, then acts on it.
+
+State comes from the stream, never from PostgreSQL (which lags): one ordered consumer reads the events
+stream from its first message, filtered to workflow-run events (`wfruns.>`) and run endings
+(`runs.*.finished`). An ordered consumer, not a durable one: the driver keeps no position of its own
+because its state is not stored anywhere but in memory, so after every start it must fold everything
+again, in stream order. Stream order is what makes that fold simple: a step run's `run.finished` always
+comes after the `wfrun.step_dispatched` that names the run (the dispatch is stored before the request),
+so an ending whose run no unfinished workflow run owns can be dropped unread. Finished workflow runs are
+forgotten as soon as their `wfrun.finished` is read, so memory holds only the unfinished ones.
+
+Nothing is decided before the fold has reached the stream's position at start; then the effects of
+decisions stored before a crash are re-done (a dispatched attempt without a run request gets its
+request, an issued stop is sent again): re-doing is a no-op thanks to derived ids (JetStream's dedupe
+and the executors' claim on the run id).
+
+Each decision is appended with an expected last sequence on its workflow run's subjects
+(`Nats-Expected-Last-Subject-Sequence` with `-Subject: <prefix>.wfruns.<id>.>`): a decision computed
+before some other event of that run (a stop, a hold) was stored fails, and is computed again once the
+consumer has brought that event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, Header
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from scriptbus.events.active_runs import WRONG_LAST_SEQUENCE, active_run, release_active_run
+from scriptbus.events.claims import CANCEL_REASON, CANCELLED_CLAIM, cancel_event_id
+from scriptbus.events.codec import decode_event, encode_event, event_headers
+from scriptbus.events.envelope import Event, utcnow
+from scriptbus.events.publishing import publish_event, publish_request, subject_for
+from scriptbus.events.runs import RunFinished, RunStopRequested
+from scriptbus.events.statuses import RunStatus
+from scriptbus.events.streams import claims_bucket, command_names_bucket, wfactive_bucket
+from scriptbus.events.subjects import Subjects
+from scriptbus.events.workflows import (
+    WfRunEvent,
+    WfRunRequested,
+    WfRunStepDispatched,
+    WfRunStepStopIssued,
+    decision_id,
+)
+from scriptbus.scheduler.workflows.decide import decide
+from scriptbus.scheduler.workflows.state import StepState, WorkflowRunState
+from scriptbus.scheduler.workflows.step_runs import find_command, step_request
+
+log = logging.getLogger(__name__)
+
+EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+# NATS trouble a publish or a KV call may meet; the driver retries after RETRY_S.
+BUS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
+RETRY_S = 1.0
+# The longest the loop sleeps without looking at the stop signal and the timers.
+TICK_S = 0.5
+# Messages folded between two rounds of decisions, so a burst never starves the timers.
+BATCH = 2000
+
+
+@dataclass
+class _Run:
+    state: WorkflowRunState
+    # The stream sequence of the run's latest `wfruns.<id>.*` message we know of: the expected last
+    # sequence of our next append.
+    last_seq: int = 0
+    wakeup: datetime | None = None
+    # Effects of decisions stored earlier (before a crash, or whose effect failed) still to re-do.
+    redo: bool = False
+
+
+class StaleDecision(Exception):
+    """The workflow run has events the decision did not see."""
+
+
+class WorkflowDriver:
+    """Drives every unfinished workflow run of one installation. `start`, then `run` until stopped."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, clock: Callable[[], datetime] = utcnow) -> None:
+        self._js = js
+        self._s = subjects
+        self._clock = clock
+        self._runs: dict[str, _Run] = {}
+        self._owner: dict[str, str] = {}  # step run id -> workflow run id
+        self._inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self._dirty: set[str] = set()
+        self._queues: set[str] = set()
+        # Until the fold reaches this stream sequence (the last matching message at start), nothing is decided.
+        self._mark = 0
+        self._caught_up = False
+        self._folded_seq = 0
+        # Workflow id -> runs that finished during the fold: their active-run keys may still be held.
+        self._finished_in_fold: dict[str, set[str]] = {}
+        self._sub: JetStreamContext.PushSubscription | None = None
+        self._claims: KeyValue | None = None
+        self._names: KeyValue | None = None
+        self._active: KeyValue | None = None
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up
+
+    def active_runs(self) -> list[str]:
+        return sorted(self._runs)
+
+    async def start(self) -> None:
+        s = self._s
+        self._claims = await claims_bucket(self._js, s)
+        self._names = await command_names_bucket(self._js, s)
+        self._active = await wfactive_bucket(self._js, s)
+        filters = [s.all_wfruns(), s.all_run_finishes]
+        for subject in filters:
+            try:
+                msg = await self._js.get_last_msg(s.events_stream, subject)
+            except nats.js.errors.NotFoundError:
+                continue
+            self._mark = max(self._mark, msg.seq or 0)
+        self._caught_up = self._mark == 0
+
+        async def take(msg: Msg) -> None:
+            self._inbox.put_nowait(msg)
+
+        self._sub = await self._js.subscribe(
+            "",
+            stream=s.events_stream,
+            ordered_consumer=True,
+            cb=take,
+            config=ConsumerConfig(filter_subjects=filters, deliver_policy=DeliverPolicy.ALL),
+        )
+        log.info("workflow driver: folding the stream up to sequence %d", self._mark)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except BUS_ERRORS as exc:
+                log.debug("unsubscribe: %s", exc)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fold, decide, record and act until `stop` is set."""
+        while not stop.is_set():
+            sleep_s = self._sleep_s()
+            if self._inbox.empty() and sleep_s > 0:
+                try:
+                    self._fold(await asyncio.wait_for(self._inbox.get(), sleep_s))
+                except TimeoutError:
+                    if not self._caught_up:
+                        await self._check_caught_up()
+            for _ in range(BATCH):
+                if self._inbox.empty():
+                    break
+                self._fold(self._inbox.get_nowait())
+            if self._caught_up:
+                await self._decide_due()
+
+    def _sleep_s(self) -> float:
+        """How long to wait for the next message: until the earliest timer, if we may decide at all."""
+        if not self._caught_up:
+            return TICK_S
+        if self._dirty:
+            return 0.0
+        wakeups = [r.wakeup for r in self._runs.values() if r.wakeup is not None]
+        if not wakeups:
+            return TICK_S
+        return max(0.0, min(TICK_S, (min(wakeups) - self._clock()).total_seconds()))
+
+    # folding -----------------------------------------------------------------------------------
+    def _fold(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        tokens = msg.subject.split(".")
+        if len(tokens) >= 4:
+            if tokens[1] == "runs":
+                self._fold_run_event(tokens[2], msg)
+            elif tokens[1] == "wfruns":
+                self._fold_wfrun_event(tokens[2], seq, msg)
+        self._folded_seq = max(self._folded_seq, seq)
+        if not self._caught_up and (seq >= self._mark or msg.metadata.num_pending == 0):
+            self._caught_up = True
+            self._became_caught_up(seq)
+
+    async def _check_caught_up(self) -> None:
+        """Caught up without reaching the mark: the messages up to it were purged (a deleted run's, or by
+        retention) after we looked, so the consumer has nothing more to deliver."""
+        assert self._sub is not None
+        try:
+            info = await self._sub.consumer_info()
+        except BUS_ERRORS as exc:
+            log.debug("consumer info: %s", exc)
+            return
+        delivered = info.delivered.stream_seq if info.delivered is not None else None
+        if info.num_pending == 0 and self._inbox.empty() and (delivered or 0) <= self._folded_seq:
+            self._caught_up = True
+            self._became_caught_up(self._folded_seq)
+
+    def _became_caught_up(self, seq: int) -> None:
+        self._dirty.update(self._runs)
+        for run in self._runs.values():
+            run.redo = True
+        log.info("workflow driver: caught up at sequence %d, %d unfinished workflow run(s)", seq, len(self._runs))
+
+    def _decode(self, msg: Msg) -> Event | None:
+        try:
+            return decode_event(msg.data)
+        except (ValueError, ValidationError) as exc:
+            log.error("undecodable event on %s: %s", msg.subject, exc)
+            return None
+
+    def _fold_run_event(self, run_id: str, msg: Msg) -> None:
+        wfrun_id = self._owner.get(run_id)
+        if wfrun_id is None:
+            return  # not a step run, or its workflow run has finished
+        event = self._decode(msg)
+        run = self._runs.get(wfrun_id)
+        if isinstance(event, RunFinished) and run is not None:
+            run.state.apply(event)
+            self._dirty.add(wfrun_id)
+
+    def _fold_wfrun_event(self, wfrun_id: str, seq: int, msg: Msg) -> None:
+        run = self._runs.get(wfrun_id)
+        if run is None:
+            event = self._decode(msg)
+            if not isinstance(event, WfRunRequested) or event.wfrun_id != wfrun_id:
+                return  # a finished run's late event, or one whose request the stream no longer has
+            run = self._runs[wfrun_id] = _Run(WorkflowRunState.requested(event), last_seq=seq)
+            log.info("workflow run %s: %s/%s requested", wfrun_id, event.project, event.workflow)
+        else:
+            run.last_seq = max(run.last_seq, seq)
+            event = self._decode(msg)
+            if event is None:
+                return
+            if isinstance(event, WfRunStepDispatched | WfRunStepStopIssued) and event.event_id not in run.state.applied:
+                # A decision we did not apply when we stored it (a previous scheduler's, or one whose
+                # publish we thought failed): its effect may be missing.
+                run.redo = True
+            self._apply(run, event)
+        self._dirty.add(wfrun_id)
+        if run.state.finished and not self._caught_up:
+            self._finished_in_fold.setdefault(run.state.workflow_id, set()).add(wfrun_id)
+            self._forget(run)
+
+    def _apply(self, run: _Run, event: Event) -> None:
+        run.state.apply(event)
+        if isinstance(event, WfRunStepDispatched) and event.wfrun_id == run.state.wfrun_id:
+            self._owner[event.run_id] = event.wfrun_id
+
+    def _forget(self, run: _Run) -> None:
+        state = run.state
+        self._runs.pop(state.wfrun_id, None)
+        self._dirty.discard(state.wfrun_id)
+        for run_id in state.run_ids:
+            self._owner.pop(run_id, None)
+
+    # deciding ------------------------------------------------------------------------------------
+    async def _decide_due(self) -> None:
+        if self._finished_in_fold:
+            try:
+                await self._release_folded()
+            except BUS_ERRORS as exc:
+                log.warning("workflow driver: could not free active-run keys yet: %s", exc)
+        now = self._clock()
+        due = set(self._dirty)
+        due.update(i for i, r in self._runs.items() if r.wakeup is not None and r.wakeup <= now)
+        self._dirty.clear()
+        for wfrun_id in sorted(due):
+            run = self._runs.get(wfrun_id)
+            if run is None:
+                continue
+            try:
+                await self._advance(run)
+            except BUS_ERRORS as exc:
+                log.warning("workflow run %s: %s; trying again in %.0fs", wfrun_id, exc, RETRY_S)
+                run.wakeup = self._clock() + timedelta(seconds=RETRY_S)
+            except Exception:
+                # One run's trouble must not stop the others.
+                log.exception("workflow run %s: deciding failed; trying again in %.0fs", wfrun_id, RETRY_S)
+                run.wakeup = self._clock() + timedelta(seconds=RETRY_S)
+
+    async def _advance(self, run: _Run) -> None:
+        state = run.state
+        if run.redo:
+            await self._redo_effects(run)
+        if state.finished:
+            await self._finish(run)
+            return
+        decision = decide(state, self._clock())
+        run.wakeup = decision.next_wakeup
+        for event in decision.events:
+            try:
+                await self._append(run, event)
+            except StaleDecision:
+                # The consumer brings what we missed, and with it the next decision; the wakeup is a backstop.
+                log.info("workflow run %s: decision stale, deciding again", state.wfrun_id)
+                run.wakeup = self._clock() + timedelta(seconds=RETRY_S)
+                return
+            self._apply(run, event)
+            try:
+                await self._act(state, event)
+            except BUS_ERRORS:
+                run.redo = True
+                raise
+        if state.finished:
+            await self._finish(run)
+
+    async def _append(self, run: _Run, event: WfRunEvent) -> None:
+        seq = await append_decision(self._js, self._s, event, run.last_seq)
+        run.last_seq = max(run.last_seq, seq)
+        log.info("workflow run %s: %s %s", run.state.wfrun_id, event.type, getattr(event, "step", ""))
+
+    # acting --------------------------------------------------------------------------------------
+    async def _act(self, state: WorkflowRunState, event: WfRunEvent) -> None:
+        if isinstance(event, WfRunStepDispatched):
+            await self._request(state, state.steps[event.step], event.attempt, event.run_id)
+        elif isinstance(event, WfRunStepStopIssued):
+            await self._stop(state, event.step, event.attempt, event.run_id, event.reason)
+
+    async def _request(self, state: WorkflowRunState, step: StepState, attempt: int, run_id: str) -> None:
+        assert self._names is not None
+        spec = step.spec
+        command = None
+        if spec.function is not None:
+            command = await find_command(self._js, self._s, self._names, spec.function)
+        request = step_request(state, spec, attempt, run_id, command)
+        await publish_request(self._js, self._s, request, self._queues)
+
+    async def _stop(self, state: WorkflowRunState, step: str, attempt: int, run_id: str, reason: str) -> None:
+        """Cancel the run if no executor holds it (and then none ever will), else ask its executor to stop it."""
+        assert self._claims is not None
+        try:
+            await self._claims.create(run_id, CANCELLED_CLAIM)
+            cancelled = True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            try:
+                cancelled = (await self._claims.get(run_id)).value == CANCELLED_CLAIM
+            except nats.js.errors.KeyNotFoundError:
+                cancelled = False  # an executor handed it back just now; the stop request still reaches its next taker
+        event: RunFinished | RunStopRequested
+        if cancelled:
+            event = RunFinished(
+                event_id=cancel_event_id(run_id), run_id=run_id, status=RunStatus.CANCELLED, reason=CANCEL_REASON
+            )
+        else:
+            event = RunStopRequested(
+                event_id=decision_id(state.wfrun_id, "run.stop_requested", step, attempt), run_id=run_id, reason=reason
+            )
+        await publish_event(self._js, self._s, event)
+
+    async def _redo_effects(self, run: _Run) -> None:
+        """Re-do what decisions stored earlier call for and may not have happened: an unfinished attempt's
+        run request, or its stop."""
+        state = run.state
+        for step in state.steps.values():
+            attempt = step.current
+            if attempt is None or attempt.finished:
+                continue
+            if attempt.stop_issued:
+                await self._stop(state, step.name, attempt.attempt, attempt.run_id, "workflow run stopped")
+                continue
+            try:
+                await self._js.get_last_msg(self._s.events_stream, self._s.run_requested(attempt.run_id, "*"))
+            except nats.js.errors.NotFoundError:
+                log.info(
+                    "workflow run %s: step %s attempt %d requested again", state.wfrun_id, step.name, attempt.attempt
+                )
+                await self._request(state, step, attempt.attempt, attempt.run_id)
+        run.redo = False
+
+    async def _finish(self, run: _Run) -> None:
+        assert self._active is not None
+        state = run.state
+        await release_active_run(self._active, state.workflow_id, state.wfrun_id)
+        log.info("workflow run %s: finished %s", state.wfrun_id, state.status.value)
+        self._forget(run)
+
+    async def _release_folded(self) -> None:
+        """Free the active-run keys that runs finished before our start may still hold (a crash between
+        their `wfrun.finished` and the release)."""
+        assert self._active is not None
+        for workflow_id, finished in list(self._finished_in_fold.items()):
+            holder = await active_run(self._active, workflow_id)
+            if holder is not None and holder in finished:
+                await release_active_run(self._active, workflow_id, holder)
+            del self._finished_in_fold[workflow_id]
+
+
+async def append_decision(js: JetStreamContext, s: Subjects, event: WfRunEvent, seen_seq: int) -> int:
+    """Store a decision about a workflow run, only if `seen_seq` is the stream sequence of that run's latest
+    event (the decision saw all of them); returns the decision's sequence. `StaleDecision` otherwise."""
+    headers = {
+        **event_headers(event),
+        Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(seen_seq),
+        EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: s.wfrun_all(event.wfrun_id),
+    }
+    try:
+        ack = await js.publish(subject_for(s, event), encode_event(event), headers=headers, timeout=5)
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            raise StaleDecision(f"workflow run {event.wfrun_id} has events after sequence {seen_seq}") from exc
+        raise
+    return ack.seq
+
+
+async def drive_workflows(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
+    """Drive workflow runs until `stop` is set."""
+    driver = WorkflowDriver(js, subjects)
+    await driver.start()
+    try:
+        await driver.run(stop)
+    finally:
+        await driver.close()
+
+
+def start_workflow_driver(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> asyncio.Task[None]:
+    """The scheduler's workflow task. If it dies, the whole scheduler stops (sets `stop`): a scheduler that
+    watches executors but drives no workflow would look healthy while every workflow run hangs."""
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("workflow driver died", exc_info=task.exception())
+            stop.set()
+
+    task = asyncio.create_task(drive_workflows(js, subjects, stop), name="workflow-driver")
+    task.add_done_callback(ended)
+    return task
