@@ -23,6 +23,7 @@ consumer has brought that event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Su
 # NATS trouble a publish or a KV call may meet; the driver retries after RETRY_S.
 BUS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
 RETRY_S = 1.0
+# Most time between attempts to follow the stream again.
+MAX_RETRY_S = 10.0
 # The longest the loop sleeps without looking at the stop signal and the timers.
 TICK_S = 0.5
 # Messages folded between two rounds of decisions, so a burst never starves the timers.
@@ -410,13 +413,24 @@ async def append_decision(js: JetStreamContext, s: Subjects, event: WfRunEvent, 
 
 
 async def drive_workflows(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
-    """Drive workflow runs until `stop` is set."""
-    driver = WorkflowDriver(js, subjects)
-    await driver.start()
-    try:
-        await driver.run(stop)
-    finally:
-        await driver.close()
+    """Drive workflow runs until `stop` is set. While the stream cannot be read (NATS down, the stream not
+    there yet) keep trying, each time from a fresh state: state comes from the stream, so starting late
+    loses nothing, and one NATS outage must not take the scheduler down."""
+    delay = RETRY_S
+    while not stop.is_set():
+        driver = WorkflowDriver(js, subjects)
+        try:
+            await driver.start()
+            delay = RETRY_S
+            await driver.run(stop)
+            return
+        except BUS_ERRORS as exc:
+            log.warning("workflow driver: cannot follow the stream (%s); starting over in %.0fs", exc, delay)
+        finally:
+            await driver.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, MAX_RETRY_S)
 
 
 def start_workflow_driver(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> asyncio.Task[None]:
