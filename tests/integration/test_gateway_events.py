@@ -15,8 +15,8 @@ import httpx
 
 from scriptbus.events import OutputChunk, OutputStream, RunFinished, RunStarted, RunStatus, publish_event
 from tests.helpers.api import wait_for_status
+from tests.helpers.gateway import Api, create
 from tests.helpers.processes import ServiceProcess
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
 
 
 @dataclass

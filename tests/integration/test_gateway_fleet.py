@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scriptbus.embedded import free_port
 from tests.helpers.api import wait_for_status, wait_until_ready
+from tests.helpers.gateway import Api, create
 from tests.helpers.processes import ServiceProcess
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -9,8 +9,6 @@ import os
 import time
 from typing import Any
 
-import httpx
-
 from scriptbus.events import (
     OutputChunk,
     OutputStream,
@@ -20,7 +18,8 @@ from scriptbus.events import (
     RunStatus,
     publish_event,
 )
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
+from tests.helpers.gateway import Api, create
+from tests.helpers.output import Follower
 
 
 class FakeExecutor:
@@ -90,52 +89,6 @@ async def output(api: Api, run_id: str, **params: Any) -> bytes:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/octet-stream"
     return response.content
-
-
-class Follower:
-    """A `?follow=true` response read as it arrives."""
-
-    def __init__(self, api: Api, run_id: str, **params: Any) -> None:
-        self.received = b""
-        self.ended = asyncio.Event()
-        self.status = 0
-        self._opened = asyncio.Event()
-        self._task = asyncio.create_task(self._read(api.client, run_id, params))
-
-    async def _read(self, client: httpx.AsyncClient, run_id: str, params: dict[str, Any]) -> None:
-        try:
-            async with client.stream(
-                "GET", f"/api/v1/runs/{run_id}/output", params={**params, "follow": "true"}, timeout=60
-            ) as response:
-                self.status = response.status_code
-                self._opened.set()
-                async for data in response.aiter_raw():
-                    self.received += data
-        finally:
-            self._opened.set()
-            self.ended.set()
-
-    async def opened(self) -> int:
-        await asyncio.wait_for(self._opened.wait(), 20)
-        return self.status
-
-    async def until(self, expected: bytes, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < len(expected) and time.monotonic() < deadline and not self.ended.is_set():
-            await asyncio.sleep(0.01)
-        assert self.received == expected
-
-    async def end(self, timeout: float = 20.0) -> bytes:
-        await asyncio.wait_for(self.ended.wait(), timeout)
-        await self._task
-        return self.received
-
-    async def aclose(self) -> None:
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 async def test_output_by_offset_and_stream_is_exact(api: Api) -> None:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.helpers.api import wait_for_status
+from tests.helpers.gateway import Api, create
 from tests.helpers.processes import ServiceProcess
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
 
 
 async def ids(api: Api, **params: Any) -> list[str]:

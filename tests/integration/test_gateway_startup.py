@@ -12,10 +12,10 @@ import httpx
 
 from scriptbus.embedded import EmbeddedNats, free_port
 from tests.helpers.api import wait_until_ready
+from tests.helpers.gateway import Api, create
+from tests.helpers.output import Follower
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.servers import Bus
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
-from tests.integration.test_gateway_output import Follower
 
 
 async def wait_http(
