@@ -7,9 +7,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Protocol
+
+from tests.helpers.waiting import eventually_blocking
 
 
 class StartService(Protocol):
@@ -43,16 +44,21 @@ class ServiceProcess:
 
     def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         """Wait until the log matches `pattern` (a regex); fail with the log if the process dies first."""
-        deadline = time.monotonic() + timeout
         rx = re.compile(pattern)
-        while time.monotonic() < deadline:
+
+        def logged() -> re.Match[str] | None:
             found = rx.search(self.log())
-            if found:
-                return found
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.proc.returncode}) before /{pattern}/:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name}: no /{pattern}/ within {timeout}s:\n{self.log()}")
+            if found is None and self.proc.poll() is not None:
+                # Not an AssertionError: to `eventually` that would only mean "not yet".
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}) before /{pattern}/:\n{self.log()}")
+            return found
+
+        try:
+            found = eventually_blocking(logged, timeout, what=f"{self.name}: /{pattern}/")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log()}") from None
+        assert found is not None  # `eventually` returns only a truthy value
+        return found
 
     def terminate(self) -> None:
         if self.proc.poll() is None:

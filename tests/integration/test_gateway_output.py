@@ -4,9 +4,7 @@ finished) is published by hand, so no script runs."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from typing import Any
 
 from scriptbus.events import (
@@ -20,6 +18,7 @@ from scriptbus.events import (
 )
 from tests.helpers.gateway import Api, create
 from tests.helpers.output import Follower
+from tests.helpers.waiting import eventually
 
 
 class FakeExecutor:
@@ -72,16 +71,14 @@ async def running(api: Api) -> FakeExecutor:
 
 
 async def wait_run(api: Api, run_id: str, ok: Any, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    async def there() -> dict[str, Any]:
         response = await api.client.get(f"/api/v1/runs/{run_id}")
-        if response.status_code == 200:
-            run = response.json()
-            if ok(run):
-                return run
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} never got there; last seen {run}")
+        assert response.status_code == 200, response.text
+        run: dict[str, Any] = response.json()
+        assert ok(run), f"last seen {run}"
+        return run
+
+    return await eventually(there, timeout, what=f"run {run_id} there")
 
 
 async def output(api: Api, run_id: str, **params: Any) -> bytes:
@@ -226,10 +223,11 @@ async def test_many_followers_and_a_client_that_leaves(api: Api) -> None:
         assert await follower.end() == b"one\ntwo\n"
     # The gateway is still serving after a client went away mid-stream, and left no consumer behind.
     await wait_run(api, ex.run_id, lambda r: r["status"] == "succeeded")
-    deadline = time.monotonic() + 30
-    while await consumer_count(api) > consumers_before:
-        assert time.monotonic() < deadline, "the followers' consumers were never removed"
-        await asyncio.sleep(0.2)
+
+    async def consumers_removed() -> bool:
+        return await consumer_count(api) <= consumers_before
+
+    await eventually(consumers_removed, 30, interval=0.2, what="the followers' consumers removed")
     assert "Traceback" not in api.gateway.log()
 
 
