@@ -15,6 +15,7 @@ from nats.js.api import DeliverPolicy
 from scriptbus.events import Subjects, decode_event
 from tests.helpers.api import TERMINAL, start_run, wait_for_status
 from tests.helpers.stack import MakeStack, Stack
+from tests.helpers.waiting import eventually
 
 
 def group_members(pgid: int) -> list[int]:
@@ -153,11 +154,12 @@ async def test_recorder_killed_during_large_output_loses_and_duplicates_nothing(
     done = await wait_for_status(stack.client, run["id"], TERMINAL, timeout=120)
     assert done["status"] == "succeeded"
     # Wait until the projection holds every byte the executor published.
-    for _ in range(600):
+
+    async def all_projected() -> bool:
         current = (await stack.client.get(f"/api/v1/runs/{run['id']}")).json()
-        if current["output_bytes"] >= len(expected):
-            break
-        await asyncio.sleep(0.1)
+        return bool(current["output_bytes"] >= len(expected))
+
+    await eventually(all_projected, 60, interval=0.1, what="every byte projected")
     stored = (await stack.client.get(f"/api/v1/runs/{run['id']}/output")).content
     assert len(stored) == len(expected)
     assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(expected).hexdigest()

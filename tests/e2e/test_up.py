@@ -12,26 +12,9 @@ import httpx
 
 from scriptbus.embedded import free_port
 from tests.helpers.api import start_run, wait_for_status, wait_until_ready
-from tests.helpers.processes import ServiceProcess, kill_processes_under
+from tests.helpers.processes import ServiceProcess, descendants, kill_processes_under
+from tests.helpers.up import up
 from tests.helpers.waiting import eventually
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -41,13 +24,6 @@ def alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def up(data_dir: Path, api_port: int, log_path: Path) -> ServiceProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_")}
-    env.update(PYTHONUNBUFFERED="1", SCRIPTBUS_HEARTBEAT_INTERVAL_S="0.5")
-    args = ["--data-dir", str(data_dir), "--api-port", str(api_port), "--nats-port", str(free_port())]
-    return ServiceProcess("up", args, env, log_path)
 
 
 async def test_up_runs_a_script_stops_cleanly_and_finds_it_again(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 
 from scriptbus.embedded import free_port
-from tests.e2e.test_up import descendants, up
 from tests.helpers.api import start_run, wait_for_status
-from tests.helpers.processes import DAEMONIZING_SCRIPT, kill_processes_under, processes_with
+from tests.helpers.processes import DAEMONIZING_SCRIPT, descendants, kill_processes_under, processes_with
+from tests.helpers.up import up
 from tests.helpers.waiting import eventually
 
 

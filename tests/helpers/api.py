@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
+
+from tests.helpers.waiting import eventually
 
 TERMINAL = {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
 
@@ -15,31 +15,27 @@ async def wait_for_status(
     client: httpx.AsyncClient, run_id: str, statuses: set[str] | str, timeout: float = 30.0
 ) -> dict[str, Any]:
     wanted = {statuses} if isinstance(statuses, str) else statuses
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    async def in_wanted_status() -> dict[str, Any]:
         response = await client.get(f"/api/v1/runs/{run_id}")
-        if response.status_code == 200:
-            run = response.json()
-            if run["status"] in wanted:
-                return run
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} not {wanted} after {timeout}s; last seen: {run}")
+        assert response.status_code == 200, response.text
+        run: dict[str, Any] = response.json()
+        assert run["status"] in wanted, f"last seen: {run}"
+        return run
+
+    return await eventually(in_wanted_status, timeout, what=f"run {run_id} {wanted}")
 
 
 async def wait_until_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+    async def ready() -> bool:
         try:
             response = await client.get("/readyz")
-            if response.status_code == 200:
-                return
-            last = response.text
         except httpx.TransportError as exc:
-            last = repr(exc)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"gateway not ready after {timeout}s: {last}")
+            raise AssertionError(repr(exc)) from exc
+        assert response.status_code == 200, response.text
+        return True
+
+    await eventually(ready, timeout, interval=0.1, what="gateway ready")
 
 
 async def start_run(client: httpx.AsyncClient, script: str, **fields: Any) -> dict[str, Any]:

@@ -7,9 +7,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Protocol
+
+from tests.helpers.waiting import eventually_blocking
 
 
 class StartService(Protocol):
@@ -43,16 +44,21 @@ class ServiceProcess:
 
     def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         """Wait until the log matches `pattern` (a regex); fail with the log if the process dies first."""
-        deadline = time.monotonic() + timeout
         rx = re.compile(pattern)
-        while time.monotonic() < deadline:
+
+        def logged() -> re.Match[str] | None:
             found = rx.search(self.log())
-            if found:
-                return found
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.proc.returncode}) before /{pattern}/:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name}: no /{pattern}/ within {timeout}s:\n{self.log()}")
+            if found is None and self.proc.poll() is not None:
+                # Not an AssertionError: to `eventually` that would only mean "not yet".
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}) before /{pattern}/:\n{self.log()}")
+            return found
+
+        try:
+            found = eventually_blocking(logged, timeout, what=f"{self.name}: /{pattern}/")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log()}") from None
+        assert found is not None  # `eventually` returns only a truthy value
+        return found
 
     def terminate(self) -> None:
         if self.proc.poll() is None:
@@ -116,6 +122,41 @@ def processes_with(marker: str) -> list[int]:
         if needle in argv and state not in (b"Z", b"X"):
             found.append(int(entry.name))
     return sorted(found)
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Pids (not zombies) whose process group is `pgid`, from /proc."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            alive.append(int(entry))
+    return alive
+
+
+def descendants(pid: int) -> set[int]:
+    """Pids of every process below `pid` (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
 
 
 # Leaves processes every way a process group kill misses: a new session, a double fork into a new

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, overload
 
 T = TypeVar("T")
@@ -41,3 +42,12 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not met after {timeout:g}s; last: {last!r}")
         await asyncio.sleep(interval)
+
+
+def eventually_blocking(
+    probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """`eventually` for synchronous code (a sync test, a helper run in a thread), blocking the calling
+    thread meanwhile. It runs on a thread and event loop of its own, so the caller may have a loop or not."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, eventually(probe, timeout, interval, what)).result()

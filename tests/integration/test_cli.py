@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from scriptbus.embedded import free_port
 from tests.helpers.api import TERMINAL, start_run, wait_for_status, wait_until_ready
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.stack import Stack, running_stack
+from tests.helpers.waiting import eventually
 
 SCRIPTBUS = [sys.executable, "-m", "scriptbus"]
 
@@ -363,14 +365,15 @@ async def test_saved_commands_from_create_to_run_with_args(stack: Stack, tmp_pat
 
 
 async def test_executors_lists_the_fleet(stack: Stack) -> None:
-    deadline = time.monotonic() + 30
-    while True:
+
+    async def listed() -> dict[str, dict[str, Any]]:
         code, out, err = await cli(stack.api, "executors", "--json")
         assert code == 0, err
-        hosts = {e["host"]: e for e in json.loads(out)["items"]}
-        if "local" in hosts or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
+        hosts: dict[str, dict[str, Any]] = {e["host"]: e for e in json.loads(out)["items"]}
+        assert "local" in hosts, hosts
+        return hosts
+
+    hosts = await eventually(listed, 30, interval=0.2, what="executor 'local' listed")
     assert hosts["local"]["state"] == "online"
     code, out, _ = await cli(stack.api, "executors")
     lines = out.decode().splitlines()

@@ -24,10 +24,10 @@ from scriptbus.events import (
     decode_event,
     publish_event,
 )
+from tests.helpers.executor import follow, request_run, start_executor, wait_run
 from tests.helpers.processes import DAEMONIZING_SCRIPT, processes_with
 from tests.helpers.servers import Bus
 from tests.helpers.waiting import eventually
-from tests.integration.test_executor import follow, request_run, start_executor, wait_run
 
 # The two ways an executor holds a run's processes; `subreaper` is what a host without cgroup v2 gets.
 MODES = {"cgroup": {}, "subreaper": {"SCRIPTBUS_EXECUTOR_CGROUPS": "off"}}

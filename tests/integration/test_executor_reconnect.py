@@ -10,14 +10,8 @@ import nats
 
 from scriptbus.embedded import EmbeddedNats
 from scriptbus.events import OutputStream, RunStarted, RunStatus, Subjects, ensure_streams
-from tests.helpers.processes import StartService
-from tests.integration.test_executor import (
-    assert_output_consistent,
-    group_alive,
-    request_run,
-    start_executor,
-    wait_run,
-)
+from tests.helpers.executor import assert_output_consistent, request_run, start_executor, wait_run
+from tests.helpers.processes import StartService, group_alive
 
 
 async def test_output_survives_a_nats_restart(tmp_path: Path, prefix: str, start_service: StartService) -> None:

@@ -4,79 +4,10 @@ at once, listed, stopped and deleted; bad input is refused and publishes nothing
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
-import nats.js.errors
-import pytest
-from nats.aio.client import Client
-from nats.js import JetStreamContext
-
-from scriptbus.embedded import free_port
-from scriptbus.events import CANCELLED_CLAIM, Subjects, claims_bucket, decode_event, executor_claim
-from tests.helpers.api import wait_until_ready
-from tests.helpers.processes import ServiceProcess
-from tests.helpers.servers import Bus
-
-
-@dataclass
-class Api:
-    client: httpx.AsyncClient
-    gateway: ServiceProcess
-    recorder: ServiceProcess
-    nc: Client
-    js: JetStreamContext
-    subjects: Subjects
-
-    async def stored_messages(self) -> int:
-        """Messages in the events stream: every event and output chunk ever published."""
-        info = await self.js.stream_info(self.subjects.events_stream)
-        return int(info.state.messages)
-
-    async def event_types(self, run_id: str) -> list[str]:
-        """Types of the events stored for one run, in stream order ("out" for an output chunk)."""
-        types: list[str] = []
-        seq = 1
-        while True:
-            try:
-                msg = await self.js.get_msg(
-                    self.subjects.events_stream, seq=seq, subject=self.subjects.run_all(run_id), next=True
-                )
-            except nats.js.errors.NotFoundError:
-                return types
-            event = None if (msg.subject or "").endswith(".out") else decode_event(msg.data or b"")
-            types.append(event.type if event else "out")
-            seq = (msg.seq or 0) + 1
-
-
-@pytest.fixture(name="api")
-async def api_fixture(
-    start_service: Callable[..., ServiceProcess],
-    bus: Bus,
-) -> AsyncIterator[Api]:
-    """The recorder and a gateway on a free port, ready (the recorder has created the tables)."""
-    nc, js, subjects = bus
-    recorder = start_service("recorder")
-    port = free_port()
-    gateway = start_service("gateway", "--port", str(port))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        await wait_until_ready(client)
-        yield Api(client, gateway, recorder, nc, js, subjects)
-    # The `bus` fixture removes the streams; these buckets are the gateway's to clean up.
-    for bucket in (subjects.command_names_bucket, subjects.idempotency_bucket):
-        try:
-            await js.delete_stream(f"KV_{bucket}")
-        except nats.js.errors.NotFoundError:
-            pass
-
-
-async def create(api: Api, **fields: Any) -> dict[str, Any]:
-    response = await api.client.post("/api/v1/runs", json={"script": "echo hi", **fields})
-    assert response.status_code == 202, response.text
-    run: dict[str, Any] = response.json()
-    return run
+from scriptbus.events import CANCELLED_CLAIM, claims_bucket, executor_claim
+from tests.helpers.gateway import Api, create
 
 
 async def test_a_run_is_readable_right_after_post(api: Api) -> None:

@@ -15,9 +15,9 @@ import httpx
 from scriptbus.embedded import free_port
 from scriptbus.events import command_names_bucket
 from tests.helpers.api import wait_for_status, wait_until_ready
+from tests.helpers.gateway import Api
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.servers import Bus
-from tests.integration.test_gateway import Api, api_fixture  # noqa: F401  (the `api` fixture)
 
 
 async def create_command(api: Api, **fields: Any) -> dict[str, Any]:

@@ -15,8 +15,9 @@ import httpx
 
 from scriptbus.events import OutputChunk, OutputStream, RunFinished, RunStarted, RunStatus, publish_event
 from tests.helpers.api import wait_for_status
+from tests.helpers.gateway import Api, create
 from tests.helpers.processes import ServiceProcess
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
+from tests.helpers.waiting import eventually
 
 
 @dataclass
@@ -125,9 +126,8 @@ async def test_a_run_not_started_yet_is_waited_for(api: Api, start_service: Call
     run = await create(api, pool="later", script="echo started late")
     received: list[SseEvent] = []
     reader = asyncio.create_task(read_events(api.client, run["id"], received=received))
-    while not received:
-        assert not reader.done(), reader
-        await asyncio.sleep(0.05)
+    await eventually(lambda: received or reader.done(), 60, what="the first event")
+    assert received, reader
     assert [e.event for e in received] == ["run.requested"]
     start_service("executor", "--host", "late-host", "--pool", "later")
     events, ended = await asyncio.wait_for(reader, 60)
@@ -140,8 +140,7 @@ async def test_a_cancelled_run_ends_its_stream_and_unknown_runs_are_404(api: Api
     run = await create(api, pool="nobody")
     received: list[SseEvent] = []
     reader = asyncio.create_task(read_events(api.client, run["id"], received=received))
-    while not received:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: received, 60, what="the first event")
     assert (await api.client.post(f"/api/v1/runs/{run['id']}/stop")).status_code == 202
     events, ended = await asyncio.wait_for(reader, 30)
     assert ended and [e.event for e in events] == ["run.requested", "run.finished"]

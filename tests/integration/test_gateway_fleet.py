@@ -4,7 +4,6 @@ deleted ones) and reports the fleet and the queues."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from collections.abc import Callable
@@ -16,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scriptbus.embedded import free_port
 from tests.helpers.api import wait_for_status, wait_until_ready
+from tests.helpers.gateway import Api, create
 from tests.helpers.processes import ServiceProcess
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
+from tests.helpers.waiting import eventually
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -44,25 +44,21 @@ async def executors(api: Api) -> dict[str, dict[str, Any]]:
 
 
 async def wait_states(api: Api, wanted: dict[str, str], timeout: float = 30) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    seen: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
+    async def in_states() -> dict[str, dict[str, Any]]:
         seen = await executors(api)
-        if all(host in seen and seen[host]["state"] == state for host, state in wanted.items()):
-            return seen
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"executors never reached {wanted}: {seen}")
+        assert all(host in seen and seen[host]["state"] == state for host, state in wanted.items()), seen
+        return seen
+
+    return await eventually(in_states, timeout, interval=0.1, what=f"executors {wanted}")
 
 
 async def wait_metric(api: Api, name: str, expected: float, timeout: float = 20, **labels: str) -> Samples:
-    deadline = time.monotonic() + timeout
-    samples: Samples = {}
-    while time.monotonic() < deadline:
+    async def at_expected() -> Samples:
         samples = await scrape(api.client)
-        if value(samples, name, **labels) == expected:
-            return samples
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{name}{labels} never {expected}: {value(samples, name, **labels)}")
+        assert value(samples, name, **labels) == expected, value(samples, name, **labels)
+        return samples
+
+    return await eventually(at_expected, timeout, interval=0.1, what=f"{name}{labels} == {expected}")
 
 
 async def test_executors_show_online_stopped_and_lost(api: Api, start_service: Callable[..., ServiceProcess]) -> None:
@@ -82,10 +78,13 @@ async def test_executors_show_online_stopped_and_lost(api: Api, start_service: C
     # A running run shows on its executor.
     busy = await create(api, script="sleep 30", host="fleet-one")
     await wait_for_status(api.client, busy["id"], "running")
-    deadline = time.monotonic() + 20
-    while (await executors(api))["fleet-one"]["running"] != 1:
-        assert time.monotonic() < deadline, await executors(api)
-        await asyncio.sleep(0.1)
+
+    async def one_running() -> bool:
+        seen = await executors(api)
+        assert seen["fleet-one"]["running"] == 1, seen
+        return True
+
+    await eventually(one_running, 20, interval=0.1, what="fleet-one running 1")
     assert (await api.client.post(f"/api/v1/runs/{busy['id']}/stop")).status_code == 202
 
     # SIGKILL: no goodbye, only silence; lost once SCRIPTBUS_EXECUTOR_LOST_AFTER_S (3 s here) has passed.

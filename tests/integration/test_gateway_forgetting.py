@@ -12,10 +12,10 @@ import nats.js.errors
 from scriptbus.events import Subjects, ensure_streams
 from scriptbus.events.streams import Retention
 from tests.helpers.api import wait_for_status
+from tests.helpers.gateway import Api, create
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.servers import Bus
 from tests.helpers.waiting import eventually
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
 
 GIB = 1024**3
 

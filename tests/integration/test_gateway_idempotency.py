@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from scriptbus.events import RunRequested, ensure_queue, idempotency_bucket, new_id, publish_event
 from scriptbus.gateway.idempotency import STALE_PENDING_S, fingerprint
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
+from tests.helpers.gateway import Api, create
 
 
 async def run_requests(api: Api) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.test_gateway import Api, api_fixture  # noqa: F401  (the `api` fixture)
+from tests.helpers.gateway import Api
 
 RUNS = "/api/v1/runs"
 COMMANDS = "/api/v1/commands"

@@ -4,12 +4,8 @@ finished) is published by hand, so no script runs."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from typing import Any
-
-import httpx
 
 from scriptbus.events import (
     OutputChunk,
@@ -20,7 +16,9 @@ from scriptbus.events import (
     RunStatus,
     publish_event,
 )
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
+from tests.helpers.gateway import Api, create
+from tests.helpers.output import Follower
+from tests.helpers.waiting import eventually
 
 
 class FakeExecutor:
@@ -73,16 +71,14 @@ async def running(api: Api) -> FakeExecutor:
 
 
 async def wait_run(api: Api, run_id: str, ok: Any, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    async def there() -> dict[str, Any]:
         response = await api.client.get(f"/api/v1/runs/{run_id}")
-        if response.status_code == 200:
-            run = response.json()
-            if ok(run):
-                return run
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} never got there; last seen {run}")
+        assert response.status_code == 200, response.text
+        run: dict[str, Any] = response.json()
+        assert ok(run), f"last seen {run}"
+        return run
+
+    return await eventually(there, timeout, what=f"run {run_id} there")
 
 
 async def output(api: Api, run_id: str, **params: Any) -> bytes:
@@ -90,52 +86,6 @@ async def output(api: Api, run_id: str, **params: Any) -> bytes:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/octet-stream"
     return response.content
-
-
-class Follower:
-    """A `?follow=true` response read as it arrives."""
-
-    def __init__(self, api: Api, run_id: str, **params: Any) -> None:
-        self.received = b""
-        self.ended = asyncio.Event()
-        self.status = 0
-        self._opened = asyncio.Event()
-        self._task = asyncio.create_task(self._read(api.client, run_id, params))
-
-    async def _read(self, client: httpx.AsyncClient, run_id: str, params: dict[str, Any]) -> None:
-        try:
-            async with client.stream(
-                "GET", f"/api/v1/runs/{run_id}/output", params={**params, "follow": "true"}, timeout=60
-            ) as response:
-                self.status = response.status_code
-                self._opened.set()
-                async for data in response.aiter_raw():
-                    self.received += data
-        finally:
-            self._opened.set()
-            self.ended.set()
-
-    async def opened(self) -> int:
-        await asyncio.wait_for(self._opened.wait(), 20)
-        return self.status
-
-    async def until(self, expected: bytes, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < len(expected) and time.monotonic() < deadline and not self.ended.is_set():
-            await asyncio.sleep(0.01)
-        assert self.received == expected
-
-    async def end(self, timeout: float = 20.0) -> bytes:
-        await asyncio.wait_for(self.ended.wait(), timeout)
-        await self._task
-        return self.received
-
-    async def aclose(self) -> None:
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 async def test_output_by_offset_and_stream_is_exact(api: Api) -> None:
@@ -273,10 +223,11 @@ async def test_many_followers_and_a_client_that_leaves(api: Api) -> None:
         assert await follower.end() == b"one\ntwo\n"
     # The gateway is still serving after a client went away mid-stream, and left no consumer behind.
     await wait_run(api, ex.run_id, lambda r: r["status"] == "succeeded")
-    deadline = time.monotonic() + 30
-    while await consumer_count(api) > consumers_before:
-        assert time.monotonic() < deadline, "the followers' consumers were never removed"
-        await asyncio.sleep(0.2)
+
+    async def consumers_removed() -> bool:
+        return await consumer_count(api) <= consumers_before
+
+    await eventually(consumers_removed, 30, interval=0.2, what="the followers' consumers removed")
     assert "Traceback" not in api.gateway.log()
 
 

@@ -3,14 +3,13 @@ without skipping or repeating while new runs arrive; and the reason a queued run
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tests.helpers.api import wait_for_status
+from tests.helpers.gateway import Api, create
 from tests.helpers.processes import ServiceProcess
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
+from tests.helpers.waiting import eventually
 
 
 async def ids(api: Api, **params: Any) -> list[str]:
@@ -85,14 +84,12 @@ async def test_a_cursor_pages_each_run_once_while_new_runs_arrive(api: Api) -> N
 
 
 async def wait_reason(api: Api, run_id: str, reason: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        run = (await api.client.get(f"/api/v1/runs/{run_id}")).json()
-        if run["reason"] == reason:
-            return run
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"run {run_id}: reason {run.get('reason')!r}, wanted {reason!r}")
+    async def with_reason() -> dict[str, Any]:
+        run: dict[str, Any] = (await api.client.get(f"/api/v1/runs/{run_id}")).json()
+        assert run["reason"] == reason, f"reason {run.get('reason')!r}"
+        return run
+
+    return await eventually(with_reason, timeout, interval=0.1, what=f"run {run_id} with reason {reason!r}")
 
 
 async def test_a_queued_run_says_why_it_waits(api: Api, start_service: Callable[..., ServiceProcess]) -> None:

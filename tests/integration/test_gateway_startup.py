@@ -3,7 +3,6 @@ client sees while NATS or PostgreSQL is down, and a prompt SIGTERM with a live o
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,26 +11,25 @@ import httpx
 
 from scriptbus.embedded import EmbeddedNats, free_port
 from tests.helpers.api import wait_until_ready
+from tests.helpers.gateway import Api, create
+from tests.helpers.output import Follower
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.servers import Bus
-from tests.integration.test_gateway import Api, api_fixture, create  # noqa: F401  (the `api` fixture)
-from tests.integration.test_gateway_output import Follower
+from tests.helpers.waiting import eventually
 
 
 async def wait_http(
     client: httpx.AsyncClient, path: str, ok: Callable[[httpx.Response], bool], timeout: float = 30
 ) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: httpx.Response | httpx.TransportError | None = None
-    while time.monotonic() < deadline:
+    async def as_expected() -> httpx.Response:
         try:
-            last = await client.get(path)
-            if ok(last):
-                return last
+            response = await client.get(path)
         except httpx.TransportError as exc:
-            last = exc
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never as expected; last: {getattr(last, 'text', last)}")
+            raise AssertionError(repr(exc)) from exc
+        assert ok(response), response.text
+        return response
+
+    return await eventually(as_expected, timeout, what=f"{path} as expected")
 
 
 def start_gateway(start_service: Callable[..., ServiceProcess], *args: str, **env: str) -> tuple[ServiceProcess, str]:

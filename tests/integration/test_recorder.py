@@ -8,7 +8,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from scriptbus.recorder.migrations import apply_migrations, migration_files, rea
 from scriptbus.recorder.position import NOTIFY_CHANNEL, projection_lag
 from tests.helpers.processes import StartService
 from tests.helpers.servers import Bus
+from tests.helpers.waiting import eventually
 
 
 async def position(url: str, name: str = "runs") -> int:
@@ -59,10 +59,13 @@ async def position(url: str, name: str = "runs") -> int:
 async def wait_position(url: str, seq: int, timeout: float = 30.0, name: str = "runs") -> None:
     """Wait until the recorder has applied stream sequence `seq` (of the executors stream if `name`
     is "executors")."""
-    deadline = time.monotonic() + timeout
-    while (current := await position(url, name)) < seq:
-        assert time.monotonic() < deadline, f"position {current} never reached {seq}"
-        await asyncio.sleep(0.05)
+
+    async def reached() -> bool:
+        current = await position(url, name)
+        assert current >= seq, f"position {current}"
+        return True
+
+    await eventually(reached, timeout, what=f"position {seq} of {name} applied")
 
 
 async def publish_chunk(
@@ -278,12 +281,11 @@ async def test_position_is_notified(bus: Bus, database_url: str, start_service: 
     _, js, s = bus
     start_service("recorder")
     # The table exists once migrations ran; wait for the recorder to be consuming.
-    deadline = time.monotonic() + 30
     conn = await asyncpg.connect(database_url)
     try:
-        while await conn.fetchval("SELECT to_regclass('projection_position')") is None:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: conn.fetchval("SELECT to_regclass('projection_position')"), 30, what="the recorder's tables"
+        )
         seen: asyncio.Queue[str] = asyncio.Queue()
         await conn.add_listener(NOTIFY_CHANNEL, lambda *args: seen.put_nowait(args[3]))
         ack = await publish_event(js, s, RunRequested(run_id=new_id(), script="x"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import time
 import uuid
 
 import asyncpg
@@ -19,8 +18,9 @@ from scriptbus.events import (
     new_id,
     publish_event,
 )
-from tests.helpers.processes import StartService
+from tests.helpers.processes import ServiceProcess, StartService
 from tests.helpers.servers import Bus
+from tests.helpers.waiting import eventually
 
 TOTAL_BYTES = 20 * 1024 * 1024
 KILLS = 4
@@ -35,6 +35,18 @@ async def position(url: str) -> int:
     finally:
         await conn.close()
     return int(value or 0)
+
+
+async def wait_position(url: str, seq: int, timeout: float, recorder: ServiceProcess, interval: float = 0.05) -> None:
+    """Wait until the recorder has applied `seq`; fail with its log."""
+
+    async def reached() -> bool:
+        return await position(url) >= seq
+
+    try:
+        await eventually(reached, timeout, interval, what=f"position {seq} applied")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{recorder.log()}") from None
 
 
 async def test_sigkill_mid_stream_keeps_every_byte_once(
@@ -68,10 +80,8 @@ async def test_sigkill_mid_stream_keeps_every_byte_once(
     for _ in range(KILLS):
         start = await position(database_url)
         goal = start + rng.randint(20, 150)
-        deadline = time.monotonic() + 60
-        while await position(database_url) < goal:
-            assert time.monotonic() < deadline, recorder.log()
-            await asyncio.sleep(0.01)
+        # Polled often, so the kill lands close to `goal`: mid-stream, not after everything is applied.
+        await wait_position(database_url, goal, 60, recorder, interval=0.01)
         recorder.kill()
         killed_at.append(await position(database_url))
         recorder = start_service("recorder", env=env)
@@ -79,10 +89,7 @@ async def test_sigkill_mid_stream_keeps_every_byte_once(
     final = await publish_event(js, s, RunFinished(run_id=run_id, status=RunStatus.SUCCEEDED, exit_code=0))
     assert killed_at[-1] < last_seq, f"the kills at {killed_at} were not mid-stream (last seq {last_seq})"
 
-    deadline = time.monotonic() + 120
-    while await position(database_url) < final.seq:
-        assert time.monotonic() < deadline, recorder.log()
-        await asyncio.sleep(0.05)
+    await wait_position(database_url, final.seq, 120, recorder)
     conn = await asyncpg.connect(database_url)
     try:
         stored = hashlib.sha256()

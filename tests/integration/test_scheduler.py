@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import asyncpg
@@ -23,22 +22,22 @@ from scriptbus.events import (
 from tests.helpers.fleet import heartbeat
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.servers import Bus
+from tests.helpers.waiting import eventually
 
 
 async def status_of(database_url: str, run_id: str, wanted: str, timeout: float = 20) -> tuple[str, str]:
     conn = await asyncpg.connect(database_url)
     try:
-        deadline = time.monotonic() + timeout
-        row = None
-        while time.monotonic() < deadline:
+
+        async def in_wanted_status() -> tuple[str, str]:
             try:
                 row = await conn.fetchrow("SELECT status, reason FROM runs WHERE id = $1", run_id)
             except asyncpg.UndefinedTableError:
-                pass  # the recorder has not applied its migrations yet
-            if row is not None and row["status"] == wanted:
-                return row["status"], row["reason"]
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"run {run_id} not {wanted} within {timeout}s: {row}")
+                row = None  # the recorder has not applied its migrations yet
+            assert row is not None and row["status"] == wanted, row
+            return row["status"], row["reason"]
+
+        return await eventually(in_wanted_status, timeout, interval=0.1, what=f"run {run_id} {wanted}")
     finally:
         await conn.close()
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import nats
@@ -31,7 +32,7 @@ from scriptbus.events import (
 from tests.helpers.fleet import heartbeat
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.servers import Bus
-from tests.helpers.waiting import eventually
+from tests.helpers.waiting import eventually, eventually_blocking
 
 # The bound for a service to leave after SIGTERM with NATS unreachable.
 STOP_WITHIN_S = 5.0
@@ -108,15 +109,17 @@ def test_a_service_that_ignores_the_stop_still_exits_and_says_what_it_gave_up(
     env = {**os.environ, "SCRIPTBUS_SHUTDOWN_TIMEOUT_S": deadline}
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def logged(text: str, times: int = 1) -> bool:
+        return log_path.read_text().count(text) >= times or proc.poll() is not None
+
     try:
-        started = time.monotonic()
-        while "serving" not in log_path.read_text() and time.monotonic() < started + 30 and proc.poll() is None:
-            time.sleep(0.05)
+        eventually_blocking(partial(logged, "serving"), what="serving")
         for sent in range(1, signals + 1):
             proc.send_signal(signal.SIGTERM)
             # Signals of one kind sent at once may arrive as one: the next waits until this one is seen.
-            while sent < signals and log_path.read_text().count("SIGTERM") < sent and proc.poll() is None:
-                time.sleep(0.05)
+            if sent < signals:
+                eventually_blocking(partial(logged, "SIGTERM", sent), what=f"SIGTERM {sent} seen")
         assert proc.wait(STOP_WITHIN_S) == 1
         text = log_path.read_text()
         assert re.search(r"stubborn did not stop .*; giving up on: .*stubborn \(serve:\d+", text), text

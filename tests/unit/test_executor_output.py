@@ -7,6 +7,7 @@ import time
 
 from scriptbus.events import OutputStream
 from scriptbus.executor.output import CHUNK_SIZE, Pump
+from tests.helpers.waiting import eventually
 
 OUT, ERR = OutputStream.STDOUT, OutputStream.STDERR
 
@@ -33,13 +34,6 @@ def pump(reader: asyncio.StreamReader, stream: OutputStream, rec: Recorder) -> P
     return p
 
 
-async def until(cond, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.001)
-
-
 async def test_a_line_flushes_without_waiting_for_the_timer(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr("scriptbus.executor.output.FLUSH_AFTER_S", 30.0)
     rec, reader = Recorder(), asyncio.StreamReader()
@@ -48,7 +42,7 @@ async def test_a_line_flushes_without_waiting_for_the_timer(monkeypatch) -> None
     await asyncio.sleep(0.1)
     assert rec.pieces == []
     reader.feed_data(b", now one\nand a tail")
-    await until(lambda: rec.pieces)
+    await eventually(lambda: rec.pieces, 2.0, interval=0.001, what="a piece")
     assert rec.pieces == [(OUT, b"no newline yet, now one\nand a tail")]
     reader.feed_eof()
     await asyncio.wait_for(p.task, 1)  # type: ignore[arg-type]
@@ -60,7 +54,7 @@ async def test_a_partial_line_flushes_on_the_timer() -> None:
     t0 = time.monotonic()
     reader.feed_data(b"o")
     reader.feed_data(b"...")
-    await until(lambda: rec.pieces)
+    await eventually(lambda: rec.pieces, 2.0, interval=0.001, what="a piece")
     assert rec.pieces == [(OUT, b"o...")]
     assert rec.writes[0][0] - t0 >= 0.015
     reader.feed_eof()
@@ -86,7 +80,7 @@ async def test_the_other_pipes_buffer_goes_first() -> None:
     out_reader.feed_data(b"partial")
     await asyncio.sleep(0.002)
     err_reader.feed_data(b"error line\n")
-    await until(lambda: rec.pieces)
+    await eventually(lambda: rec.pieces, 2.0, interval=0.001, what="a piece")
     assert rec.writes[0][1] == [(OUT, b"partial"), (ERR, b"error line\n")]
     out_reader.feed_eof()
     err_reader.feed_eof()

@@ -15,6 +15,7 @@ from scriptbus.executor.cgroups import CgroupTree, cgroup2_mount, own_cgroup
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
 from scriptbus.executor.process import StopCause, clean_env, find_bash, outcome, spawn, wait_exit
 from scriptbus.executor.procfs import ProcStat, descendants, read_stat
+from tests.helpers.waiting import eventually
 
 
 @pytest.fixture
@@ -83,10 +84,8 @@ async def test_exit_is_seen_although_a_background_child_holds_the_pipes(
 async def test_terminate_takes_every_descendant_after_the_grace(tmp_path: Path, run_processes: RunProcesses) -> None:
     script = "trap '' TERM; (setsid bash -c 'trap \"\" TERM; sleep 1000 & wait' &); sleep 1000 & wait"
     proc = await start(run_processes, script, tmp_path)
-    deadline = time.monotonic() + 10
-    while len(run_processes.pids()) < 4:  # bash, the detached bash, two sleeps
-        assert time.monotonic() < deadline, run_processes.pids()
-        await asyncio.sleep(0.01)
+    # bash, the detached bash, two sleeps
+    await eventually(lambda: len(run_processes.pids()) >= 4, 10, interval=0.01, what="the run's 4 processes")
     t0 = time.monotonic()
     assert await terminate(run_processes, grace_s=0.3) == []
     assert time.monotonic() - t0 >= 0.3  # TERM was ignored: KILL only after the grace
