@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +28,12 @@ async def make_stack(start_service: Callable[..., ServiceProcess]) -> AsyncItera
 async def stack(start_service: Callable[..., ServiceProcess]) -> AsyncIterator[Stack]:
     async with running_stack(start_service) as ready:
         yield ready
+
+
+@pytest.fixture
+def up_data_dir() -> Iterator[Path]:
+    """A data dir for `scriptbus up` outside pytest's temp root: pytest keeps that root 0700 (any other pytest
+    run on the machine resets it), and as root the embedded PostgreSQL runs as a user that must cross it."""
+    base = Path(tempfile.mkdtemp(prefix="scriptbus-up-"))
+    yield base / "data"
+    shutil.rmtree(base, ignore_errors=True)

@@ -26,8 +26,8 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-async def test_up_runs_a_script_stops_cleanly_and_finds_it_again(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+async def test_up_runs_a_script_stops_cleanly_and_finds_it_again(tmp_path: Path, up_data_dir: Path) -> None:
+    data_dir = up_data_dir
     port = free_port()
     first = up(data_dir, port, tmp_path / "up-1.log")
     try:
@@ -86,8 +86,8 @@ def _postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postgres" / "data" / "postmaster.pid").read_text().splitlines()[0])
 
 
-async def test_up_heals_after_nats_server_and_postgres_are_killed(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+async def test_up_heals_after_nats_server_and_postgres_are_killed(tmp_path: Path, up_data_dir: Path) -> None:
+    data_dir = up_data_dir
     port = free_port()
     supervisor = up(data_dir, port, tmp_path / "up.log")
     try:

@@ -27,8 +27,8 @@ def executor_under(up_pid: int) -> int | None:
     return None
 
 
-async def test_executor_sigkilled_under_up_leaves_no_process_of_its_run(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+async def test_executor_sigkilled_under_up_leaves_no_process_of_its_run(tmp_path: Path, up_data_dir: Path) -> None:
+    data_dir = up_data_dir
     port = free_port()
     marker = f"1000.{random.randrange(10**8):08d}"
     stack = up(data_dir, port, tmp_path / "up.log")

@@ -22,13 +22,12 @@ from scriptbus.events.workflows import (
     WfRunStepSettled,
     WorkflowRunStatus,
 )
+from tests.helpers.gateway import Api
 from tests.helpers.processes import ServiceProcess
+from tests.helpers.readmodels import dump_read_models
 from tests.helpers.seed004 import SEED_004_SAMPLE
 from tests.helpers.servers import Bus
 from tests.helpers.waiting import eventually
-from tests.integration.test_gateway import Api
-from tests.integration.test_gateway import api_fixture as _plain_api  # noqa: F401
-from tests.integration.test_recorder import dump_read_models
 
 JSON = {"Content-Type": "application/json"}
 WORKFLOW_TABLES = ("projects", "workflows", "workflow_versions", "workflow_runs", "workflow_run_steps", "runs")

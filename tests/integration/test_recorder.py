@@ -38,9 +38,10 @@ from scriptbus.events import (
 )
 from scriptbus.recorder.batch import apply_batch
 from scriptbus.recorder.feed import StreamMessage
-from scriptbus.recorder.migrations import apply_migrations, migration_files, read_model_tables
+from scriptbus.recorder.migrations import apply_migrations, migration_files
 from scriptbus.recorder.position import NOTIFY_CHANNEL, projection_lag
 from tests.helpers.processes import StartService
+from tests.helpers.readmodels import dump_read_models
 from tests.helpers.servers import Bus
 from tests.helpers.waiting import eventually
 
@@ -101,20 +102,6 @@ async def fetch_output(url: str, run_id: str) -> list[asyncpg.Record]:
             'SELECT "offset", stream, stream_offset, data FROM run_output WHERE run_id = $1 ORDER BY "offset"',
             uuid.UUID(run_id),
         )
-    finally:
-        await conn.close()
-
-
-async def dump_read_models(url: str) -> dict[str, list[str]]:
-    """Every row of every read-model table, as sorted JSON text."""
-    conn = await asyncpg.connect(url)
-    try:
-        return {
-            table: sorted(
-                await conn.fetchval(f"SELECT coalesce(array_agg(row_to_json(t)::text), '{{}}') FROM \"{table}\" t")
-            )
-            for table in read_model_tables()
-        }
     finally:
         await conn.close()
 
