@@ -60,7 +60,7 @@ class LineSink:
 
 
 def step_prefix(step: str, attempt: int, width: int) -> str:
-    """`t11  | ` for a first attempt, `t11#2| ` for a restart, names padded to `width`."""
+    """`t11 | ` for a first attempt, `t11#2 | ` for a restart, names padded to `width`."""
     label = step if attempt <= 1 else f"{step}#{attempt}"
     return f"{label:<{width}} | "
 
@@ -172,7 +172,7 @@ class WorkflowFollower:
     # output of the steps ---------------------------------------------------------------------------
 
     def _follow_outputs(self, run: dict[str, Any]) -> None:
-        width = prefix_width(run) + 3
+        width = prefix_width(run)
         for step, attempt, run_id in step_attempts(run):
             if run_id in self._threads:
                 continue
