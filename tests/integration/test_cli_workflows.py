@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import re
+import select
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -58,6 +62,26 @@ class Cli:
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
 
+    def on_terminal(self, *args: str, timeout: float = 120) -> tuple[int, bytes]:
+        """Run `scriptbus ARGS…` with a pseudo-terminal as stdin, stdout and stderr: (status, what it showed)."""
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([*SCRIPTBUS, *args], stdin=slave, stdout=slave, stderr=slave, env=self.env)
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + timeout
+        try:
+            while select.select([master], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the CLI has closed its end
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        finally:
+            os.close(master)
+        return proc.wait(max(0.1, deadline - time.monotonic())), seen
+
     async def ok(self, *args: str) -> str:
         code, out, err = await self(*args)
         assert code == 0, (args, code, out, err)
@@ -101,6 +125,15 @@ async def test_seed_sample_created_round_tripped_and_wf1_followed_to_its_end(
     assert "scriptbus: t12: succeeded (success0)" in err
     assert re.search(r"\nt11\s+parallel\s+succeeded\s+success0\s+1\s+0\s", err), err
 
+    # On a terminal the steps table stays under the output, redrawn in place, and ends as the run ended.
+    code, seen = await asyncio.to_thread(cli.on_terminal, "wf", "run", "-p", "pr1", "-w", "wf1", "--follow")
+    screen = seen.decode()
+    assert code == 0, screen
+    assert "t11 | simple 0 start\r\n" in screen and "t12 | simple 5 done\r\n" in screen
+    last_table = re.sub(r"\x1b\[[0-9;]*m", "", screen.rsplit("\x1b[J", 1)[-1])  # without its colours
+    assert re.search(r"pr1/wf1  run [0-9a-f]{8}  succeeded", last_table), screen
+    assert re.search(r"t12\s+await\s+succeeded\s+success0", last_table), screen
+
     # `run` remembered pr1 (seed 004: a verb's project becomes the current one): no -p needed now.
     assert steps_of(await cli.ok("wf", "status", "-w", "wf1", "--format", "spad")) == {
         "t11": "success0",
@@ -116,7 +149,8 @@ async def test_seed_sample_created_round_tripped_and_wf1_followed_to_its_end(
     status = json.loads(await cli.ok("wf", "status", "-w", "wf1", "--format", "json"))
     assert status["status"] == "succeeded" and [s["name"] for s in status["steps"]] == ["t11", "t12"]
     listed = json.loads(await cli.ok("wf", "ps", "--all", "--json"))
-    assert [r["id"] for r in listed["items"]] == [status["id"]]
+    assert listed["total"] == 2 and listed["items"][0]["id"] == status["id"]
+    assert {r["status"] for r in listed["items"]} == {"succeeded"}
     # -p always wins over the selection.
     wf2 = json.loads(await cli.ok("wf", "dump", "-p", "pr1", "-w", "wf2", "-t", "t22"))
     assert [t["function"] for w in wf2["context"]["project"]["workflows"] for t in w["tasks"]] == ["echo"]
