@@ -232,8 +232,8 @@ async def test_a_workflow_that_runs_forever_is_held_released_and_stopped(
     assert second.stdout is not None
     assert await asyncio.wait_for(second.stdout.readline(), 60) == b"loop | ready\n"
     second.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(second.communicate(), 60)
-    assert second.returncode == 130 and b"detached; workflow run " + wfrun_id.encode() + b" goes on" in err
+    _, detached = await asyncio.wait_for(second.communicate(), 60)
+    assert second.returncode == 130 and b"detached; workflow run " + wfrun_id.encode() + b" goes on" in detached
     assert steps_of(await cli.ok("wf", "status", "-w", "forever", "--format", "spad")) == {"loop": "running"}
 
     # Running: an update is refused and says what runs; a second run names the active one.
@@ -256,10 +256,10 @@ async def test_a_workflow_that_runs_forever_is_held_released_and_stopped(
     await eventually(lambda: spad_is("running"), timeout=60, what="the released step shown as running")
 
     assert "stopping workflow run" in await cli.ok("wf", "stop", "-w", "forever")
-    out, err = await asyncio.wait_for(follower.communicate(), 60)
+    followed, ended = await asyncio.wait_for(follower.communicate(), 60)
     # Ended on request: not a success, not a failure.
-    assert follower.returncode == 3, (out, err)
-    assert re.search(rb"scriptbus: workflow run [0-9a-f]{8} stopped\n$", err), err
+    assert follower.returncode == 3, (followed, ended)
+    assert re.search(rb"scriptbus: workflow run [0-9a-f]{8} stopped\n$", ended), ended
     assert steps_of(await cli.ok("wf", "status", "-w", "forever", "--format", "spad")) == {"loop": "stopped"}
 
     # `stop --wait` of a fresh forever run, by workflow name alone (seed 004's `stop -w`).
