@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from scriptbus.client import workflow_render
 from scriptbus.client.api import Api, ClientError, NotFound, Unreachable
 from scriptbus.client.follow import RunFollower
+from scriptbus.client.render import visible_len
 
 POLL_S = 0.25
 # How long the output of steps may trail the run's end (the recorder lags the stream a little).
@@ -249,5 +250,8 @@ class WorkflowFollower:
         self.out.flush()
         if self.live_table and self._table:
             self.out.write(self._table)
-            self._drawn = self._table.count("\n")
+            # Rows on screen, counting the lines the terminal wraps, so erasing goes back far enough.
+            width = max(1, self.width)
+            lines = self._table.split("\n")[:-1]
+            self._drawn = sum(max(1, -(-visible_len(line) // width)) for line in lines)
         self.out.flush()

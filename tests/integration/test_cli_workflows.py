@@ -193,6 +193,14 @@ async def test_a_failing_workflow_exits_non_zero_and_its_errors_are_one_line(cli
         "t2": "not run",
     }
 
+    # A retry runs the failed step again (and fails again, as it must).
+    failed_id = json.loads(await cli.ok("wf", "status", "-w", "bad", "--format", "json"))["id"]
+    code, out, err = await cli("wf", "retry", failed_id[:8], "--follow")
+    assert code == 1 and out == "t1 | try\nt1#2 | try\n", (out, err)
+    assert f"retries {failed_id}" in err
+    listed = json.loads(await cli.ok("wf", "ps", "--all", "-w", "bad", "--json"))["items"]
+    assert [r["retry_of"] for r in listed] == [failed_id, None]
+
     # A 4xx is one line naming the field; bad JSON names where it breaks; options wrong: exit 2.
     code, out, err = await cli("wf", "create", "-j", json.dumps({"context": {"project": {"workflows": []}}}))
     assert code == 1 and out == "" and err.startswith("scriptbus: context.project.name: ") and err.count("\n") == 1
