@@ -170,10 +170,8 @@ def _fit(headers: Sequence[str], rows: list[list[str]], width: int) -> list[list
     return [[*row[:-1], truncate(row[-1], room)] for row in rows]
 
 
-def project_summary(document: dict[str, Any] | None) -> str:
+def project_summary(document: dict[str, Any]) -> str:
     """`pr1: wf1 (t11, t12), wf2 (t21, t22)` for seed 004's document of a project."""
-    if document is None:
-        return "(the project is empty and removed)"
     project = (document.get("context") or {}).get("project") or {}
     workflows = []
     for wf in project.get("workflows") or []:

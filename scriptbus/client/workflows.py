@@ -190,7 +190,10 @@ def _change(verb: str) -> Callable[[Context, argparse.Namespace], int]:
             _print_json(result)
         else:
             done = {"create": "created", "update": "updated", "delete": "deleted"}[verb]
-            print(f"{done}; project {workflow_render.project_summary(result)}")
+            if result is None:
+                print(f"{done}; project {workflow_render.document_project(document)} was left empty and is removed")
+            else:
+                print(f"{done}; project {workflow_render.project_summary(result)}")
         return 0
 
     return handler

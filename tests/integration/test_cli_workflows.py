@@ -155,6 +155,12 @@ async def test_seed_sample_created_round_tripped_and_wf1_followed_to_its_end(
     wf2 = json.loads(await cli.ok("wf", "dump", "-p", "pr1", "-w", "wf2", "-t", "t22"))
     assert [t["function"] for w in wf2["context"]["project"]["workflows"] for t in w["tasks"]] == ["echo"]
 
+    # delete: the leaves of the tree go; an emptied project goes only when it is the leaf.
+    wf2_leaf = {"context": {"project": {"name": "pr1", "workflows": [{"name": "wf2"}]}}}
+    assert await cli.ok("wf", "delete", "-j", json.dumps(wf2_leaf)) == "deleted; project pr1: wf1 (t11, t12)\n"
+    other = await cli.ok("wf", "delete", "-j", '{"context": {"project": {"name": "other"}}}')
+    assert other == "deleted; project other was left empty and is removed\n"
+
     code, _, err = await cli("wf", "select-project", "nope")
     assert code == 1 and err.startswith("scriptbus: no project 'nope'")
 

@@ -156,7 +156,6 @@ def test_project_summary_and_the_project_a_document_names() -> None:
         }
     }
     assert workflow_render.project_summary(doc) == "pr1: wf1 (t11, t12), wf3 (no tasks)"
-    assert workflow_render.project_summary(None) == "(the project is empty and removed)"
     assert workflow_render.document_project(doc) == "pr1"
     assert workflow_render.document_project({"context": []}) is None
     assert workflow_render.document_project([1]) is None
