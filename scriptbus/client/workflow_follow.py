@@ -116,10 +116,11 @@ class WorkflowFollower:
     colour: bool = False
     width: int = 120
     reconnect_for_s: float = 60.0
-    _lines: queue.Queue[Line] = field(default_factory=queue.Queue)
-    _threads: dict[str, threading.Thread] = field(default_factory=dict)
-    _drawn: int = 0
-    _table: str = ""
+    # Lines from the output threads, the threads by step run id, the table on screen and its rows.
+    _lines: queue.Queue[Line] = field(default_factory=queue.Queue, init=False)
+    _threads: dict[str, threading.Thread] = field(default_factory=dict, init=False)
+    _table: str = field(default="", init=False)
+    _drawn: int = field(default=0, init=False)
 
     def follow(self) -> dict[str, Any]:
         run: dict[str, Any] | None = None
