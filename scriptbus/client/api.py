@@ -80,6 +80,8 @@ class Api:
 
     def __init__(self, base_url: str = DEFAULT_API, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        # Kept so that a thread of our own can open its own client to the same gateway.
+        self.token = token
         headers = {"User-Agent": "scriptbus-cli"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -221,6 +223,43 @@ class Api:
 
     def delete_command(self, ref: str) -> None:
         self.request("DELETE", f"/commands/{_seg(ref)}")
+
+    # -- projects and workflows (seed 004's verbs) ------------------------------------------------
+
+    def import_project(self, document: Any, replace: bool = False) -> dict[str, Any]:
+        """spad create (or update with `replace`): the project after the change, as seed 004's JSON."""
+        params = {"mode": "replace"} if replace else None
+        return _json(self.request("POST", "/projects/import", params=params, json=document))
+
+    def remove_definitions(self, document: Any) -> dict[str, Any] | None:
+        """spad delete: the project after the change, or None when the emptied project went with it."""
+        response = self.request("POST", "/projects/remove", json=document)
+        return None if response.status_code == 204 else _json(response)
+
+    def export_project(self, project: str, workflow: str | None = None, task: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("workflow", workflow), ("task", task)) if v is not None}
+        return _json(self.request("GET", f"/projects/{_seg(project)}/export", params=params))
+
+    def start_workflow_run(self, project: str, workflow: str, task: str | None = None) -> dict[str, Any]:
+        body = {"task": task} if task is not None else {}
+        return self._create(f"/projects/{_seg(project)}/workflows/{_seg(workflow)}/runs", body)
+
+    def get_workflow_run(self, wfrun_id: str) -> dict[str, Any]:
+        return _json(self.request("GET", f"/workflow-runs/{_seg(wfrun_id)}"))
+
+    def list_workflow_runs(self, **params: Any) -> dict[str, Any]:
+        query = {k: v for k, v in params.items() if v is not None}
+        return _json(self.request("GET", "/workflow-runs", params=query))
+
+    def stop_workflow_run(self, wfrun_id: str) -> dict[str, Any]:
+        return _json(self.request("POST", f"/workflow-runs/{_seg(wfrun_id)}/stop"))
+
+    def retry_workflow_run(self, wfrun_id: str) -> dict[str, Any]:
+        return self._create(f"/workflow-runs/{_seg(wfrun_id)}/retry", {})
+
+    def hold_step(self, wfrun_id: str, step: str, hold: bool) -> dict[str, Any]:
+        method = "POST" if hold else "DELETE"
+        return _json(self.request(method, f"/workflow-runs/{_seg(wfrun_id)}/steps/{_seg(step)}/hold"))
 
     # -- fleet ----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import BinaryIO, Self
+from typing import Protocol, Self
 
 from scriptbus.client.api import Api, ClientError, NotFound, Unreachable
 from scriptbus.client.render import signal_name
@@ -126,6 +126,15 @@ class InterruptGuard:
                 raise KeyboardInterrupt
 
 
+class ByteSink(Protocol):
+    """Where a followed run's bytes go: a binary stream such as `sys.stdout.buffer`, or anything that
+    takes bytes the same way (`scriptbus wf` prefixes each line with its step)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 @dataclass
 class RunFollower:
     """Writes a run's output to `stdout`/`stderr` (binary streams) until it ends, then returns its
@@ -136,8 +145,8 @@ class RunFollower:
 
     api: Api
     run_id: str
-    stdout: BinaryIO
-    stderr: BinaryIO
+    stdout: ByteSink
+    stderr: ByteSink
     only: str | None = None
     on_state: Callable[[str], None] = lambda _state: None
     guard: InterruptGuard = field(default_factory=InterruptGuard)
@@ -258,4 +267,4 @@ def exit_status(outcome: Outcome) -> tuple[int, str]:
     return 1, line
 
 
-__all__ = ["InterruptGuard", "Outcome", "RunFollower", "SseEvent", "exit_status", "parse_sse"]
+__all__ = ["ByteSink", "InterruptGuard", "Outcome", "RunFollower", "SseEvent", "exit_status", "parse_sse"]
