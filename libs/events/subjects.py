@@ -52,6 +52,8 @@ class Subjects:
         self.all_output = f"{prefix}.runs.*.out"
         self.all_stop_requests = f"{prefix}.runs.*.stop_requested"
         self.all_wfrun_stop_requests = f"{prefix}.wfruns.*.stop_requested"
+        self.all_step_holds = f"{prefix}.wfruns.*.step_held"
+        self.all_step_releases = f"{prefix}.wfruns.*.step_released"
         self.all_run_finishes = f"{prefix}.runs.*.finished"
         self.all_heartbeats = f"{prefix}.executors.*.heartbeat"
 

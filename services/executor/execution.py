@@ -86,6 +86,8 @@ class Execution:
         self._stopper: asyncio.Task[None] | None = None
         self._hold_file: Path | None = None
         self._hold_cut = False  # a timeout or a shutdown does not wait for a hold
+        # Set by the worker from the workflow run's `step_held` / `step_released` made through the API.
+        self.api_held = False
         self._exit_task: asyncio.Task[int] | None = None
 
     @property
@@ -108,8 +110,8 @@ class Execution:
             self._stopper = asyncio.create_task(self._stop_sequence(self._procs))
 
     async def _stop_sequence(self, procs: RunProcesses) -> None:
-        if self._cause is StopCause.STOP and self._hold_file is not None and self._hold_file.exists():
-            await self._wait_for_hold(self._hold_file)
+        if self._cause is StopCause.STOP and self._holding():
+            await self._wait_for_hold()
             if self._exited.is_set():
                 return
         log.info("run %s: SIGTERM to its processes (%s), grace %.1fs", self.run_id, self._reason, self.grace_s)
@@ -123,20 +125,28 @@ class Execution:
             log.info("run %s: still running after %.1fs, SIGKILL to all its processes", self.run_id, self.grace_s)
             procs.signal(signal.SIGKILL)
 
-    async def _wait_for_hold(self, hold_file: Path) -> None:
-        """Seed 004's `waiting`: the script holds off a stop while its hold file exists, at most hold_max_s."""
+    def _holding(self) -> bool:
+        """Seed 004's `waiting`: the script's hold file exists, or the step is held through the API."""
+        return self.api_held or (self._hold_file is not None and self._hold_file.exists())
+
+    async def _wait_for_hold(self) -> None:
+        """Hold off a stop while the step is held, at most the request's hold_max_s."""
         limit = self.request.hold_max_s
-        log.info("run %s: stop held by %s, waiting at most %.1fs", self.run_id, hold_file, limit)
-        await self._report_hold(True)
+        # A hold through the API is already an event of the workflow run; a hold file becomes one here.
+        by_file = not self.api_held
+        log.info("run %s: stop held (%s), waiting at most %.1fs", self.run_id, "file" if by_file else "API", limit)
+        if by_file:
+            await self._report_hold(True)
         deadline = asyncio.get_running_loop().time() + limit
-        while hold_file.exists() and not self._exited.is_set() and not self._hold_cut:
+        while self._holding() and not self._exited.is_set() and not self._hold_cut:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 log.info("run %s: hold not released within %.1fs, stopping anyway", self.run_id, limit)
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), timeout=min(HOLD_POLL_S, left))
-        await self._report_hold(False)
+        if by_file:
+            await self._report_hold(False)
 
     async def _report_hold(self, held: bool) -> None:
         """A workflow step's hold and release as events of its workflow run (where its status shows `waiting`)."""

@@ -28,7 +28,7 @@ from scriptbus.events import (
     publish_event,
     valid_token,
 )
-from scriptbus.events.workflows import WfRunStopRequested
+from scriptbus.events.workflows import WfRunStepHeld, WfRunStepReleased, WfRunStopRequested
 from scriptbus.executor.capacity import Capacity
 from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import SHUTDOWN_REASON, Execution, ExecutorIdentity
@@ -99,7 +99,10 @@ class Worker:
         self._finishes = await self._js.subscribe(
             self._subjects.all_run_finishes, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, cb=self._on_finish
         )
-        # A workflow run's stop reaches its steps' runs here too, so it works while the scheduler is down.
+        # A workflow run's stop reaches its steps' runs here too, so it works while the scheduler is down;
+        # so do holds made through the API, which such a stop must wait for.
+        for held in (self._subjects.all_step_holds, self._subjects.all_step_releases):
+            await self._js.subscribe(held, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, cb=self._on_hold)
         await self._nc.subscribe(self._subjects.all_wfrun_stop_requests, cb=self._on_wfrun_stop)
         for target in self.targets:
             sub = await self._js.pull_subscribe_bind(
@@ -305,6 +308,19 @@ class Worker:
         if execution is not None and not execution.ended:  # else it is our own finish
             log.warning("run %s: already ended elsewhere (%s); killing what is left here", event.run_id, event.status)
             execution.request_stop(StopCause.STOP, f"run already ended ({event.status}): {event.reason}", grace_s=0)
+
+    async def _on_hold(self, msg: Msg) -> None:
+        try:
+            event = decode_event(msg.data)
+        except ValueError:
+            return
+        # Holds with an attempt are the ones our executions report for hold files.
+        if not isinstance(event, (WfRunStepHeld, WfRunStepReleased)) or event.attempt is not None:
+            return
+        for execution in list(self.executions.values()):
+            req = execution.request
+            if req.workflow_run_id == event.wfrun_id and req.workflow_step == event.step:
+                execution.api_held = isinstance(event, WfRunStepHeld)
 
     async def _on_wfrun_stop(self, msg: Msg) -> None:
         try:

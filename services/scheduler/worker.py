@@ -153,9 +153,12 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     except Stopped:
         pass
     finally:
-        # The driver has its own deadline: it stops deciding when `stop` is set.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(workflows, return_exceptions=True), 5)
+        # The driver stops deciding when `stop` is set; one waiting on a NATS that is down is cut short
+        # (whatever it had decided is in the stream, and the next scheduler carries on from there).
+        await asyncio.wait({workflows}, timeout=1.0)
+        if not workflows.done():
+            workflows.cancel()
+            await asyncio.gather(workflows, return_exceptions=True)
         if verdicts or losses:
             log.warning("stopping with %d verdict(s) unpublished: the next scheduler declares them again",
                         len(verdicts) + len(losses))  # fmt: skip

@@ -289,11 +289,6 @@ async def test_a_workflow_that_runs_forever_is_held_released_and_stopped(
     assert re.search(r"workflow run [0-9a-f]{8} stopped\nloop stopped\n$", out), out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the executor stops a workflow's steps on wfrun.stop_requested itself and waits only for a hold "
-    "file, so a hold from the API (set-status waiting) does not defer the stop yet",
-)
 async def test_a_hold_from_set_status_defers_the_stop_until_released(cli: Cli) -> None:
     forever = {"name": "f", "tasks": [{"name": "loop", "place": 1, "function": "sleep", "params": ["100000"]}]}
     await cli.ok("wf", "create", "-j", json.dumps({"context": {"project": {"name": "pr3", "workflows": [forever]}}}))
