@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from tests.helpers.wfapi import get_wfrun, put_workflow, start_wfrun, steps_of, 
 BACKOFF_S = 40.0
 
 
-def power_cut(root: int) -> set[int]:
+def power_cut(root: int) -> None:
     """SIGSTOP `root` and every process below it until no new one appears (nothing forks or restarts
     meanwhile), then SIGKILL them all: everything goes at the same instant, as when the power goes."""
     frozen: set[int] = set()
@@ -42,11 +43,13 @@ def power_cut(root: int) -> set[int]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return frozen
 
 
 async def test_power_cut_during_a_workflow_run_resumes_it_on_the_next_up(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+    # Not under tmp_path: PostgreSQL runs as its own user, and a pytest starting meanwhile makes its base
+    # temp folder private again, so a start there could not reach its data dir.
+    scratch = tempfile.TemporaryDirectory(prefix="scriptbus-e2e-")
+    data_dir = Path(scratch.name) / "data"
     marks = tmp_path / "marks"
     marks.mkdir()
     port = free_port()
@@ -97,11 +100,10 @@ async def test_power_cut_during_a_workflow_run_resumes_it_on_the_next_up(tmp_pat
                 lambda: time.time() >= retry_at.timestamp() - BACKOFF_S + 10, 30, interval=0.2, what="10 s of backoff"
             )
             assert steps_of(await get_wfrun(client, wfrun_id))["second"]["status"] == "running"
-        killed = power_cut(first_up.pid)
+        # Started again at once: some of the killed may still be zombies that init has not reaped yet (the
+        # postmaster's pid in its lock file among them), and `up` copes.
+        power_cut(first_up.pid)
         assert first_up.wait(10) == -signal.SIGKILL
-        # As after a reboot, none of them exists any more, not even as a zombie that init has yet to reap
-        # (PostgreSQL would take one for a live postmaster holding its data dir).
-        await eventually(lambda: not [pid for pid in killed if Path(f"/proc/{pid}").exists()], 30, what="all gone")
     finally:
         first_up.close()
 
@@ -146,3 +148,4 @@ async def test_power_cut_during_a_workflow_run_resumes_it_on_the_next_up(tmp_pat
         kill_processes_under(data_dir / "runs")
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
+        scratch.cleanup()
