@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from scriptbus.embedded import free_port
-from tests.e2e.test_up import descendants, up
 from tests.helpers.api import wait_until_ready
-from tests.helpers.processes import DAEMONIZING_SCRIPT, kill_processes_under, processes_with
+from tests.helpers.processes import DAEMONIZING_SCRIPT, descendants, kill_processes_under, processes_with
+from tests.helpers.up import up
 from tests.helpers.waiting import eventually
 from tests.helpers.wfapi import get_wfrun, put_workflow, start_wfrun, steps_of, wait_wfrun_ended
 

@@ -118,6 +118,41 @@ def processes_with(marker: str) -> list[int]:
     return sorted(found)
 
 
+def group_alive(pgid: int) -> list[int]:
+    """Pids (not zombies) whose process group is `pgid`, from /proc."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            alive.append(int(entry))
+    return alive
+
+
+def descendants(pid: int) -> set[int]:
+    """Pids of every process below `pid` (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
 # Leaves processes every way a process group kill misses: a new session, a double fork into a new
 # session, a child in its own group. Each has the value of $M in its argv (the script's own text does
 # not, so its bash is not counted).
