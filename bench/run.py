@@ -1,10 +1,11 @@
 """scriptbus throughput, as ratios of this machine's own limits measured in the same run.
 
-    python bench/run.py [--runs 500] [--output-mb 200]
+    python bench/run.py [--runs 500] [--output-mb 200] [--workflow-steps 20] [--workflow-runs 50] [--workflows-only]
 
 Starts a real `scriptbus up` (embedded nats-server and PostgreSQL) in a temporary data dir, measures the
 raw limits (bash spawn rate, pipe throughput, PostgreSQL COPY rate), then the same work through
-scriptbus, and prints both with their ratio. Stops everything it started.
+scriptbus, and prints both with their ratio; workflow figures beside plain runs and a local bash loop
+doing the same steps (bench/workflows.py). Stops everything it started.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from limits import bash_spawn_rate, copy_rate, pipe_throughput
+from workflows import (
+    Concurrent,
+    Endings,
+    StepGaps,
+    bash_loop_per_step,
+    concurrent_runs,
+    plain_rate,
+    plain_round_trip,
+    step_gaps,
+)
 
 from scriptbus.embedded import free_port
 
@@ -137,7 +148,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--output-mb", type=int, default=200)
+    parser.add_argument("--workflow-steps", type=int, default=20, help="sequential steps of the chained workflow")
+    parser.add_argument("--workflow-runs", type=int, default=50, help="concurrent workflow runs")
+    parser.add_argument("--workflows-only", action="store_true", help="skip the plain-run and output figures")
     args = parser.parse_args()
+    if args.workflows_only:
+        await workflows_only(args.workflow_steps, args.workflow_runs)
+        return
 
     with tempfile.TemporaryDirectory(prefix="scriptbus-bench-") as tmp:
         port = free_port()
@@ -151,6 +168,7 @@ async def main() -> None:
                 runs, busy_latency = await run_rate(client, args.runs)
                 output = await output_rate(client, args.output_mb * 1_000_000)
                 p50, p99 = await live_latency(client, nats_url)
+                wf = await workflow_figures(client, nats_url, args.workflow_steps, args.workflow_runs)
         finally:
             up.send_signal(signal.SIGTERM)
             up.wait(120)
@@ -164,6 +182,55 @@ async def main() -> None:
     print(f"{'POST /runs latency, one at a time, median (ms)':44} {idle_latency * 1000:12.1f}")
     print(f"{'POST /runs latency, 32 at a time, median (ms)':44} {busy_latency * 1000:12.1f}")
     print(f"{'line printed -> on NATS, p50 / p99 (ms)':44} {p50:12.1f} / {p99:.1f}")
+    print_workflow_figures(*wf)
+
+
+WorkflowFigures = tuple[StepGaps, tuple[float, float], float, Concurrent, float, float]
+
+
+async def workflow_figures(client: httpx.AsyncClient, nats_url: str, steps: int, runs: int) -> WorkflowFigures:
+    endings = Endings()
+    await endings.start(nats_url)
+    try:
+        trip = await plain_round_trip(client, endings)
+        gaps = await step_gaps(client, endings, steps, repeats=5)
+        loop = await bash_loop_per_step(steps)
+        many = await concurrent_runs(client, endings, runs, steps=3)
+        plain = await plain_rate(client, endings, count=runs * 3 * 2, concurrency=runs)
+    finally:
+        await endings.close()
+    return gaps, trip, loop, many, plain, await bash_spawn_rate()
+
+
+def print_workflow_figures(
+    gaps: StepGaps, trip: tuple[float, float], loop: float, many: Concurrent, plain: float, spawn: float
+) -> None:
+    ms = 1000
+    print(f"{'':44} {'workflows':>12} {'simpler design':>16} {'ratio':>7}")
+    label = f"step finished -> next started, p50 ({gaps.steps} steps)"
+    print(f"{label:44} {gaps.gap_p50 * ms:9.1f} ms {trip[0] * ms:7.1f} ms POST->fin {gaps.gap_p50 / trip[0]:7.2f}")
+    label = "step finished -> next started, p99 (ms)"
+    print(f"{label:44} {gaps.gap_p99 * ms:9.1f} ms {trip[1] * ms:7.1f} ms POST->fin {gaps.gap_p99 / trip[1]:7.2f}")
+    label = "a sequential `true` step, whole run / steps"
+    print(f"{label:44} {gaps.per_step * ms:9.1f} ms {loop * ms:7.1f} ms bash loop {gaps.per_step / loop:7.1f}")
+    label = f"{many.runs} concurrent workflow runs ({many.steps} steps)"
+    print(f"{label:44} {many.wfruns_per_s:8.1f} wf/s")
+    label = "  their steps (runs/s), vs plain runs"
+    print(f"{label:44} {many.steps_per_s:12.0f} {plain:8.0f} plain/s {many.steps_per_s / plain:7.2f}")
+    print(f"{'':44} {'':12} {spawn:9.0f} bash/s {many.steps_per_s / spawn:7.2f}")
+
+
+async def workflows_only(steps: int, runs: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="scriptbus-bench-") as tmp:
+        port = free_port()
+        up, nats_url, _pg_url = start_up(Path(tmp) / "data", port)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+                wf = await workflow_figures(client, nats_url, steps, runs)
+        finally:
+            up.send_signal(signal.SIGTERM)
+            up.wait(120)
+    print_workflow_figures(*wf)
 
 
 if __name__ == "__main__":

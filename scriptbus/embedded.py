@@ -341,7 +341,9 @@ def _end_orphans(data_dir: Path, timeout: float = 10.0) -> None:
 
 
 def _check_stale_postmaster(pidfile: Path) -> None:
-    """Refuse to start beside a postgres that still runs on this data dir (a second `up`)."""
+    """Refuse to start beside a postgres that still runs on this data dir (a second `up`). A lock file that
+    no postgres holds any more is removed: after a power cut its pid may be another process's (a reboot
+    reuses pids) or a zombie not yet reaped, and PostgreSQL, seeing that pid alive, would refuse to start."""
     try:
         pid = int(pidfile.read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
@@ -357,3 +359,4 @@ def _check_stale_postmaster(pidfile: Path) -> None:
         raise ServerError(
             f"a PostgreSQL (pid {pid}) already runs on {pidfile.parent}; is another `scriptbus up` using this data dir?"
         )
+    pidfile.unlink(missing_ok=True)

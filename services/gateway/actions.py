@@ -16,7 +16,8 @@ from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStop
 from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
 from scriptbus.events.streams import MAX_MSG_SIZE
 from scriptbus.events.subjects import host_token
-from scriptbus.gateway import fleet, queries, readmodels
+from scriptbus.events.workflows import ACTIVE_WORKFLOW_RUN_STATUSES
+from scriptbus.gateway import fleet, queries, readmodels, workflow_readmodels
 from scriptbus.gateway.errors import (
     DB_ERRORS,
     BusUnavailable,
@@ -255,6 +256,20 @@ async def delete_run(gw: Gateway, run_id: str) -> None:
     status = await _status(gw, run_id)
     if status not in TERMINAL_STATUSES:
         raise RunConflict(f"run {run_id} is {status}; stop it and let it finish before deleting it")
+    await _not_a_step_of_an_active_workflow_run(gw, run_id)
     seq = await publish(gw, RunDeleted(run_id=run_id), "delete the run")
     log.info("run %s deleted (seq %d)", run_id, seq)
     await readable(gw, seq)
+
+
+async def _not_a_step_of_an_active_workflow_run(gw: Gateway, run_id: str) -> None:
+    """A step's run stays while its workflow run is active: deleting purges its `run.finished`, which a
+    restarted scheduler folds from the stream to know the step ended (it would wait for it forever)."""
+    with db_errors():
+        wfrun_id = await readmodels.workflow_run_of(gw.pool, run_id)
+        if wfrun_id is None:
+            return
+        wfrun_status = await workflow_readmodels.run_status(gw.pool, wfrun_id)
+    # Unknown (not projected yet) counts as active: a step's run never comes before its workflow run.
+    if wfrun_status is None or wfrun_status in ACTIVE_WORKFLOW_RUN_STATUSES:
+        raise RunConflict(f"run {run_id} is a step of active workflow run {wfrun_id}; delete it once that ends")

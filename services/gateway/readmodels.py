@@ -66,6 +66,12 @@ async def get_status(pool: asyncpg.Pool, run_id: str) -> RunStatus | None:
     return None if status is None else RunStatus(status)
 
 
+async def workflow_run_of(pool: asyncpg.Pool, run_id: str) -> str | None:
+    """The workflow run the run is a step of, if it is one."""
+    wfrun_id = await pool.fetchval("SELECT workflow_run_id::text FROM runs WHERE id = $1::uuid", run_id)
+    return None if wfrun_id is None else str(wfrun_id)
+
+
 @dataclass(frozen=True)
 class RunFilter:
     """Which runs a list shows; None means any."""

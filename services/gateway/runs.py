@@ -272,9 +272,15 @@ async def stop_run(run_id: RunId, request: Request, gw: GatewayDep, idempotency_
     status_code=204,
     response_class=Response,
     summary="Delete a finished run",
-    responses={**UNAUTHORIZED, **_404, **conflict("The run is queued or running."), **UNAVAILABLE},
+    responses={
+        **UNAUTHORIZED,
+        **_404,
+        **conflict("The run is queued or running, or a step of an active workflow run."),
+        **UNAVAILABLE,
+    },
 )
 async def delete_run(run_id: RunId, gw: GatewayDep) -> Response:
-    """Forget a finished run and its output. 409 while it is queued or running: stop it first."""
+    """Forget a finished run and its output. 409 while it is queued or running (stop it first), and while
+    it is a step of a workflow run that has not ended."""
     await actions.delete_run(gw, str(run_id))
     return Response(status_code=204)

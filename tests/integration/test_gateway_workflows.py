@@ -195,6 +195,10 @@ async def test_bad_input_is_422_naming_the_field(wfapi: Api) -> None:
         ({"context": {"project": {"name": "p\u0000r"}}}, ["body", "context", "project", "name"]),
         ({"context": {"project": {"name": "bad name"}}}, ["body", "context", "project", "name"]),
         ({"contxt": {}}, ["body", "context"]),
+        (
+            {"context": {"project": {"name": "pr1", "workflows": [{"name": "w", "max_active_runs": 2}]}}},
+            ["body", "context", "project", "workflows", 0, "max_active_runs"],
+        ),
     ]
     for body, loc in cases:
         response = await api.client.post("/api/v1/projects/import", json=body)

@@ -172,11 +172,18 @@ def test_update_with_an_empty_task_list_empties_the_workflow() -> None:
 
 def test_update_without_tasks_changes_the_workflow_settings_only() -> None:
     project = seed_project()
-    change = replace(project, parse_document(doc([{"name": "wf1", "max_active_runs": 3}])))
+    change = replace(project, parse_document(doc([{"name": "wf1", "max_active_runs": 1}])))
     wf1 = after(change).workflow("wf1")
-    assert wf1 is not None and wf1.settings.max_active_runs == 3 and wf1.version == 2
+    assert wf1 is not None and wf1.settings.max_active_runs == 1
     assert order(after(change), "wf1") == order(project, "wf1")
-    assert dump(after(change), "wf1")["context"]["project"]["workflows"][0]["max_active_runs"] == 3
+    assert dump(after(change), "wf1")["context"]["project"]["workflows"][0].get("max_active_runs", 1) == 1
+
+
+def test_more_than_one_active_run_is_refused_naming_the_field() -> None:
+    with pytest.raises(DefinitionError) as refused:
+        parse_document(doc([{"name": "wf1", "max_active_runs": 2}]))
+    assert refused.value.field == "context.project.workflows[0].max_active_runs"
+    assert "at most one active run" in refused.value.reason
 
 
 def test_update_of_a_missing_workflow_creates_it() -> None:
