@@ -135,8 +135,8 @@ async def idempotency_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
 
 
 async def wfactive_bucket(js: JetStreamContext, subjects: Subjects) -> KeyValue:
-    """Workflow id -> the id of its active workflow run. Starting a run `create`s the key (only one
-    start wins); a key whose run has finished is taken over with an update on its revision."""
+    """Workflow id -> the set of its active workflow runs (`active_runs.py`), changed only by
+    compare-and-set on the key's revision; a place whose run has finished is taken over."""
     return await _bucket(js, subjects.wfactive_bucket, None)
 
 

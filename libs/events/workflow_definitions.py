@@ -83,14 +83,6 @@ class WorkflowDocument(_Document):
 
     _name = field_validator("name")(_check_name)
 
-    @field_validator("max_active_runs")
-    @classmethod
-    def _one_active_run(cls, value: int | None) -> int | None:
-        # The gateway's active-run key (`events/active_runs.py`) holds one run per workflow.
-        if value is not None and value > 1:
-            raise ValueError("more than 1 is not supported: a workflow has at most one active run")
-        return value
-
 
 class ProjectDocument(_Document):
     id: int | None = None

@@ -4,8 +4,8 @@ Definition changes of one project take turns (a lock in the wfdefs bucket), and 
 models that have caught up with the stream: a change computed from stale definitions would store a
 version number another change already used, and one of the two would be lost.
 
-A workflow has one active run: its key in the wfactive bucket names it, and `create` on that key is the
-one atomic start.
+A workflow has at most `max_active_runs` active runs: its key in the wfactive bucket holds their set, and a
+compare-and-set on that key is the one atomic start (`events/active_runs.py`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
 
 import nats.errors
 import nats.js.errors
 
-from scriptbus.events.envelope import Event, new_id, utcnow
+from scriptbus.events.active_runs import ActiveRunsBusy, Holders, claim_active_run, read_active_runs
+from scriptbus.events.envelope import Event, new_id
 from scriptbus.events.workflow_definitions import Change, Project
 from scriptbus.events.workflow_status import spad_name
 from scriptbus.events.workflows import (
@@ -31,6 +32,7 @@ from scriptbus.events.workflows import (
     WfRunStepReleased,
     WfRunStopRequested,
     WorkflowRunStatus,
+    WorkflowSettings,
     workflow_id,
 )
 from scriptbus.gateway import actions, workflow_readmodels
@@ -47,6 +49,8 @@ _POLL_S = 0.05
 # A start whose claim is this old while its run is in neither the stream nor the read models belongs
 # to a gateway that died between the claim and the publish: the next start takes the workflow over.
 STALE_CLAIM_S = 30.0
+# A 409 names at most this many of the active runs (a workflow may have thousands).
+_NAMED_RUNS = 20
 
 
 class DefinitionNotFoundError(GatewayError):
@@ -115,13 +119,14 @@ async def _refuse_while_running(gw: Gateway, project: str, workflows: list[str])
     with bus_errors("look up active runs"):
         kv = await gw.wfactive()
         for name in workflows:
-            try:
-                entry = await kv.get(workflow_id(project, name))
-            except nats.js.errors.KeyNotFoundError:
+            current = await read_active_runs(kv, workflow_id(project, name))
+            if current.revision is None or not current.holders:
                 continue
-            holder = (entry.value or b"").decode()
-            if holder and await _still_active(gw, holder, entry.revision):
-                raise WorkflowConflict(f"workflow {project}/{name} is running (run {holder}); stop it first")
+            running = await _still_active(gw, current.holders, current.revision)
+            if running:
+                raise WorkflowConflict(
+                    f"workflow {project}/{name} is running (run {_named(sorted(running))}); stop it first"
+                )
 
 
 async def change_project(gw: Gateway, project: str, verb: Callable[[Project | None], Change]) -> Change:
@@ -149,51 +154,60 @@ async def change_project(gw: Gateway, project: str, verb: Callable[[Project | No
 # workflow runs ------------------------------------------------------------------------------------
 
 
-async def _still_active(gw: Gateway, wfrun_id: str, revision: int | None) -> bool:
-    """Whether the run holding a workflow's active key (at `revision`) still counts as running."""
+async def _still_active(gw: Gateway, holders: Holders, revision: int) -> set[str]:
+    """Which runs holding a workflow's active-run key (at `revision`) still count as running: those the
+    read models show active, those requested but not projected yet, and recent claims not published yet."""
     with db_errors():
-        status = await workflow_readmodels.run_status(gw.pool, wfrun_id)
-    if status is not None:
-        return status in ACTIVE_WORKFLOW_RUN_STATUSES
-    try:
-        await gw.js.get_msg(
-            gw.subjects.events_stream, seq=1, subject=gw.subjects.wfrun_event(wfrun_id, "requested"), next=True
-        )
-        return True  # stored, not projected yet
-    except nats.js.errors.NotFoundError:
-        pass
-    if revision is None:
-        return False
-    claim = await gw.js.get_msg(f"KV_{gw.subjects.wfactive_bucket}", seq=revision)
-    claimed_at: datetime | None = claim.time
-    return claimed_at is not None and utcnow() - claimed_at < timedelta(seconds=STALE_CLAIM_S)
+        statuses = await workflow_readmodels.run_statuses(gw.pool, list(holders))
+    active = {r for r, status in statuses.items() if status in ACTIVE_WORKFLOW_RUN_STATUSES}
+    key_time: float | None = None
+    for wfrun_id, claimed_at in holders.items():
+        if wfrun_id in statuses:
+            continue
+        try:
+            await gw.js.get_msg(
+                gw.subjects.events_stream, seq=1, subject=gw.subjects.wfrun_event(wfrun_id, "requested"), next=True
+            )
+            active.add(wfrun_id)  # stored, not projected yet
+            continue
+        except nats.js.errors.NotFoundError:
+            pass
+        if claimed_at is None:  # a key written before claims kept their time: the key's own time
+            if key_time is None:
+                claim = await gw.js.get_msg(f"KV_{gw.subjects.wfactive_bucket}", seq=revision)
+                key_time = claim.time.timestamp() if claim.time is not None else 0.0
+            claimed_at = key_time
+        if time.time() - claimed_at < STALE_CLAIM_S:
+            active.add(wfrun_id)
+    return active
 
 
-async def _claim(gw: Gateway, project: str, workflow: str, wf_id: str, wfrun_id: str) -> None:
-    """Make `wfrun_id` the workflow's active run; 409 naming the active one if there is one."""
+def _named(runs: list[str]) -> str:
+    shown = ", ".join(runs[:_NAMED_RUNS])
+    return shown if len(runs) <= _NAMED_RUNS else f"{shown} and {len(runs) - _NAMED_RUNS} more"
+
+
+async def _claim(gw: Gateway, project: str, workflow: str, wf_id: str, wfrun_id: str, limit: int) -> None:
+    """Make `wfrun_id` one of the workflow's (at most `limit`) active runs; 409 naming the active ones when
+    there are `limit` already."""
     with bus_errors("claim the workflow"):
         kv = await gw.wfactive()
-        for _ in range(5):
-            try:
-                await kv.create(wf_id, wfrun_id.encode())
-                return
-            except nats.js.errors.KeyWrongLastSequenceError:
-                pass
-            try:
-                entry = await kv.get(wf_id)
-            except nats.js.errors.KeyNotFoundError:
-                continue
-            holder = (entry.value or b"").decode()
-            if holder == wfrun_id:
-                return  # an earlier attempt of this same request
-            if holder and await _still_active(gw, holder, entry.revision):
-                raise WorkflowConflict(f"workflow {project}/{workflow} already has an active run: {holder}")
-            try:
-                await kv.update(wf_id, wfrun_id.encode(), last=entry.revision)
-                return
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-    raise WorkflowConflict(f"workflow {project}/{workflow} is being started by another request; try again")
+        try:
+            active = await claim_active_run(
+                kv, wf_id, wfrun_id, limit, lambda holders, revision: _still_active(gw, holders, revision)
+            )
+        except ActiveRunsBusy:
+            raise WorkflowConflict(
+                f"workflow {project}/{workflow} is being started by another request; try again"
+            ) from None
+    if not active:
+        return
+    if limit == 1:
+        raise WorkflowConflict(f"workflow {project}/{workflow} already has an active run: {active[0]}")
+    raise WorkflowConflict(
+        f"workflow {project}/{workflow} already has {len(active)} active runs"
+        f" (max_active_runs {limit}): {_named(active)}"
+    )
 
 
 async def _read_back(gw: Gateway, wfrun_id: str, seq: int) -> WorkflowRun | None:
@@ -214,7 +228,10 @@ async def get_run(gw: Gateway, wfrun_id: str) -> WorkflowRun:
 async def _request(gw: Gateway, event: WfRunRequested) -> WorkflowRun:
     actions.check_size(gw, event)
     actions.require_bus(gw)
-    await _claim(gw, event.project, event.workflow, event.workflow_id, event.wfrun_id)
+    with db_errors():
+        row = await workflow_readmodels.get_workflow_row(gw.pool, event.project, event.workflow)
+    limit = 1 if row is None else WorkflowSettings.model_validate(row["settings"]).max_active_runs
+    await _claim(gw, event.project, event.workflow, event.workflow_id, event.wfrun_id, limit)
     seq = await actions.publish(gw, event, "start the workflow run")
     log.info(
         "workflow run %s of %s/%s v%d requested (seq %d)",

@@ -119,6 +119,12 @@ async def run_status(pool: asyncpg.Pool, wfrun_id: str) -> WorkflowRunStatus | N
     return None if status is None else WorkflowRunStatus(status)
 
 
+async def run_statuses(pool: asyncpg.Pool, wfrun_ids: list[str]) -> dict[str, WorkflowRunStatus]:
+    """The status of each of `wfrun_ids` the read models know."""
+    rows = await pool.fetch("SELECT id::text AS id, status FROM workflow_runs WHERE id = ANY($1::uuid[])", wfrun_ids)
+    return {r["id"]: WorkflowRunStatus(r["status"]) for r in rows}
+
+
 async def get_run(pool: asyncpg.Pool, wfrun_id: str) -> WorkflowRun | None:
     async with pool.acquire() as conn:
         row = await conn.fetchrow(f"SELECT {_RUN_COLUMNS} FROM workflow_runs WHERE id = $1::uuid", wfrun_id)

@@ -196,7 +196,7 @@ async def test_bad_input_is_422_naming_the_field(wfapi: Api) -> None:
         ({"context": {"project": {"name": "bad name"}}}, ["body", "context", "project", "name"]),
         ({"contxt": {}}, ["body", "context"]),
         (
-            {"context": {"project": {"name": "pr1", "workflows": [{"name": "w", "max_active_runs": 2}]}}},
+            {"context": {"project": {"name": "pr1", "workflows": [{"name": "w", "max_active_runs": 10_001}]}}},
             ["body", "context", "project", "workflows", 0, "max_active_runs"],
         ),
     ]
@@ -260,6 +260,56 @@ async def test_a_run_starts_queued_one_at_a_time_and_update_waits_for_it(wfapi: 
     page = (await api.client.get("/api/v1/workflow-runs", params={"limit": 1})).json()
     rest = (await api.client.get("/api/v1/workflow-runs", params={"limit": 5, "cursor": page["next_cursor"]})).json()
     assert len(page["items"]) + len(rest["items"]) == 3 and rest["next_cursor"] is None
+
+
+async def start_at_once(api: Api, workflow: str, n: int) -> tuple[list[str], list[str]]:
+    """`n` starts of pr1/`workflow` sent together: the ids of the runs accepted, the 409s' details."""
+    url = f"/api/v1/projects/pr1/workflows/{workflow}/runs"
+    responses = await asyncio.gather(*(api.client.post(url, json={}) for _ in range(n)))
+    assert {r.status_code for r in responses} <= {202, 409}, [r.text for r in responses]
+    accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+    refused = [r.json()["detail"] for r in responses if r.status_code == 409]
+    return accepted, refused
+
+
+async def finish(api: Api, wfrun_id: str) -> None:
+    """The run ends the way the scheduler records it (no scheduler here: its key is never released)."""
+    await publish_event(api.js, api.subjects, WfRunFinished(wfrun_id=wfrun_id, status=WorkflowRunStatus.CANCELLED))
+
+    async def finished() -> bool:
+        return bool((await api.client.get(f"/api/v1/workflow-runs/{wfrun_id}")).json()["finished_at"])
+
+    await eventually(finished, what=f"workflow run {wfrun_id} to read as finished")
+
+
+async def test_max_active_runs_admits_that_many_concurrent_starts_and_409_names_the_active_ones(wfapi: Api) -> None:
+    api = wfapi
+    tasks = [{"name": "t", "place": 1, "exec": "await", "function": "echo"}]
+    for name, limit in (("two", 2), ("one", None)):
+        body: dict[str, Any] = {"tasks": tasks} if limit is None else {"tasks": tasks, "max_active_runs": limit}
+        response = await api.client.put(f"/api/v1/projects/pr1/workflows/{name}", json=body)
+        assert response.status_code in (200, 201), response.text
+        assert response.json()["max_active_runs"] == (limit or 1)
+
+    accepted, refused = await start_at_once(api, "two", 10)
+    assert len(accepted) == 2 and len(refused) == 8
+    assert all(accepted[0] in detail and accepted[1] in detail for detail in refused), refused
+    # One ends: its place goes to the next start (taken over: no scheduler released it), and no further.
+    await finish(api, accepted[0])
+    third = await start(api, "two")
+    again, refused = await start_at_once(api, "two", 3)
+    assert again == [] and all(accepted[1] in d and third["id"] in d for d in refused), refused
+    assert accepted[0] not in refused[0]
+    # While any of them runs, the definition stays as it is.
+    response = await api.client.put("/api/v1/projects/pr1/workflows/two", json={"tasks": tasks})
+    assert response.status_code == 409 and "two" in response.json()["detail"]
+
+    # The default stays one active run.
+    accepted, refused = await start_at_once(api, "one", 10)
+    assert len(accepted) == 1 and len(refused) == 9
+    assert all(accepted[0] in detail for detail in refused), refused
+    await finish(api, accepted[0])
+    await start(api, "one")
 
 
 async def test_idempotency_key_starts_one_run(wfapi: Api) -> None:

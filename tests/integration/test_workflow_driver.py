@@ -113,7 +113,7 @@ async def test_seed_wf1_runs_its_parallel_and_await_steps_at_once_and_succeeds(
 
     active = await wfactive_bucket(js, s)
     request = await request_wfrun(js, s, steps, "pr1", wf1["name"])
-    assert await claim_active_run(active, request.workflow_id, request.wfrun_id) is None
+    assert await claim_active_run(active, request.workflow_id, request.wfrun_id) == []
 
     end = await wait_finished(wf_bus, request.wfrun_id)
     assert end.status is WorkflowRunStatus.SUCCEEDED

@@ -179,11 +179,15 @@ def test_update_without_tasks_changes_the_workflow_settings_only() -> None:
     assert dump(after(change), "wf1")["context"]["project"]["workflows"][0].get("max_active_runs", 1) == 1
 
 
-def test_more_than_one_active_run_is_refused_naming_the_field() -> None:
-    with pytest.raises(DefinitionError) as refused:
-        parse_document(doc([{"name": "wf1", "max_active_runs": 2}]))
-    assert refused.value.field == "context.project.workflows[0].max_active_runs"
-    assert "at most one active run" in refused.value.reason
+def test_max_active_runs_from_1_to_10000_is_kept_and_beyond_refused_naming_the_field() -> None:
+    change = replace(seed_project(), parse_document(doc([{"name": "wf1", "max_active_runs": 10_000}])))
+    wf1 = after(change).workflow("wf1")
+    assert wf1 is not None and wf1.settings.max_active_runs == 10_000
+    assert dump(after(change), "wf1")["context"]["project"]["workflows"][0]["max_active_runs"] == 10_000
+    for bad in (0, 10_001):
+        with pytest.raises(DefinitionError) as refused:
+            parse_document(doc([{"name": "wf1", "max_active_runs": bad}]))
+        assert refused.value.field == "context.project.workflows[0].max_active_runs"
 
 
 def test_update_of_a_missing_workflow_creates_it() -> None:

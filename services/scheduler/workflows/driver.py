@@ -37,7 +37,12 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, Header
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from scriptbus.events.active_runs import WRONG_LAST_SEQUENCE, active_run, release_active_run
+from scriptbus.events.active_runs import (
+    WRONG_LAST_SEQUENCE,
+    ActiveRunsBusy,
+    release_active_run,
+    release_active_runs,
+)
 from scriptbus.events.claims import CANCEL_REASON, CANCELLED_CLAIM, cancel_event_id
 from scriptbus.events.codec import decode_event, encode_event, event_headers
 from scriptbus.events.envelope import Event, utcnow
@@ -380,18 +385,20 @@ class WorkflowDriver:
     async def _finish(self, run: _Run) -> None:
         assert self._active is not None
         state = run.state
-        await release_active_run(self._active, state.workflow_id, state.wfrun_id)
+        try:
+            await release_active_run(self._active, state.workflow_id, state.wfrun_id)
+        except ActiveRunsBusy as exc:
+            # The next start that finds the workflow full sees this run finished and takes its place.
+            log.warning("workflow run %s: its active-run place is not released: %s", state.wfrun_id, exc)
         log.info("workflow run %s: finished %s", state.wfrun_id, state.status.value)
         self._forget(run)
 
     async def _release_folded(self) -> None:
-        """Free the active-run keys that runs finished before our start may still hold (a crash between
-        their `wfrun.finished` and the release)."""
+        """Free the places in active-run keys that runs finished before our start may still hold (a crash
+        between their `wfrun.finished` and the release)."""
         assert self._active is not None
         for workflow_id, finished in list(self._finished_in_fold.items()):
-            holder = await active_run(self._active, workflow_id)
-            if holder is not None and holder in finished:
-                await release_active_run(self._active, workflow_id, holder)
+            await release_active_runs(self._active, workflow_id, finished)
             del self._finished_in_fold[workflow_id]
 
 
