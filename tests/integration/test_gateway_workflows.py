@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -15,13 +16,17 @@ import nats.js.errors
 import pytest
 
 from scriptbus.events import RunFinished, RunRequested, RunStarted, RunStatus, publish_event, step_run_id
+from scriptbus.events.active_runs import encode_holders
+from scriptbus.events.envelope import new_id
 from scriptbus.events.workflows import (
     WfRunFinished,
     WfRunStepDispatched,
     WfRunStepRetryScheduled,
     WfRunStepSettled,
     WorkflowRunStatus,
+    workflow_id,
 )
+from scriptbus.gateway.workflow_actions import STALE_CLAIM_S
 from tests.helpers.gateway import Api
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.readmodels import dump_read_models
@@ -310,6 +315,20 @@ async def test_max_active_runs_admits_that_many_concurrent_starts_and_409_names_
     assert all(accepted[0] in detail for detail in refused), refused
     await finish(api, accepted[0])
     await start(api, "one")
+
+
+async def test_a_place_claimed_by_a_start_that_never_published_is_taken_over_once_stale(wfapi: Api) -> None:
+    api = wfapi
+    tasks = [{"name": "t", "place": 1, "exec": "await", "function": "echo"}]
+    response = await api.client.put("/api/v1/projects/pr1/workflows/two", json={"tasks": tasks, "max_active_runs": 2})
+    assert response.status_code in (200, 201), response.text
+    # What gateways that died between claiming and publishing leave: one long ago, one just now.
+    old, recent = new_id(), new_id()
+    kv = await api.js.key_value(api.subjects.wfactive_bucket)
+    await kv.put(workflow_id("pr1", "two"), encode_holders({old: time.time() - STALE_CLAIM_S - 5, recent: time.time()}))
+    run = await start(api, "two")
+    accepted, refused = await start_at_once(api, "two", 2)
+    assert accepted == [] and all(recent in d and run["id"] in d and old not in d for d in refused), refused
 
 
 async def test_idempotency_key_starts_one_run(wfapi: Api) -> None:

@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from scriptbus.events import step_run_id
+from scriptbus.events.active_runs import active_runs
+from scriptbus.events.workflows import workflow_id
 from tests.helpers.processes import StartService
 from tests.helpers.servers import Bus
 from tests.helpers.stack import Stack, running_stack
@@ -138,3 +140,31 @@ async def test_a_step_run_of_an_active_workflow_run_cannot_be_deleted(wf_stack: 
     assert (await wait_wfrun_ended(client, wfrun_id))["status"] == "stopped"
     assert (await client.delete(f"/api/v1/runs/{first_run}")).status_code == 204
     assert (await client.get(f"/api/v1/runs/{first_run}")).status_code == 404
+
+
+async def test_max_active_runs_2_the_scheduler_frees_a_finished_runs_place(bus: Bus, wf_stack: Stack) -> None:
+    _nc, js, s = bus
+    client = wf_stack.client
+    tasks = [{"name": "long", "place": 1, "exec": "await", "script": "sleep 600", "stop_grace_s": 1}]
+    response = await client.put("/api/v1/projects/pr1/workflows/pool", json={"tasks": tasks, "max_active_runs": 2})
+    assert response.status_code in (200, 201), response.text
+    url = "/api/v1/projects/pr1/workflows/pool/runs"
+    responses = await asyncio.gather(*(client.post(url, json={}) for _ in range(10)))
+    assert sorted(r.status_code for r in responses) == [202] * 2 + [409] * 8, [r.text for r in responses]
+    first, second = (r.json()["id"] for r in responses if r.status_code == 202)
+    assert all(first in r.json()["detail"] and second in r.json()["detail"] for r in responses if r.status_code == 409)
+
+    assert (await client.post(f"/api/v1/workflow-runs/{first}/stop")).status_code == 202
+    assert (await wait_wfrun_ended(client, first))["status"] == "stopped"
+    # The scheduler gave the stopped run's place up itself; a start does not have to take it over.
+    kv = await js.key_value(s.wfactive_bucket)
+
+    async def released() -> bool:
+        return await active_runs(kv, workflow_id("pr1", "pool")) == [second]
+
+    await eventually(released, 30, what="the stopped run's place released")
+    third = await start_wfrun(client, "pr1", "pool")
+    refused = await client.post(url, json={})
+    assert refused.status_code == 409 and second in refused.json()["detail"] and third["id"] in refused.json()["detail"]
+    for wfrun_id in (second, third["id"]):
+        assert (await client.post(f"/api/v1/workflow-runs/{wfrun_id}/stop")).status_code == 202

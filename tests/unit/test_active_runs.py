@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scriptbus.events.active_runs import by_claim_time, decode_holders, encode_holders, with_claim
+from scriptbus.events.active_runs import Holders, by_claim_time, decode_holders, encode_holders, with_claim
 
 
 def test_a_start_gets_a_place_until_the_limit_and_a_repeat_keeps_its_own() -> None:
@@ -16,7 +16,7 @@ def test_a_start_gets_a_place_until_the_limit_and_a_repeat_keeps_its_own() -> No
 
 
 def test_the_key_round_trips_and_a_bare_run_id_from_before_sets_is_one_holder() -> None:
-    holders = {"b": 5.5, "a": 7.0}
+    holders: Holders = {"b": 5.5, "a": 7.0}
     assert decode_holders(encode_holders(holders)) == holders
     assert decode_holders(b"3f2a") == {"3f2a": None}
     assert decode_holders(b"") == {} and decode_holders(None) == {}
