@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 LOCK_WAIT_S = 10.0
 _POLL_S = 0.05
 # A start whose claim is this old while its run is in neither the stream nor the read models belongs
-# to a gateway that died between the claim and the publish: the next start takes the workflow over.
+# to a gateway that died between the claim and the publish: a start that finds the workflow full takes its place.
 STALE_CLAIM_S = 30.0
 # A 409 names at most this many of the active runs (a workflow may have thousands).
 _NAMED_RUNS = 20
