@@ -217,8 +217,9 @@ async def test_a_hold_file_defers_the_stop_until_the_script_removes_it(
     await executor(start_service)
     await scheduler(start_service)
     # Exit 3 on a TERM that came while the hold file still existed, 0 on one that waited for its removal.
+    # The trap first: the hold file says "ready to be stopped once I remove it".
     script = (
-        'touch "$SCRIPTBUS_HOLD_FILE"; trap \'[ -e "$SCRIPTBUS_HOLD_FILE" ] && exit 3; exit 0\' TERM; '
+        'trap \'[ -e "$SCRIPTBUS_HOLD_FILE" ] && exit 3; exit 0\' TERM; touch "$SCRIPTBUS_HOLD_FILE"; '
         "while :; do sleep 0.05; done"
     )
     request = await request_wfrun(js, s, [step("lib", 1, script=script)])
