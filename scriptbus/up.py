@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         nats_url = os.environ.get("SCRIPTBUS_NATS_URL")
         if not nats_url:
-            port = args.nats_port or (4222 if port_is_free(4222) else free_port())
+            port = args.nats_port or _nats_port(data_dir / "nats" / "port")
             nats = EmbeddedNats(data_dir / "nats", port=port)
             servers.append(nats)
             nats_url = nats.start()
@@ -280,6 +280,19 @@ def _supervise(units: list[ServerUnit | Child]) -> None:
                 except (ServerError, OSError, subprocess.SubprocessError) as exc:  # the next round backs off more
                     print(f"scriptbus: {unit.name} did not come back: {exc}", file=sys.stderr, flush=True)
         time.sleep(0.2)
+
+
+def _nats_port(record: Path) -> int:
+    """4222 when free, else the port this data dir's NATS had last time (so `nats sub -s` lines and
+    executors on other hosts keep working across restarts) when free, else any free port; remembered."""
+    try:
+        last = int(record.read_text())
+    except (OSError, ValueError):
+        last = 0
+    port = next((p for p in (4222, last) if p and port_is_free(p)), 0) or free_port()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(f"{port}\n")
+    return port
 
 
 def _stop_budget_s(child: Child) -> float:
