@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
+from functools import partial
 
 import anyio
 import nats.errors
@@ -30,7 +31,7 @@ RUN_DELETED: str = RunDeleted.model_fields["type"].default
 KEEPALIVE_S = 15.0
 
 
-async def _first_seq(gw: Gateway, subject: str, start: int = 1) -> int | None:
+async def first_seq(gw: Gateway, subject: str, start: int = 1) -> int | None:
     """The stream sequence of the first message at or after `start` on `subject` (wildcards allowed)."""
     try:
         msg = await gw.js.get_msg(gw.subjects.events_stream, seq=start, subject=subject, next=True)
@@ -45,10 +46,10 @@ async def _ended_before(gw: Gateway, run_id: str, start: int) -> bool:
     ends = sorted(run_ending_subjects(gw.subjects, run_id))
     # "Before `start`" must be checked as such: the run may end between these look-ups, and an end
     # that lands after `start` is one the client has not seen (a first connection, start=1, never has).
-    earlier = [await _first_seq(gw, subject) for subject in ends]
+    earlier = [await first_seq(gw, subject) for subject in ends]
     if not any(seq is not None and seq < start for seq in earlier):
         return False
-    later = [await _first_seq(gw, subject, start) for subject in ends]
+    later = [await first_seq(gw, subject, start) for subject in ends]
     return all(seq is None for seq in later)
 
 
@@ -65,14 +66,14 @@ async def open_events(gw: Gateway, run_id: str, last_event_id: int | None) -> As
         # Unknown to the read model but in the stream: a run not projected yet, unless it was deleted
         # (the recorder purges all of it but the `run.deleted`, which stays as a tombstone).
         if status is None and (
-            await _first_seq(gw, s.run_all(run_id)) is None
-            or await _first_seq(gw, s.run_event(run_id, RUN_DELETED.removeprefix("run."))) is not None
+            await first_seq(gw, s.run_all(run_id)) is None
+            or await first_seq(gw, s.run_event(run_id, RUN_DELETED.removeprefix("run."))) is not None
         ):
             raise RunNotFound(run_id)
         if await _ended_before(gw, run_id, start):
             return None
     messages = await RunMessages.open(gw, run_id, start, "read the run's events")
-    return _frames(gw, run_id, messages)
+    return sse_frames(messages, partial(describe, s.prefix, run_id), RUN_ENDING_TYPES)
 
 
 def frame(seq: int, kind: str, data: str) -> bytes:
@@ -97,7 +98,11 @@ def describe(prefix: str, run_id: str, msg: Msg) -> tuple[str, str]:
     return f"run.{name}", msg.data.decode("utf-8", errors="replace")
 
 
-async def _frames(gw: Gateway, run_id: str, messages: RunMessages) -> AsyncIterator[bytes]:
+async def sse_frames(
+    messages: RunMessages, describe_msg: Callable[[Msg], tuple[str, str]], last_kinds: Collection[str]
+) -> AsyncIterator[bytes]:
+    """SSE frames of `messages` (each described as (event name, data)), keepalive comments while quiet,
+    up to and including the first event whose name is in `last_kinds`."""
     quiet_since = anyio.current_time()
     async with messages:
         async for msg in messages:
@@ -107,7 +112,7 @@ async def _frames(gw: Gateway, run_id: str, messages: RunMessages) -> AsyncItera
                     yield b": keepalive\n\n"
                 continue
             quiet_since = anyio.current_time()
-            kind, data = describe(gw.subjects.prefix, run_id, msg)
+            kind, data = describe_msg(msg)
             yield frame(msg.metadata.sequence.stream, kind, data)
-            if kind in RUN_ENDING_TYPES:
+            if kind in last_kinds:
                 return

@@ -7,28 +7,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-import anyio
-import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from scriptbus.events.workflows import WfRunFinished
 from scriptbus.gateway import workflow_readmodels
 from scriptbus.gateway.actions import require_bus
 from scriptbus.gateway.errors import bus_errors, db_errors
-from scriptbus.gateway.events_sse import KEEPALIVE_S, frame
+from scriptbus.gateway.events_sse import first_seq, sse_frames
 from scriptbus.gateway.run_messages import CONSUMER_INACTIVE_S, RunMessages
 from scriptbus.gateway.state import Gateway
 from scriptbus.gateway.workflow_actions import WorkflowRunNotFound
 
 FINISHED: str = WfRunFinished.model_fields["type"].default
-
-
-async def _first_seq(gw: Gateway, subject: str, start: int = 1) -> int | None:
-    try:
-        msg = await gw.js.get_msg(gw.subjects.events_stream, seq=start, subject=subject, next=True)
-    except nats.js.errors.NotFoundError:
-        return None
-    return msg.seq
 
 
 async def open_events(gw: Gateway, wfrun_id: str, last_event_id: int | None) -> AsyncIterator[bytes] | None:
@@ -41,9 +32,9 @@ async def open_events(gw: Gateway, wfrun_id: str, last_event_id: int | None) -> 
     start = (last_event_id or 0) + 1
     finished = s.wfrun_event(wfrun_id, FINISHED.removeprefix("wfrun."))
     with bus_errors("read the workflow run's events"):
-        if status is None and await _first_seq(gw, s.wfrun_all(wfrun_id)) is None:
+        if status is None and await first_seq(gw, s.wfrun_all(wfrun_id)) is None:
             raise WorkflowRunNotFound(wfrun_id)
-        end = await _first_seq(gw, finished)
+        end = await first_seq(gw, finished)
         if end is not None and end < start:
             return None
         sub = await gw.js.subscribe(
@@ -54,24 +45,14 @@ async def open_events(gw: Gateway, wfrun_id: str, last_event_id: int | None) -> 
             config=ConsumerConfig(opt_start_seq=start) if start > 1 else None,
             inactive_threshold=CONSUMER_INACTIVE_S,
         )
-    return _frames(RunMessages(gw, wfrun_id, sub))
+    return sse_frames(RunMessages(gw, wfrun_id, sub), _describe, {FINISHED})
 
 
-async def _frames(messages: RunMessages) -> AsyncIterator[bytes]:
-    quiet_since = anyio.current_time()
-    async with messages:
-        async for msg in messages:
-            if msg is None:
-                if anyio.current_time() - quiet_since >= KEEPALIVE_S:
-                    quiet_since = anyio.current_time()
-                    yield b": keepalive\n\n"
-                continue
-            quiet_since = anyio.current_time()
-            data = msg.data.decode("utf-8", errors="replace")
-            try:
-                kind = str(json.loads(data).get("type", "message"))
-            except (ValueError, AttributeError):
-                kind = "message"
-            yield frame(msg.metadata.sequence.stream, kind, data)
-            if kind == FINISHED:
-                return
+def _describe(msg: Msg) -> tuple[str, str]:
+    """(SSE event name, JSON data) of a workflow run's message: its event type, its JSON as stored."""
+    data = msg.data.decode("utf-8", errors="replace")
+    try:
+        kind = str(json.loads(data).get("type", "message"))
+    except (ValueError, AttributeError):
+        kind = "message"
+    return kind, data
