@@ -240,10 +240,30 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
         statuses = [None]
     else:
         statuses = ACTIVE
+    return print_listing(
+        ctx,
+        args,
+        statuses,
+        lambda status: list_runs(ctx.api, {**filters, "status": status}, args.limit),
+        render.runs_table,
+        "no queued or running runs",
+    )
+
+
+def print_listing(
+    ctx: Context,
+    args: argparse.Namespace,
+    statuses: Sequence[str | None],
+    fetch: Callable[[str | None], tuple[list[dict[str, Any]], int]],
+    table: Callable[[list[dict[str, Any]], bool, int], str],
+    nothing_active: str,
+) -> int:
+    """`ps` of runs or workflow runs: what `fetch` finds for each of `statuses` (None: any), newest first,
+    at most `--limit`, as JSON or a table, saying on stderr what was left out or why it is empty."""
     runs: list[dict[str, Any]] = []
     total = 0
     for status in statuses:
-        found, count = list_runs(ctx.api, {**filters, "status": status}, args.limit)
+        found, count = fetch(status)
         runs += found
         total += count
     runs.sort(key=lambda r: (str(r.get("created_at", "")), str(r.get("id", ""))), reverse=True)
@@ -251,11 +271,11 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         _print_json({"items": runs, "total": total})
         return 0
-    print(render.runs_table(runs, ctx.colour, ctx.width))
+    print(table(runs, ctx.colour, ctx.width))
     if total > len(runs):
         print(f"({len(runs)} of {total} shown; --limit N shows more)", file=sys.stderr)
     elif not runs and not args.all and not args.status:
-        print("(no queued or running runs; --all shows finished ones too)", file=sys.stderr)
+        print(f"({nothing_active}; --all shows finished ones too)", file=sys.stderr)
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from scriptbus.client import selection, workflow_render
 from scriptbus.client.api import Api, ClientError, NotFound, is_full_id
-from scriptbus.client.commands import Context, UsageError, _is_tty, _print_json
+from scriptbus.client.commands import Context, UsageError, _is_tty, _print_json, print_listing
 from scriptbus.client.workflow_follow import POLL_S, WorkflowFollower
 from scriptbus.client.workflow_render import ACTIVE, EXIT_DETACHED, TERMINAL, exit_status
 
@@ -298,23 +298,14 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     project = args.project or (None if args.all_projects else selection.selected_project())
     statuses: list[str | None] = [args.status] if args.status else ([None] if args.all else [*sorted(ACTIVE)])
-    runs: list[dict[str, Any]] = []
-    total = 0
-    for status in statuses:
-        found, count = _list_runs(ctx.api, args.limit, project=project, workflow=args.workflow, status=status)
-        runs += found
-        total += count
-    runs.sort(key=lambda r: (str(r.get("created_at", "")), str(r.get("id", ""))), reverse=True)
-    runs = runs[: args.limit]
-    if ctx.json:
-        _print_json({"items": runs, "total": total})
-        return 0
-    print(workflow_render.runs_table(runs, ctx.colour, ctx.width))
-    if total > len(runs):
-        print(f"({len(runs)} of {total} shown; --limit N shows more)", file=sys.stderr)
-    elif not runs and not args.all and not args.status:
-        print("(no active workflow runs; --all shows finished ones too)", file=sys.stderr)
-    return 0
+    return print_listing(
+        ctx,
+        args,
+        statuses,
+        lambda status: _list_runs(ctx.api, args.limit, project=project, workflow=args.workflow, status=status),
+        workflow_render.runs_table,
+        "no active workflow runs",
+    )
 
 
 # -- the parser ------------------------------------------------------------------------------------
