@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from scriptbus.events.envelope import Event
 from scriptbus.events.runs import RunEvent, RunFinished, RunStarted
 from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
-from scriptbus.events.workflow_status import STEP_STATUS_OF_RUN, spad_name
+from scriptbus.events.workflow_status import ENDINGS_AFTER_A_START, STEP_STATUS_OF_RUN, spad_name
 from scriptbus.events.workflows import (
     ACTIVE_STEP_STATUSES,
     FINAL_STEP_STATUSES,
@@ -66,19 +66,7 @@ class Attempt:
     @property
     def ran(self) -> bool:
         """Its process started, whether or not we saw `run.started` (an ending like `stopped` says so too)."""
-        return self.started_at is not None or self.status in _ENDINGS_AFTER_A_START
-
-
-_ENDINGS_AFTER_A_START = frozenset(
-    {
-        RunStatus.SUCCEEDED,
-        RunStatus.FAILED,
-        RunStatus.TERMINATED,
-        RunStatus.STOPPED,
-        RunStatus.KILLED,
-        RunStatus.TIMED_OUT,
-    }
-)
+        return self.started_at is not None or self.status in ENDINGS_AFTER_A_START
 
 
 @dataclass
