@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import Field, field_validator
@@ -14,6 +15,10 @@ from scriptbus.events.streams import MAX_MSG_SIZE, Retention, ensure_streams
 from scriptbus.events.subjects import Subjects
 
 log = logging.getLogger(__name__)
+
+# The failures of talking to NATS that services ride out (retrying or logging), as opposed to bugs:
+# nats.errors.Error covers the JetStream and KV errors too; OSError the socket underneath.
+BUS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
 
 # What a service holds once connected: the connection, its JetStream context, and the subject names.
 BusConnection = tuple[Client, JetStreamContext, Subjects]

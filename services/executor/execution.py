@@ -23,10 +23,10 @@ from scriptbus.events import (
     Subjects,
     publish_event,
 )
+from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.runs import HOLD_FILE_ENV
 from scriptbus.events.workflows import WfRunStepHeld, WfRunStepReleased
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
-from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.journal import Entry, Journal
 from scriptbus.executor.output import OutputPublisher, Pump
 from scriptbus.executor.process import StopCause, clean_env, outcome, spawn, wait_exit

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from nats.js import JetStreamContext
 
 from scriptbus.events import ExecutorHeartbeat, Subjects, publish_event, utcnow
-from scriptbus.executor.errors import BUS_ERRORS
+from scriptbus.events.bus import BUS_ERRORS
 
 log = logging.getLogger(__name__)
 

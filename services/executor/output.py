@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from scriptbus.events import OutputChunk, OutputStream
-from scriptbus.executor.errors import BUS_ERRORS
+from scriptbus.events.bus import BUS_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import uuid
 from pathlib import Path
 
 from scriptbus.events import ExecutorStopped, publish_event
+from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.lifecycle import close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.executor.containment import Containment
 from scriptbus.executor.duplicate import DuplicateExecutor, ensure_sole_instance
-from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import ExecutorIdentity
 from scriptbus.executor.heartbeat import Heartbeat
 from scriptbus.executor.journal import Journal, predecessors

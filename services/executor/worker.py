@@ -28,9 +28,9 @@ from scriptbus.events import (
     publish_event,
     valid_token,
 )
+from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.workflows import WfRunStepHeld, WfRunStepReleased, WfRunStopRequested
 from scriptbus.executor.capacity import Capacity
-from scriptbus.executor.errors import BUS_ERRORS
 from scriptbus.executor.execution import SHUTDOWN_REASON, Execution, ExecutorIdentity
 from scriptbus.executor.output import OutputPublisher
 from scriptbus.executor.process import StopCause

@@ -20,6 +20,7 @@ import nats.errors
 import nats.js.errors
 
 from scriptbus.events.active_runs import ActiveRunsBusy, Holders, claim_active_run, read_active_runs
+from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.envelope import Event, new_id
 from scriptbus.events.workflow_definitions import Change, Project
 from scriptbus.events.workflow_status import spad_name
@@ -96,7 +97,7 @@ async def _project_turn(gw: Gateway, project: str) -> AsyncIterator[None]:
     finally:
         try:
             await kv.delete(key, last=revision)
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
+        except BUS_ERRORS as exc:
             # The bucket's TTL frees it.
             log.warning("could not release the definition lock of project %r: %s", project, exc)
 

@@ -18,9 +18,9 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
-import nats.errors
 from nats.js import JetStreamContext
 
+from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.subjects import Subjects
 from scriptbus.recorder.feed import StreamMessage
 
@@ -65,7 +65,7 @@ class RunPurger:
             try:
                 # `seq`: the messages of the filter below it, so the tombstone stays.
                 await self._js.purge_stream(s.events_stream, subject=s.run_all(run_id), seq=deleted_seq)
-            except (TimeoutError, nats.errors.Error, OSError) as exc:
+            except BUS_ERRORS as exc:
                 log.warning("could not purge the messages of deleted run %s (will retry): %r", run_id, exc)
                 break
             await conn.execute(

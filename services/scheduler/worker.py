@@ -27,6 +27,7 @@ from scriptbus.events import (
     publish_event,
     run_finish,
 )
+from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.scheduler.fleet import Fleet, Loss
 from scriptbus.scheduler.settings import SchedulerSettings
@@ -35,7 +36,6 @@ from scriptbus.scheduler.workflows.driver import start_workflow_driver
 log = logging.getLogger("scriptbus.scheduler")
 
 # Failures of NATS and PostgreSQL that the scheduler rides out, as opposed to bugs.
-BUS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
 PG_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 # Most time between retries of a publish NATS refused.
 MAX_BACKOFF_S = 5.0

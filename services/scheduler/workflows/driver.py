@@ -43,6 +43,7 @@ from scriptbus.events.active_runs import (
     release_active_run,
     release_active_runs,
 )
+from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.claims import CANCEL_REASON, CANCELLED_CLAIM, cancel_event_id
 from scriptbus.events.codec import decode_event, encode_event, event_headers
 from scriptbus.events.envelope import Event, utcnow
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 
 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 # NATS trouble a publish or a KV call may meet; the driver retries after RETRY_S.
-BUS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
 RETRY_S = 1.0
 # Most time between attempts to follow the stream again.
 MAX_RETRY_S = 10.0
