@@ -72,12 +72,17 @@ def executors_stream_config(s: Subjects) -> StreamConfig:
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or give one made by an older release the subjects it lacks."""
     assert config.name is not None
     try:
-        await js.stream_info(config.name)
-        return
+        existing = (await js.stream_info(config.name)).config
     except nats.js.errors.NotFoundError:
         pass
+    else:
+        missing = [s for s in config.subjects or [] if s not in (existing.subjects or [])]
+        if missing:
+            await js.update_stream(dataclasses.replace(existing, subjects=[*(existing.subjects or []), *missing]))
+        return
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:

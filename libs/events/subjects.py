@@ -41,12 +41,16 @@ class Subjects:
         self.wfactive_bucket = f"{up}_wfactive"
         # Project name -> the gateway request changing its definitions now (a short-lived lock).
         self.wfdefs_bucket = f"{up}_wfdefs"
+        # Secret name -> its value, encrypted; only executors may read it (the gateway only writes).
+        self.secrets_bucket = f"{up}_secrets"
         # Subjects held by the events stream
         self.events_subjects = [
             f"{prefix}.runs.>",
             f"{prefix}.commands.>",
             f"{prefix}.workflows.>",
             f"{prefix}.wfruns.>",
+            f"{prefix}.tokens.>",
+            f"{prefix}.secrets.>",
         ]
         self.executors_subjects = [f"{prefix}.executors.>"]
         self.all_output = f"{prefix}.runs.*.out"
@@ -95,6 +99,15 @@ class Subjects:
 
     def all_wfruns(self) -> str:
         return f"{self.prefix}.wfruns.>"
+
+    # tokens and secrets -------------------------------------------------------------------------
+    def token_event(self, token_id: str, name: str) -> str:
+        """`created`, `revoked`. The token itself never appears: only its digest, role and name."""
+        return f"{self.prefix}.tokens.{token_id}.{name}"
+
+    def secret_event(self, secret_name: str, name: str) -> str:
+        """`set`, `removed`. Names and who changed them only: values live encrypted in the secrets bucket."""
+        return f"{self.prefix}.secrets.{secret_name}.{name}"
 
     # executors ----------------------------------------------------------------------------------
     def executor_event(self, host: str, name: str) -> str:
