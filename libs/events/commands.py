@@ -24,6 +24,8 @@ class CommandDefinition(CommandEvent):
     timeout_s: float | None = None
     stop_grace_s: float = 5.0
     pool: str = "default"
+    # Names of secrets every run of the command gets in its environment (values never in an event).
+    secrets: list[str] = Field(default_factory=list)
 
 
 class CommandCreated(CommandDefinition):

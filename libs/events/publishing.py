@@ -10,6 +10,7 @@ from scriptbus.events.commands import CommandEvent
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorEvent
 from scriptbus.events.runs import RUN_ENDING_TYPES, RunEvent, RunRequested
+from scriptbus.events.secrets import SecretEvent
 from scriptbus.events.streams import ensure_queue
 from scriptbus.events.subjects import Subjects
 from scriptbus.events.workflows import ProjectEvent, WfRunEvent, WorkflowEvent
@@ -30,6 +31,8 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.workflow_event(event.project_id, event.type.replace(".", "_"))
     if isinstance(event, WfRunEvent):
         return s.wfrun_event(event.wfrun_id, event.type.removeprefix("wfrun."))
+    if isinstance(event, SecretEvent):
+        return s.secret_event(event.name, event.type.removeprefix("secret."))
     raise TypeError(f"no subject for event type {event.type!r}")
 
 

@@ -39,6 +39,8 @@ class RunRequested(RunEvent):
     # long, before its SIGTERM. 0 (the default, every plain run): no hold file is given and stops act at once;
     # workflow steps carry their step's `hold_max_s`. Timeouts and executor shutdowns never wait.
     hold_max_s: float = Field(default=0.0, ge=0)
+    # Names of secrets the executor puts in the script's environment; their values are never in an event.
+    secrets: list[str] = Field(default_factory=list)
 
     @property
     def target(self) -> str:

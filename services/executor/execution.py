@@ -31,6 +31,7 @@ from scriptbus.executor.journal import Entry, Journal
 from scriptbus.executor.output import OutputPublisher, Pump
 from scriptbus.executor.process import StopCause, clean_env, outcome, spawn, wait_exit
 from scriptbus.executor.procfs import boot_id, read_stat
+from scriptbus.executor.secrets import SecretReader, SecretUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ExecutorIdentity:
     # How the runs' processes are held, and the record of them for the next instance.
     containment: Containment
     journal: Journal
+    secrets: SecretReader
 
 
 class Execution:
@@ -178,6 +180,8 @@ class Execution:
             me.journal.record(Entry(run_id=self.run_id, boot_id=boot))
             cwd.mkdir(parents=True, exist_ok=True)
             env = clean_env(req.env)
+            # Last, so no `env` entry (the gateway refuses clashes) can stand in for a secret.
+            env.update(await me.secrets.environment(req.secrets))
             if req.hold_max_s > 0:
                 self._hold_file = cwd / HOLD_FILE_NAME
                 env[HOLD_FILE_ENV] = str(self._hold_file)
@@ -186,7 +190,7 @@ class Execution:
                 # From before the fork: the script may run for a while before spawn() returns.
                 started = time.monotonic()
                 proc = await spawn(me.bash, req.script, req.args, env, cwd, procs.preexec())
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        except (OSError, ValueError, subprocess.SubprocessError, SecretUnavailable) as exc:
             if procs is not None:
                 await procs.close()
             shutil.rmtree(cwd, ignore_errors=True)

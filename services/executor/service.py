@@ -10,6 +10,7 @@ from pathlib import Path
 from scriptbus.events import ExecutorStopped, publish_event
 from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.lifecycle import close_bus, connect_bus_unless_stopped, unless_stopped
+from scriptbus.events.secret_box import SecretKeyError
 from scriptbus.executor.containment import Containment
 from scriptbus.executor.duplicate import DuplicateExecutor, ensure_sole_instance
 from scriptbus.executor.execution import ExecutorIdentity
@@ -17,6 +18,7 @@ from scriptbus.executor.heartbeat import Heartbeat
 from scriptbus.executor.journal import Journal, predecessors
 from scriptbus.executor.leftovers import reap_leftovers
 from scriptbus.executor.process import find_bash
+from scriptbus.executor.secrets import SecretReader, load_key
 from scriptbus.executor.settings import ExecutorSettings
 from scriptbus.executor.worker import Worker
 
@@ -30,6 +32,10 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     executor_id = str(uuid.uuid4())
     containment = Containment.create(settings.executor_cgroups)
+    try:
+        secrets_key = load_key(settings.secrets_key_file)
+    except SecretKeyError as exc:
+        raise SystemExit(f"scriptbus executor: {exc}") from None
     nc, js, subjects = await connect_bus_unless_stopped(settings, f"scriptbus-executor-{settings.host}", stop)
 
     # Before any work: refuse to be a second live instance of this host, then reap what a previous
@@ -52,6 +58,7 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
         default_stop_grace_s=settings.default_stop_grace_s,
         containment=containment,
         journal=Journal(work_dir, executor_id),
+        secrets=SecretReader(js, subjects, secrets_key),
     )
     worker = Worker(nc, js, subjects, me, settings.targets, settings.max_concurrency)
     heartbeat = Heartbeat(

@@ -43,6 +43,8 @@ class ExecutorSettings(ServiceSettings):
     shutdown_timeout_s: float = Field(default=EXECUTOR_SHUTDOWN_TIMEOUT_S, gt=0)
     # `SCRIPTBUS_EXECUTOR_CGROUPS=off` holds runs by a child subreaper even where cgroup v2 is available.
     executor_cgroups: bool = True
+    # The private key that opens the runs' secrets (mode 0600); unset, runs naming secrets fail here.
+    secrets_key_file: str = ""
 
     @field_validator("pools", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
 from scriptbus.events.streams import MAX_MSG_SIZE
 from scriptbus.events.subjects import host_token
 from scriptbus.events.workflows import ACTIVE_WORKFLOW_RUN_STATUSES
-from scriptbus.gateway import fleet, queries, readmodels, workflow_readmodels
+from scriptbus.gateway import fleet, queries, readmodels, secret_names, workflow_readmodels
 from scriptbus.gateway.errors import (
     DB_ERRORS,
     BusUnavailable,
@@ -98,6 +98,7 @@ def _from_request(event: RunRequested) -> Run:
         args=event.args,
         description=event.description,
         env=event.env,
+        secrets=event.secrets,
         pool=event.pool,
         target_host=event.host,
         timeout_s=event.timeout_s,
@@ -141,6 +142,7 @@ async def create_run(gw: Gateway, body: RunCreate, run_id: str) -> Run:
         script=body.script,
         args=body.args,
         env=body.env,
+        secrets=body.secrets,
         description=body.description,
         timeout_s=body.timeout_s,
         stop_grace_s=body.stop_grace_s,
@@ -160,6 +162,7 @@ async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate, run_
         script=command.script,
         args=body.args,
         env={**command.env, **body.env},
+        secrets=list(dict.fromkeys([*command.secrets, *body.secrets])),
         description=command.description if body.description is None else body.description,
         # An explicit null timeout means "none", overriding the command's.
         timeout_s=body.timeout_s if "timeout_s" in given else command.timeout_s,
@@ -174,6 +177,7 @@ async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate, run_
 async def _request(gw: Gateway, event: RunRequested) -> Run:
     """Publish `run.requested` to its pool's (or host's) queue and return the run."""
     check_size(gw, event)
+    await secret_names.check_usable(gw, event.secrets, event.env)
     require_bus(gw)
     try:
         ack = await publish_request(gw.js, gw.subjects, event, gw.queues)

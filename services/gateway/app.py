@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped
-from scriptbus.gateway import commands, executors, health, readmodels, runs, workflows
+from scriptbus.gateway import commands, executors, health, readmodels, runs, secrets, workflows
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher
@@ -48,6 +48,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        secrets_key = secrets.public_key(settings)
         log.info("connecting to NATS at %s (prefix %s)", settings.nats_url, settings.prefix)
         try:
             nc, js, subjects = await connect_bus_unless_stopped(settings, "scriptbus-gateway", stop)
@@ -60,7 +61,14 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
         watcher = ProjectionWatcher(settings.database_url, pool)
         watcher.start()
         app.state.gateway = Gateway(
-            settings=settings, nc=nc, js=js, subjects=subjects, pool=pool, watcher=watcher, shutdown=stop
+            settings=settings,
+            nc=nc,
+            js=js,
+            subjects=subjects,
+            pool=pool,
+            watcher=watcher,
+            shutdown=stop,
+            secrets_key=secrets_key,
         )
         log.info("gateway ready on http://%s:%d", settings.host, settings.port)
         try:
@@ -88,6 +96,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.include_router(runs.router)
     app.include_router(commands.router)
     app.include_router(executors.router)
+    app.include_router(secrets.router)
     app.include_router(workflows.projects)
     app.include_router(workflows.runs)
     app.include_router(health.router)

@@ -25,7 +25,7 @@ from scriptbus.events.commands import (
 )
 from scriptbus.events.envelope import new_id, utcnow
 from scriptbus.events.subjects import valid_token
-from scriptbus.gateway import actions, queries, readmodels
+from scriptbus.gateway import actions, queries, readmodels, secret_names
 from scriptbus.gateway.errors import DB_ERRORS, NameTaken, bus_errors
 from scriptbus.gateway.schemas import Command, CommandCreate
 from scriptbus.gateway.state import Gateway
@@ -131,6 +131,7 @@ def _from_event(event: CommandDefinition, version: int, created: Command | None 
         description=event.description,
         script=event.script,
         env=event.env,
+        secrets=event.secrets,
         timeout_s=event.timeout_s,
         stop_grace_s=event.stop_grace_s,
         pool=event.pool,
@@ -144,6 +145,7 @@ async def create_command(gw: Gateway, body: CommandCreate) -> Command:
     """Save a new command; `NameTaken` when its name is in use."""
     event = CommandCreated(command_id=new_id(), **body.model_dump())
     actions.check_size(gw, event)
+    await secret_names.check_usable(gw, event.secrets, event.env)
     actions.require_bus(gw)
     await _reserve(gw, body.name, event.command_id)
     seq = await actions.publish(gw, event, "save the command")
@@ -157,6 +159,7 @@ async def replace_command(gw: Gateway, ref: str, body: CommandCreate) -> Command
     current = await queries.get_command(gw, ref)
     event = CommandUpdated(command_id=current.id, **body.model_dump())
     actions.check_size(gw, event)
+    await secret_names.check_usable(gw, event.secrets, event.env)
     actions.require_bus(gw)
     renamed = body.name != current.name
     if renamed:

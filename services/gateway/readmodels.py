@@ -24,7 +24,8 @@ POSITION_NAME = EVENTS_POSITION
 PAGE_BYTES = 1024 * 1024
 
 _SUMMARY_COLUMNS = """
-    id::text AS id, status, command_id::text AS command_id, script, args, description, env, pool, target_host,
+    id::text AS id, status, command_id::text AS command_id, script, args, description, env, secrets, pool,
+    target_host,
     timeout_s, stop_grace_s,
     exit_code, signal, host, pid, created_at, started_at, stop_requested_at, finished_at, duration_s,
     output_bytes, output_truncated, dropped_bytes, reason, survivors,
@@ -216,7 +217,7 @@ async def read_output(
 
 
 _COMMAND_COLUMNS = """
-    id::text AS id, name, description, script, env, timeout_s, stop_grace_s, pool, version, created_at,
+    id::text AS id, name, description, script, env, secrets, timeout_s, stop_grace_s, pool, version, created_at,
     updated_at
 """
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from scriptbus.events.executors import ExecutorState
+from scriptbus.events.secrets import MAX_SECRETS_PER_RUN, secret_name_problem
 from scriptbus.events.statuses import RunStatus
 
 MAX_SCRIPT_BYTES = 1024 * 1024
@@ -96,13 +97,25 @@ def _env(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _secret_names(value: list[str]) -> list[str]:
+    problems = [problem for name in value if (problem := secret_name_problem(name)) is not None]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return list(dict.fromkeys(value))
+
+
 Args = Annotated[list[Arg], Field(max_length=MAX_ARGS), AfterValidator(_args)]
+SecretNames = Annotated[list[str], Field(max_length=MAX_SECRETS_PER_RUN), AfterValidator(_secret_names)]
 Env = Annotated[dict[Text, Text], AfterValidator(_env)]
 
 _ARGS_DOC = "Positional parameters: `$1`, `$2`, … inside the script."
 _ENV_DOC = (
     "Extra environment variables; names match `^[A-Za-z_][A-Za-z0-9_]*$`, "
     f"names and values together at most {MAX_ENV_BYTES // 1024} KiB."
+)
+_SECRETS_DOC = (
+    "Names of secrets (set with `PUT /api/v1/secrets/{name}`) the script gets as environment variables of "
+    "the same name; each must be set, and none may also be in `env`."
 )
 _TIMEOUT_DOC = f"Stop the run after this many seconds (status `timed_out`), at most {MAX_SECONDS:.0f}."
 _GRACE_DOC = "Seconds between SIGTERM and SIGKILL when the run is stopped."
@@ -143,6 +156,7 @@ class RunCreate(BaseModel):
     args: Args = Field(default_factory=list, description=_ARGS_DOC)
     description: Text = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text shown in lists.")
     env: Env = Field(default_factory=dict, description=_ENV_DOC)
+    secrets: SecretNames = Field(default_factory=list, description=_SECRETS_DOC)
     timeout_s: Timeout | None = Field(None, description=_TIMEOUT_DOC)
     stop_grace_s: Grace = Field(5.0, description=_GRACE_DOC)
     pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
@@ -187,6 +201,7 @@ class CommandRunCreate(BaseModel):
 
     args: Args = Field(default_factory=list, description=_ARGS_DOC)
     env: Env = Field(default_factory=dict, description=_ENV_DOC + " Overrides the command's variables.")
+    secrets: SecretNames = Field(default_factory=list, description=_SECRETS_DOC + " Added to the command's secrets.")
     description: Text | None = Field(
         None,
         max_length=MAX_DESCRIPTION_CHARS,
@@ -228,6 +243,7 @@ class CommandCreate(BaseModel):
     description: Text = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free text.")
     script: Script = Field(description="Bash source, at most 1 MiB (UTF-8); gets the run's `args` as `$1`….")
     env: Env = Field(default_factory=dict, description=_ENV_DOC)
+    secrets: SecretNames = Field(default_factory=list, description=_SECRETS_DOC + " Every run of it gets them.")
     timeout_s: Timeout | None = Field(None, description=_TIMEOUT_DOC)
     stop_grace_s: Grace = Field(5.0, description=_GRACE_DOC)
     pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
@@ -241,6 +257,7 @@ class Command(BaseModel):
     description: str
     script: str
     env: dict[str, str]
+    secrets: list[str] = Field(default_factory=list, description="Names of the secrets its runs get (never values).")
     timeout_s: float | None
     stop_grace_s: float
     pool: str
@@ -264,6 +281,9 @@ class RunSummary(BaseModel):
     args: list[str]
     description: str
     env: dict[str, str]
+    secrets: list[str] = Field(
+        default_factory=list, description="Names of the secrets in its environment (never their values)."
+    )
     pool: str
     target_host: str | None = Field(None, description="The host the run was asked to run on, if any.")
     timeout_s: float | None

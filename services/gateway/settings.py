@@ -26,6 +26,9 @@ class GatewaySettings(ServiceSettings):
     # A command-name reservation older than this that no command in the stream uses (left by a crash
     # between reserving and publishing) is taken over by the next command that wants the name.
     stale_name_reservation_s: float = Field(30.0, ge=0)
+    # The public half of the executors' secrets key: the gateway seals values with it and can never open
+    # them. Unset: secrets cannot be set through this gateway (`scriptbus up` sets it).
+    secrets_public_key_file: str = ""
     # Comma-separated bearer tokens; when set, every /api route requires one of them.
     api_tokens: str = ""
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from fastapi import Request
+from nacl.public import PublicKey
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from scriptbus.events.secrets import secrets_bucket
 from scriptbus.events.streams import (
     claims_bucket,
     command_names_bucket,
@@ -35,11 +37,14 @@ class Gateway:
     shutdown: asyncio.Event
     # Targets whose request queue this process has already made sure of.
     queues: set[str] = field(default_factory=set)
+    # Seals secret values for the executors; None when no public key is configured.
+    secrets_key: PublicKey | None = None
     _claims: KeyValue | None = None
     _command_names: KeyValue | None = None
     _idempotency: KeyValue | None = None
     _wfactive: KeyValue | None = None
     _wfdefs: KeyValue | None = None
+    _secrets: KeyValue | None = None
 
     async def claims(self) -> KeyValue:
         """The claims bucket, looked up once."""
@@ -70,6 +75,12 @@ class Gateway:
         if self._wfdefs is None:
             self._wfdefs = await wfdefs_bucket(self.js, self.subjects)
         return self._wfdefs
+
+    async def secrets(self) -> KeyValue:
+        """The bucket of sealed secret values (written here, only executors read it), looked up once."""
+        if self._secrets is None:
+            self._secrets = await secrets_bucket(self.js, self.subjects)
+        return self._secrets
 
 
 def get_gateway(request: Request) -> Gateway:

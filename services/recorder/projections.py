@@ -31,6 +31,7 @@ from scriptbus.events.runs import (
     RunStarted,
     RunStopRequested,
 )
+from scriptbus.events.secrets import SecretRemoved, SecretSet, secret_name_problem
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.events.workflows import WfRunEvent, WorkflowEvent
 from scriptbus.recorder.feed import StreamMessage
@@ -83,8 +84,10 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
 async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: BatchWrites) -> None:
     status = await conn.execute(
         """INSERT INTO runs (id, seq, status, script, args, env, description, pool, target_host,
-                             command_id, timeout_s, stop_grace_s, created_at, workflow_run_id, workflow_step, attempt)
-           VALUES ($1, $2, 'queued', $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                             command_id, timeout_s, stop_grace_s, created_at, workflow_run_id, workflow_step, attempt,
+                             secrets)
+           VALUES ($1, $2, 'queued', $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                   $16::jsonb)
            ON CONFLICT (id) DO NOTHING""",
         uuid.UUID(e.run_id),
         seq,
@@ -101,6 +104,7 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: 
         _uuid_or_none(e.workflow_run_id),
         e.workflow_step,
         e.attempt,
+        json.dumps(e.secrets),
     )
     if status == "INSERT 0 1":
         w.stats.count("requested", e.pool)
@@ -180,8 +184,8 @@ async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: Batc
 async def command_created(conn: asyncpg.Connection, e: CommandCreated, seq: int, w: BatchWrites) -> None:
     await conn.execute(
         """INSERT INTO commands (id, name, description, script, env, timeout_s, stop_grace_s, pool,
-                                 version, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, 1, $9, $9)
+                                 version, created_at, updated_at, secrets)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, 1, $9, $9, $10::jsonb)
            ON CONFLICT (id) DO NOTHING""",
         uuid.UUID(e.command_id),
         e.name,
@@ -192,13 +196,15 @@ async def command_created(conn: asyncpg.Connection, e: CommandCreated, seq: int,
         e.stop_grace_s,
         e.pool,
         _aware(e.occurred_at),
+        json.dumps(e.secrets),
     )
 
 
 async def command_updated(conn: asyncpg.Connection, e: CommandUpdated, seq: int, w: BatchWrites) -> None:
     await conn.execute(
         """UPDATE commands SET name = $2, description = $3, script = $4, env = $5::jsonb, timeout_s = $6,
-                               stop_grace_s = $7, pool = $8, version = version + 1, updated_at = $9
+                               stop_grace_s = $7, pool = $8, version = version + 1, updated_at = $9,
+                               secrets = $10::jsonb
            WHERE id = $1""",
         uuid.UUID(e.command_id),
         e.name,
@@ -209,11 +215,33 @@ async def command_updated(conn: asyncpg.Connection, e: CommandUpdated, seq: int,
         e.stop_grace_s,
         e.pool,
         _aware(e.occurred_at),
+        json.dumps(e.secrets),
     )
 
 
 async def command_deleted(conn: asyncpg.Connection, e: CommandDeleted, seq: int, w: BatchWrites) -> None:
     await conn.execute("DELETE FROM commands WHERE id = $1", uuid.UUID(e.command_id))
+
+
+# secrets ------------------------------------------------------------------------------------------
+
+
+async def secret_set(conn: asyncpg.Connection, e: SecretSet, seq: int, w: BatchWrites) -> None:
+    if secret_name_problem(e.name) is not None:
+        log.warning("seq %d: secret.set for invalid name %r, skipped", seq, e.name)
+        return
+    await conn.execute(
+        """INSERT INTO secrets (name, created_at, set_at, set_by) VALUES ($1, $2, $2, $3)
+           ON CONFLICT (name) DO UPDATE SET set_at = EXCLUDED.set_at, set_by = EXCLUDED.set_by,
+                                            version = secrets.version + 1""",
+        e.name,
+        _aware(e.occurred_at),
+        e.set_by,
+    )
+
+
+async def secret_removed(conn: asyncpg.Connection, e: SecretRemoved, seq: int, w: BatchWrites) -> None:
+    await conn.execute("DELETE FROM secrets WHERE name = $1", e.name)
 
 
 # executors ----------------------------------------------------------------------------------------
@@ -270,6 +298,8 @@ PROJECTIONS: dict[str, Projection] = {
     "command.created": command_created,
     "command.updated": command_updated,
     "command.deleted": command_deleted,
+    "secret.set": secret_set,
+    "secret.removed": secret_removed,
     "executor.heartbeat": executor_heartbeat,
     "executor.stopped": executor_stopped,
     "executor.lost": executor_lost,

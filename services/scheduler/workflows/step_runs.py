@@ -54,12 +54,14 @@ def step_request(
     timeout_s = spec.timeout_s
     pool = spec.pool
     command_id = None
+    secrets: list[str] = []
     if command is not None:
         script = command.script
         env = {**command.env, **spec.env}
         timeout_s = spec.timeout_s if spec.timeout_s is not None else command.timeout_s
         pool = command.pool if spec.pool == "default" else spec.pool
         command_id = command.command_id
+        secrets = list(command.secrets)
     elif spec.function is not None:
         # A program on the executor's PATH with params as its arguments (seed 004's `"function": "echo"`).
         script = f'exec {shlex.quote(spec.function)} "$@"'
@@ -82,4 +84,5 @@ def step_request(
         workflow_step=spec.name,
         attempt=attempt,
         hold_max_s=spec.hold_max_s,
+        secrets=secrets,
     )
