@@ -22,7 +22,7 @@ from scriptbus.client.api import DEFAULT_API, Api, ClientError, is_full_id
 from scriptbus.client.follow import TERMINAL, InterruptGuard, RunFollower, exit_status
 from scriptbus.client.spinner import Spinner
 
-CLIENT_COMMANDS = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf")
+CLIENT_COMMANDS = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets")
 ACTIVE = ("queued", "running", "stopping")
 # The API's largest page.
 _PAGE = 1000
@@ -109,6 +109,8 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     env = parse_env(args.env)
     if env:
         body["env"] = env
+    if args.secret:
+        body["secrets"] = args.secret
     for key, value in (
         ("description", args.description),
         ("timeout_s", args.timeout),
@@ -334,7 +336,7 @@ def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
 
 # -- commands ------------------------------------------------------------------------------------
 
-_COMMAND_FIELDS = ("name", "description", "script", "env", "timeout_s", "stop_grace_s", "pool")
+_COMMAND_FIELDS = ("name", "description", "script", "env", "secrets", "timeout_s", "stop_grace_s", "pool")
 
 
 def _command_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -348,6 +350,8 @@ def _command_changes(args: argparse.Namespace) -> dict[str, Any]:
         changes["script"] = args.script
     if args.env is not None:
         changes["env"] = parse_env(args.env)
+    if args.secret is not None:
+        changes["secrets"] = args.secret
     for key, value in (
         ("description", args.description),
         ("timeout_s", args.timeout),
@@ -491,6 +495,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         metavar="K=V",
         help="environment variable (repeatable; bare K copies yours)",
     )
+    p.add_argument(
+        "--secret",
+        "-S",
+        action="append",
+        metavar="NAME",
+        help="a secret (see `scriptbus secrets`) the script gets as $NAME (repeatable)",
+    )
     p.add_argument("--timeout", type=parse_seconds, metavar="DURATION", help="e.g. 90, 90s, 5m, 2h")
     p.add_argument(
         "--stop-grace",
@@ -598,9 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("executors", cmd_executors, help="the fleet", description="Executors: state, pools, load, heartbeat.")
 
     # Imported here: the workflow verbs build on this module's Context and helpers.
-    from scriptbus.client import workflows
+    from scriptbus.client import secrets, workflows
 
     workflows.add_parser(sub, common)
+    secrets.add_parser(sub, common)
     return parser
 
 

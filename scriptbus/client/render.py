@@ -232,6 +232,7 @@ def run_details(run: dict[str, Any], colour: bool, now: datetime | None = None) 
         ("timeout", f"{run['timeout_s']:g}s" if run.get("timeout_s") else "none"),
         ("stop grace", f"{float(run.get('stop_grace_s') or 0):g}s"),
         ("env", "\n".join(f"{k}={v}" for k, v in sorted((run.get("env") or {}).items()))),
+        ("secrets", " ".join(run.get("secrets") or [])),
     ]
     output = f"{run.get('output_bytes', 0)} bytes"
     if run.get("output_truncated"):
@@ -255,6 +256,7 @@ def command_details(command: dict[str, Any], colour: bool, now: datetime | None 
         ("created", _when(command.get("created_at"), now)),
         ("updated", _when(command.get("updated_at"), now)),
         ("env", "\n".join(f"{k}={v}" for k, v in sorted((command.get("env") or {}).items()))),
+        ("secrets", " ".join(command.get("secrets") or [])),
         ("script", str(command.get("script") or "").rstrip("\n")),
     ]
     return details([(k, v) for k, v in pairs if v != ""], colour)

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 import secrets
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +246,39 @@ async def test_only_an_admin_sets_or_removes_secrets(start_service: StartService
         listed = await c.get("/api/v1/secrets", headers=as_reader)
         assert listed.status_code == 200 and [s["name"] for s in listed.json()["items"]] == ["DB_PASSWORD"]
         assert json.dumps(listed.json()).find('"v"') == -1
+
+
+async def scriptbus(api: str, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    """`scriptbus ARGS…` as a user runs it, with `stdin` piped in: (exit status, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scriptbus",
+        *args,
+        env={**env, "SCRIPTBUS_API": api, "NO_COLOR": "1"},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_cli_sets_lists_uses_and_removes_a_secret_without_showing_it(start_service: StartService) -> None:
+    value = "cli-" + secrets.token_urlsafe(24)
+    async with running_stack(start_service) as stack:
+        code, out, err = await scriptbus(stack.api, "secrets", "set", "DB_PASSWORD", stdin=value.encode() + b"\n")
+        assert (code, out.strip()) == (0, "secret DB_PASSWORD set"), err
+        code, out, err = await scriptbus(stack.api, "secrets", "list")
+        assert code == 0 and "DB_PASSWORD" in out, err
+        code, out, err = await scriptbus(stack.api, "run", "--secret", "DB_PASSWORD", DIGEST_SCRIPT)
+        assert code == 0, err
+        assert out.split()[0] == digest(value)
+        code, out, err = await scriptbus(stack.api, "--json", "ps", "--all")
+        assert code == 0 and value not in out
+        code, out, err = await scriptbus(stack.api, "secrets", "rm", "DB_PASSWORD")
+        assert code == 0, err
+        code, out, err = await scriptbus(stack.api, "run", "--secret", "DB_PASSWORD", "true")
+        assert code != 0 and "DB_PASSWORD" in err and "not set" in err
