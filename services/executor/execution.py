@@ -28,6 +28,7 @@ from scriptbus.events.runs import HOLD_FILE_ENV
 from scriptbus.events.workflows import WfRunStepHeld, WfRunStepReleased
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
 from scriptbus.executor.journal import Entry, Journal
+from scriptbus.executor.masking import OutputMask
 from scriptbus.executor.output import OutputPublisher, Pump
 from scriptbus.executor.process import StopCause, clean_env, outcome, spawn, wait_exit
 from scriptbus.executor.procfs import boot_id, read_stat
@@ -181,7 +182,8 @@ class Execution:
             cwd.mkdir(parents=True, exist_ok=True)
             env = clean_env(req.env)
             # Last, so no `env` entry (the gateway refuses clashes) can stand in for a secret.
-            env.update(await me.secrets.environment(req.secrets))
+            secret_values = await me.secrets.environment(req.secrets)
+            env.update(secret_values)
             if req.hold_max_s > 0:
                 self._hold_file = cwd / HOLD_FILE_NAME
                 env[HOLD_FILE_ENV] = str(self._hold_file)
@@ -228,7 +230,10 @@ class Execution:
             # The run is claimed and running; its finish will still say what happened.
             log.error("run %s: could not publish run.started: %s", self.run_id, exc)
         log.info("run %s: started pid %d", self.run_id, proc.pid)
-        pumps = [Pump(proc.stdout, OutputStream.STDOUT, out), Pump(proc.stderr, OutputStream.STDERR, out)]
+        pumps = [
+            Pump(pipe, stream, out, OutputMask(secret_values.values()) if secret_values else None)
+            for pipe, stream in ((proc.stdout, OutputStream.STDOUT), (proc.stderr, OutputStream.STDERR))
+        ]
         pumps[0].sibling, pumps[1].sibling = pumps[1], pumps[0]
         for pump in pumps:
             pump.start()

@@ -16,6 +16,7 @@ from nats.js.api import PubAck
 
 from scriptbus.events import OutputChunk, OutputStream
 from scriptbus.events.bus import BUS_ERRORS
+from scriptbus.executor.masking import OutputMask
 
 log = logging.getLogger(__name__)
 
@@ -244,10 +245,14 @@ class Pump:
     """Copies one pipe into a run's output: 64 KiB reads, flushed when the buffer holds a newline or
     reaches 64 KiB, and otherwise `FLUSH_AFTER_S` after its first byte so partial lines appear live."""
 
-    def __init__(self, reader: asyncio.StreamReader, stream: OutputStream, out: RunOutput) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, stream: OutputStream, out: RunOutput, mask: OutputMask | None = None
+    ) -> None:
         self._reader = reader
         self._stream = stream
         self._out = out
+        # Hides the run's secret values (`masking.py`).
+        self._mask = mask
         self._buf = bytearray()
         self._reading = False
         self._abandoned = False
@@ -304,9 +309,11 @@ class Pump:
                 break
             if not self._buf:
                 deadline = loop.time() + FLUSH_AFTER_S
-            self._buf += data
+            self._buf += self._mask.feed(data) if self._mask is not None else data
             if len(self._buf) >= CHUNK_SIZE or b"\n" in data:
                 await self._flush()
+        if self._mask is not None:
+            self._buf += self._mask.end()
         await self._flush()
 
     async def _flush(self) -> None:

@@ -29,6 +29,11 @@ from tests.helpers.stack import running_stack
 
 # Proves it got the value without printing it: only the digest reaches the output.
 DIGEST_SCRIPT = 'printf %s "$DB_PASSWORD" | sha256sum; echo "marker=$MARKER"'
+# Prints the value by mistake, once whole and once in two writes the executor reads apart.
+LEAKY_SCRIPT = (
+    'echo "pw=$DB_PASSWORD" >&2; printf %s "${DB_PASSWORD:0:5}"; sleep 0.3; printf "%s\\n" "${DB_PASSWORD:5}"; '
+    'echo "marker=$MARKER"'
+)
 
 
 @pytest.fixture
@@ -138,8 +143,15 @@ async def test_a_secret_reaches_the_scripts_environment_and_appears_nowhere_else
             "/api/v1/runs",
             json={"script": DIGEST_SCRIPT, "env": {"MARKER": marker}, "secrets": ["DB_PASSWORD"]},
         )
+        leaky = await answer(
+            c,
+            answers,
+            "POST",
+            "/api/v1/runs",
+            json={"script": LEAKY_SCRIPT, "env": {"MARKER": marker}, "secrets": ["DB_PASSWORD"]},
+        )
         run_ids = []
-        for response in (by_command, inline):
+        for response in (by_command, inline, leaky):
             assert response.status_code == 202, response.text
             assert response.json()["secrets"] == ["DB_PASSWORD"]
             run_ids.append(response.json()["id"])
@@ -148,7 +160,11 @@ async def test_a_secret_reaches_the_scripts_environment_and_appears_nowhere_else
             run = await wait_for_status(c, run_id, {"succeeded", "failed"})
             assert run["status"] == "succeeded", run
             output = await answer(c, answers, "GET", f"/api/v1/runs/{run_id}/output")
-            assert output.content.decode().split()[0] == digest(value)
+            if run_id == leaky.json()["id"]:
+                # Printed by mistake, the value is masked, however the pipe split it.
+                assert sorted(output.content.decode().splitlines()) == ["***", f"marker={marker}", "pw=***"]
+            else:
+                assert output.content.decode().split()[0] == digest(value)
             await answer(c, answers, "GET", f"/api/v1/runs/{run_id}")
             await answer(c, answers, "GET", f"/api/v1/runs/{run_id}/events")
         for path in ("/api/v1/runs", "/api/v1/commands", "/api/v1/commands/db-check", "/api/v1/secrets"):
