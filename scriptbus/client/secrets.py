@@ -8,12 +8,14 @@ import getpass
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
 from scriptbus.client import render
 from scriptbus.client.api import ClientError
 from scriptbus.client.commands import Context, UsageError
+from scriptbus.events.secret_box import SecretKeyError, ensure_key_pair
 
 EPILOG = """examples:
   scriptbus secrets set DB_PASSWORD                 # asks for the value (not echoed)
@@ -80,6 +82,16 @@ def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(ctx: Context, args: argparse.Namespace) -> int:
+    try:
+        private, public = ensure_key_pair(Path(args.dir).expanduser())
+    except (OSError, SecretKeyError) as exc:
+        raise ClientError(f"cannot make the key pair in {args.dir}: {exc}") from exc
+    print(f"private key (executors: SCRIPTBUS_SECRETS_KEY_FILE)       {private}")
+    print(f"public key  (gateways:  SCRIPTBUS_SECRETS_PUBLIC_KEY_FILE) {public}")
+    return 0
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """`scriptbus secrets` and its verbs, on the client's subparsers `sub`."""
     p = sub.add_parser(
@@ -108,3 +120,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     add("list", cmd_list, help="list secrets: names, when and by whom (never values)")
     sp = add("rm", cmd_rm, help="remove a secret (runs naming it then fail without running)")
     sp.add_argument("name", metavar="NAME")
+    sp = add(
+        "keygen",
+        cmd_keygen,
+        help="make the key pair values are sealed with (for services run without `up`)",
+        description="Make secrets.key (0600) and secrets.pub in DIR, unless they exist. `scriptbus up` "
+        "does this itself in its data dir. Works on this machine only: it does not call the API.",
+    )
+    sp.add_argument("dir", metavar="DIR", help="where to put the two files (made 0700 if missing)")
