@@ -46,3 +46,12 @@ def test_an_inline_script_gets_params_as_positional_arguments() -> None:
     state = fold([request([spec])])
     req = step_request(state, spec, 1, step_run_id(state.wfrun_id, "s", 1), None)
     assert (req.script, req.args, req.timeout_s, req.host, req.target) == ('echo "$1"', ["x"], 5, "box1", "box1")
+
+
+def test_a_step_running_a_saved_command_gets_the_commands_secrets() -> None:
+    spec = StepSpec(name="t1", place=1, function="deploy")
+    command = CommandCreated(command_id="c1", name="deploy", script="./deploy", secrets=["DB_PASSWORD"])
+    state = fold([request([spec])])
+    req = step_request(state, spec, 1, step_run_id(state.wfrun_id, "t1", 1), command)
+    assert req.secrets == ["DB_PASSWORD"]
+    assert step_request(state, spec, 1, step_run_id(state.wfrun_id, "t1", 1), None).secrets == []
