@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import uvicorn
 
 from scriptbus.events.lifecycle import run_service
+from scriptbus.events.secret_box import SecretKeyError
+from scriptbus.gateway import secrets
 from scriptbus.gateway.app import create_app
 from scriptbus.gateway.auth import exposure_error
 from scriptbus.gateway.settings import GatewaySettings
@@ -64,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     problem = exposure_error(settings)
     if problem:
         print(f"scriptbus gateway: {problem}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        secrets.public_key(settings)  # a bad key file is said here, in one line, before anything starts
+    except SecretKeyError as exc:
+        print(f"scriptbus gateway: {exc}", file=sys.stderr)
         sys.exit(2)
     run_service("gateway", settings, lambda stop: serve(settings, stop))
 
