@@ -43,6 +43,9 @@ class ExecutorSettings(ServiceSettings):
     shutdown_timeout_s: float = Field(default=EXECUTOR_SHUTDOWN_TIMEOUT_S, gt=0)
     # `SCRIPTBUS_EXECUTOR_CGROUPS=off` holds runs by a child subreaper even where cgroup v2 is available.
     executor_cgroups: bool = True
+    # `SCRIPTBUS_EXECUTOR_RUN_AS`: who scripts run as when the executor is root (default `scriptbus-run`,
+    # made when missing; `root` keeps the executor's rights). Not root: always the executor's own user.
+    executor_run_as: str | None = Field(default=None, min_length=1)
 
     @field_validator("pools", mode="before")
     @classmethod
