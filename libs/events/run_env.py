@@ -98,8 +98,8 @@ def refusal(names: Iterable[str]) -> str | None:
     if not refused:
         return None
     return (
-        f"may not set {', '.join(refused)}: these change how bash or the program loader start, so they "
-        "would run code the script does not contain; set what the script itself reads instead"
+        f"may not set {', '.join(refused)}: bash or the program loader read these as they start, so they "
+        "would run code the script does not contain; remove them (a script that needs one can set it itself)"
     )
 
 
