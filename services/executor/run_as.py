@@ -52,7 +52,7 @@ def resolve(setting: str | None) -> RunAs | None:
         return None
     name = setting or DEFAULT_RUN_AS
     try:
-        user = ensure_system_user(name) if setting is None else pwd.getpwnam(name)
+        user = ensure_system_user(name) if name == DEFAULT_RUN_AS else pwd.getpwnam(name)
     except KeyError:
         raise ValueError(f"--run-as {name}: no such user") from None
     except OSError as exc:
