@@ -4,6 +4,8 @@ database per test, and the services as real processes."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -75,10 +77,21 @@ async def bus(nats_url: str, prefix: str) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-def work_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "runs"
-    path.mkdir()
-    return path
+def work_dir() -> Iterator[Path]:
+    # Not under tmp_path: scripts run as another user (when the tests run as root) and must reach their
+    # run folder by its path, but a pytest starting meanwhile makes its base temp folder private again.
+    path = Path(tempfile.mkdtemp(prefix="scriptbus-test-runs-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def exchange_dir() -> Iterator[Path]:
+    """A folder both the test and its scripts write (scripts may run as another, unprivileged user)."""
+    path = Path(tempfile.mkdtemp(prefix="scriptbus-test-exchange-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
+from scriptbus.events import run_env
 from scriptbus.events.envelope import Event
 from scriptbus.events.subjects import Subjects
 
@@ -24,27 +25,10 @@ MAX_SECRET_BYTES = 64 * 1024
 # How many secrets one run or command may name.
 MAX_SECRETS_PER_RUN = 64
 
-# Names whose value changes how bash, the loader or the executor's own run set-up behave: a secret may
-# never be one of them. (The same rule as a run's `env`; once `run_env.py` holds it, this defers to it.)
-_FORBIDDEN = frozenset(
-    {
-        "BASH_ENV",
-        "ENV",
-        "SHELLOPTS",
-        "BASHOPTS",
-        "PS4",
-        "PROMPT_COMMAND",
-        "IFS",
-        "GLOBIGNORE",
-        "CDPATH",
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-    }
-)
-_FORBIDDEN_PREFIXES = ("LD_", "BASH_FUNC_", "SCRIPTBUS_")
+# Beyond the names no run's `env` may set (run_env), a secret may not stand in for what the executor
+# itself gives every script, nor for the services' own settings, nor for the admin-only code paths.
+_NOT_A_SECRET = frozenset({"HOME", "USER", "LOGNAME", "LANG"})
+_NOT_A_SECRET_PREFIX = "SCRIPTBUS_"
 
 
 def secret_name_problem(name: str) -> str | None:
@@ -52,7 +36,12 @@ def secret_name_problem(name: str) -> str | None:
     if not SECRET_NAME.match(name):
         return f"{name!r} is not a valid secret name: an environment variable name matching {SECRET_NAME.pattern}"
     upper = name.upper()
-    if upper in _FORBIDDEN or upper.startswith(_FORBIDDEN_PREFIXES):
+    if (
+        run_env.is_refused(upper)
+        or upper in run_env.ADMIN_ONLY_NAMES
+        or upper in _NOT_A_SECRET
+        or upper.startswith(_NOT_A_SECRET_PREFIX)
+    ):
         return f"{name!r} cannot be a secret: that variable changes how the script's shell or loader starts"
     return None
 

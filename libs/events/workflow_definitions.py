@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scriptbus.events import run_env
 from scriptbus.events.envelope import Event
 from scriptbus.events.workflows import (
     NAME_PATTERN,
@@ -68,6 +69,18 @@ class TaskDefinition(StepSpec):
     """A task as users write it: every StepSpec field, and nothing else (a typo is an error, not a default)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        # Definitions are an admin's, so PATH may be set here; what bash or the loader read never.
+        bad = [name for name in value if not run_env.valid_name(name)]
+        if bad:
+            raise ValueError(f"invalid variable name(s) {bad!r}: names must match {run_env.NAME_PATTERN}")
+        refused = run_env.refusal(value)
+        if refused is not None:
+            raise ValueError(refused)
+        return value
 
 
 class _Document(BaseModel):

@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--label", action="append", dest="labels", metavar="K=V", help="a label to report (repeatable)")
     p.add_argument("--max-concurrency", type=int, help="most runs at once (default 64)")
+    p.add_argument(
+        "--run-as",
+        metavar="USER",
+        help="when run as root, run scripts as USER (default: the system user scriptbus-run, created when "
+        "missing; `root` opts out of the isolation)",
+    )
     return p
 
 
@@ -44,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
             _parser().error(str(exc))
     if args.max_concurrency is not None:
         overrides["max_concurrency"] = args.max_concurrency
+    if args.run_as is not None:
+        overrides["executor_run_as"] = args.run_as
     try:
         settings = ExecutorSettings(**overrides)
     except ValidationError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from scriptbus.events import (
     publish_event,
 )
 from scriptbus.events.bus import BUS_ERRORS
+from scriptbus.events.run_env import refusal
 from scriptbus.events.runs import HOLD_FILE_ENV
 from scriptbus.events.workflows import WfRunStepHeld, WfRunStepReleased
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
@@ -32,6 +34,7 @@ from scriptbus.executor.masking import OutputMask
 from scriptbus.executor.output import OutputPublisher, Pump
 from scriptbus.executor.process import StopCause, clean_env, outcome, spawn, wait_exit
 from scriptbus.executor.procfs import boot_id, read_stat
+from scriptbus.executor.run_as import RunAs
 from scriptbus.executor.secrets import SecretReader, SecretUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,8 @@ class ExecutorIdentity:
     containment: Containment
     journal: Journal
     secrets: SecretReader
+    # Who scripts run as; None: the executor's own user.
+    run_as: RunAs | None = None
 
 
 class Execution:
@@ -176,11 +181,23 @@ class Execution:
         cwd = me.work_dir / self.run_id
         boot = boot_id()
         procs: RunProcesses | None = None
+        # The gateway refuses these; a request published some other way must not get them through either.
+        refused = refusal(req.env)
+        if refused is not None:
+            log.warning("run %s: refused: env %s", self.run_id, refused)
+            return await self._finish(
+                RunFinished(run_id=self.run_id, status=RunStatus.FAILED, host=me.host, reason=f"refused: env {refused}")
+            )
         try:
             # Journaled before its folder exists: the next instance removes only folders no journal names.
             me.journal.record(Entry(run_id=self.run_id, boot_id=boot))
-            cwd.mkdir(parents=True, exist_ok=True)
-            env = clean_env(req.env)
+            cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if me.run_as is None:
+                env = clean_env(req.env)
+            else:
+                # The script's own folder, and its HOME: nobody else's can be listed.
+                os.chown(cwd, me.run_as.uid, me.run_as.gid)
+                env = clean_env(req.env, user=me.run_as.name, home=str(cwd))
             # Last, so no `env` entry (the gateway refuses clashes) can stand in for a secret.
             secret_values = await me.secrets.environment(req.secrets)
             env.update(secret_values)
@@ -191,7 +208,7 @@ class Execution:
             with me.containment.spawning():
                 # From before the fork: the script may run for a while before spawn() returns.
                 started = time.monotonic()
-                proc = await spawn(me.bash, req.script, req.args, env, cwd, procs.preexec())
+                proc = await spawn(me.bash, req.script, req.args, env, cwd, procs.preexec(), me.run_as)
         except (OSError, ValueError, subprocess.SubprocessError, SecretUnavailable) as exc:
             if procs is not None:
                 await procs.close()

@@ -13,8 +13,10 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scriptbus.events import RunStatus
+from scriptbus.executor.run_as import RunAs
 
 # Size of one pipe read, and the StreamReader's buffer limit (it pauses the pipe past twice this).
 READ_SIZE = 64 * 1024
@@ -28,20 +30,29 @@ class StopCause(enum.Enum):
     SHUTDOWN = "shutdown"
 
 
-def clean_env(run_env: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment a script gets: PATH, HOME, LANG, USER/LOGNAME of the executor, then the run's own
-    variables. Nothing else of the executor's (its NATS URL, credentials, any SCRIPTBUS_*) leaks in."""
+def clean_env(
+    run_env: Mapping[str, str],
+    base: Mapping[str, str] | None = None,
+    user: str | None = None,
+    home: str | None = None,
+) -> dict[str, str]:
+    """The environment a script gets: PATH, HOME, LANG, USER/LOGNAME (the executor's, or `user` and
+    `home` when scripts run as another user), then the run's own variables. Nothing else of the
+    executor's (its NATS URL, credentials, any SCRIPTBUS_*) leaks in."""
     src = os.environ if base is None else base
     env: dict[str, str] = {"PATH": src.get("PATH") or os.defpath}
-    home = src.get("HOME")
-    if not home:
-        with contextlib.suppress(KeyError):
-            home = pwd.getpwuid(os.getuid()).pw_dir
+    if home is None:
+        home = src.get("HOME")
+        if not home:
+            with contextlib.suppress(KeyError):
+                home = pwd.getpwuid(os.getuid()).pw_dir
     if home:
         env["HOME"] = home
     env["LANG"] = src.get("LANG") or "C.UTF-8"
     for name in ("USER", "LOGNAME"):
-        if src.get(name):
+        if user is not None:
+            env[name] = user
+        elif src.get(name):
             env[name] = src[name]
     env.update(run_env)
     return env
@@ -62,9 +73,19 @@ async def spawn(
     env: Mapping[str, str],
     cwd: Path,
     preexec: Callable[[], None] | None = None,
+    run_as: RunAs | None = None,
 ) -> asyncio.subprocess.Process:
     """Start `bash -c script bash args...` as the leader of a new session (so of its own process group),
-    stdin from /dev/null, stdout and stderr piped; `preexec` runs in the child before it execs."""
+    stdin from /dev/null, stdout and stderr piped; `preexec` runs in the child before it execs, and
+    before it becomes `run_as` (when given)."""
+    switch: dict[str, Any] = {}
+    if run_as is not None and preexec is not None:
+        # CPython changes the user before it calls preexec_fn; joining a cgroup needs the executor's
+        # rights (on kernels before 5.16, which check the writer's, not the opener's), so both go here.
+        preexec = _then(preexec, run_as.drop)
+    elif run_as is not None:
+        # Done in C by _posixsubprocess: no Python runs in the child.
+        switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
     proc = await asyncio.create_subprocess_exec(
         bash,
         "-c",
@@ -79,9 +100,18 @@ async def spawn(
         start_new_session=True,
         preexec_fn=preexec,
         limit=READ_SIZE,
+        **switch,
     )
     _widen_pipes(proc)
     return proc
+
+
+def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+
+    return both
 
 
 # Linux's F_SETPIPE_SZ. A 64 KiB pipe makes a fast writer and us trade many small reads; 1 MiB lets each

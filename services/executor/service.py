@@ -18,8 +18,10 @@ from scriptbus.executor.heartbeat import Heartbeat
 from scriptbus.executor.journal import Journal, predecessors
 from scriptbus.executor.leftovers import reap_leftovers
 from scriptbus.executor.process import find_bash
+from scriptbus.executor.run_as import resolve
 from scriptbus.executor.secrets import SecretReader, load_key
 from scriptbus.executor.settings import ExecutorSettings
+from scriptbus.executor.work_dir import prepare
 from scriptbus.executor.worker import Worker
 
 log = logging.getLogger("scriptbus.executor")
@@ -28,8 +30,12 @@ log = logging.getLogger("scriptbus.executor")
 async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     """Run the executor until `stop` is set, then stop pulling, stop and report every run, say
     `executor.stopped` and drain the connection."""
+    try:
+        run_as = resolve(settings.executor_run_as)
+    except ValueError as exc:
+        raise SystemExit(f"scriptbus executor: {exc}") from None
     work_dir = Path(settings.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    prepare(work_dir, run_as is not None)
     executor_id = str(uuid.uuid4())
     containment = Containment.create(settings.executor_cgroups)
     try:
@@ -59,6 +65,7 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
         containment=containment,
         journal=Journal(work_dir, executor_id),
         secrets=SecretReader(js, subjects, secrets_key),
+        run_as=run_as,
     )
     worker = Worker(nc, js, subjects, me, settings.targets, settings.max_concurrency)
     heartbeat = Heartbeat(
@@ -80,12 +87,13 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     if containment.reaper is not None:
         watchers.append(asyncio.create_task(containment.reaper.watch(beats_done)))
     log.info(
-        "executor ready: host=%s id=%s targets=%s max_concurrency=%d runs contained by %s",
+        "executor ready: host=%s id=%s targets=%s max_concurrency=%d runs contained by %s, run as %s",
         me.host,
         me.executor_id,
         ",".join(settings.targets),
         settings.max_concurrency,
         containment.mode.value,
+        run_as.name if run_as is not None else "the executor's user",
     )
 
     await stop.wait()

@@ -45,6 +45,9 @@ class ExecutorSettings(ServiceSettings):
     executor_cgroups: bool = True
     # The private key that opens the runs' secrets (mode 0600); unset, runs naming secrets fail here.
     secrets_key_file: str = ""
+    # `SCRIPTBUS_EXECUTOR_RUN_AS`: who scripts run as when the executor is root (default `scriptbus-run`,
+    # made when missing; `root` keeps the executor's rights). Not root: always the executor's own user.
+    executor_run_as: str | None = Field(default=None, min_length=1)
 
     @field_validator("pools", mode="before")
     @classmethod

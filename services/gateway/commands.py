@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from scriptbus.gateway import actions, catalogue, idempotency, queries
 from scriptbus.gateway.auth import require_token
 from scriptbus.gateway.content_type import require_json
+from scriptbus.gateway.env_access import check_request_env
 from scriptbus.gateway.idempotency import IdempotencyKey, Outcome
 from scriptbus.gateway.openapi import (
     IN_PROGRESS,
@@ -158,6 +159,7 @@ async def run_command(
     `args` as `$1`, `$2`, …; `env` is merged over the command's; fields left out take the command's
     values. Same answer as `POST /api/v1/runs`."""
     overrides = body if body is not None else CommandRunCreate()
+    check_request_env(request, overrides.env)
 
     async def act(run_id: str) -> Outcome:
         return run_outcome(await actions.create_command_run(gw, ref, overrides, run_id))

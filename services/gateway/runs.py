@@ -15,6 +15,7 @@ from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway import actions, events_sse, idempotency, output, queries
 from scriptbus.gateway.auth import require_token
 from scriptbus.gateway.content_type import require_json
+from scriptbus.gateway.env_access import check_request_env
 from scriptbus.gateway.errors import invalid_input
 from scriptbus.gateway.idempotency import IdempotencyKey, Outcome
 from scriptbus.gateway.openapi import (
@@ -87,6 +88,7 @@ async def create_run(
     errors = body.source_errors()
     if errors:
         raise RequestValidationError(errors)
+    check_request_env(request, body.env)
 
     async def act(run_id: str) -> Outcome:
         return run_outcome(await actions.create_run(gw, body, run_id))

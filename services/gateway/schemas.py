@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from scriptbus.events import run_env
 from scriptbus.events.executors import ExecutorState
 from scriptbus.events.secrets import MAX_SECRETS_PER_RUN, secret_name_problem
 from scriptbus.events.statuses import RunStatus
@@ -26,7 +26,6 @@ MAX_SECONDS = 10 * 365 * 24 * 3600.0
 # Integers the gateway passes on must fit a PostgreSQL bigint (offsets) and a NATS sequence (event ids).
 MAX_BIGINT = 2**63 - 1
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 COMMAND_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # For query and path strings that reach PostgreSQL, which cannot compare with a NUL.
@@ -88,9 +87,12 @@ def _args(value: list[str]) -> list[str]:
 
 
 def _env(value: dict[str, str]) -> dict[str, str]:
-    bad = [name for name in value if not ENV_NAME.match(name)]
+    bad = [name for name in value if not run_env.valid_name(name)]
     if bad:
-        raise ValueError(f"invalid variable name(s) {bad!r}: names must match {ENV_NAME.pattern}")
+        raise ValueError(f"invalid variable name(s) {bad!r}: names must match {run_env.NAME_PATTERN}")
+    refused = run_env.refusal(value)
+    if refused is not None:
+        raise ValueError(refused)
     size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in value.items())
     if size > MAX_ENV_BYTES:
         raise ValueError(f"total {size} bytes; at most {MAX_ENV_BYTES} bytes are accepted")
@@ -110,8 +112,10 @@ Env = Annotated[dict[Text, Text], AfterValidator(_env)]
 
 _ARGS_DOC = "Positional parameters: `$1`, `$2`, … inside the script."
 _ENV_DOC = (
-    "Extra environment variables; names match `^[A-Za-z_][A-Za-z0-9_]*$`, "
-    f"names and values together at most {MAX_ENV_BYTES // 1024} KiB."
+    f"Extra environment variables; names match `{run_env.NAME_PATTERN}`, "
+    f"names and values together at most {MAX_ENV_BYTES // 1024} KiB. Names that change how bash or the "
+    "loader start (`BASH_ENV`, `ENV`, `LD_*`, `BASH_FUNC_*`, …) are refused; `PATH` and interpreters' "
+    "code paths (`PYTHONPATH`, `NODE_OPTIONS`, …) only from admins."
 )
 _SECRETS_DOC = (
     "Names of secrets (set with `PUT /api/v1/secrets/{name}`) the script gets as environment variables of "

@@ -45,13 +45,12 @@ def power_cut(root: int) -> None:
             pass
 
 
-async def test_power_cut_during_a_workflow_run_resumes_it_on_the_next_up(tmp_path: Path) -> None:
+async def test_power_cut_during_a_workflow_run_resumes_it_on_the_next_up(tmp_path: Path, exchange_dir: Path) -> None:
     # Not under tmp_path: PostgreSQL runs as its own user, and a pytest starting meanwhile makes its base
     # temp folder private again, so a start there could not reach its data dir.
     scratch = tempfile.TemporaryDirectory(prefix="scriptbus-e2e-")
     data_dir = Path(scratch.name) / "data"
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    marks = exchange_dir
     port = free_port()
     marker = f"1000.{random.randrange(10**8):08d}"
     # The step that runs across the power cut: it refuses to start while any process of an older attempt

@@ -92,12 +92,11 @@ async def wait_run_event(bus: Bus, run_id: str, cls: type[Any], timeout: float =
 
 
 async def test_seed_wf1_runs_its_parallel_and_await_steps_at_once_and_succeeds(
-    wf_bus: Bus, start_service: StartService, tmp_path: Path
+    wf_bus: Bus, start_service: StartService, exchange_dir: Path
 ) -> None:
     _nc, js, s = wf_bus
     # Seed 004's `simple` as a saved command that only ends once both steps run: they meet in `rdv`.
-    rdv = tmp_path / "rdv"
-    rdv.mkdir()
+    rdv = exchange_dir
     simple = CommandCreated(
         command_id=new_id(),
         name="simple",
@@ -249,11 +248,10 @@ async def test_a_hold_file_defers_the_stop_until_the_script_removes_it(
 
 
 async def test_scheduler_sigkilled_at_random_moments_starts_every_step_attempt_exactly_once(
-    wf_bus: Bus, start_service: StartService, tmp_path: Path
+    wf_bus: Bus, start_service: StartService, exchange_dir: Path
 ) -> None:
     _nc, js, s = wf_bus
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    marks = exchange_dir
     await executor(start_service)
     sched = await scheduler(start_service)
     # Each run: a background step, a step that fails its first attempt (then retried after a backoff),

@@ -64,12 +64,11 @@ async def test_100_workflow_runs_started_at_once_all_succeed_each_step_started_o
 
 
 async def test_20_workflow_runs_with_the_scheduler_sigkilled_at_random_moments_start_every_attempt_once(
-    bus: Bus, wf_stack: Stack, start_service: StartService, tmp_path: Path
+    bus: Bus, wf_stack: Stack, start_service: StartService, exchange_dir: Path
 ) -> None:
     _nc, js, s = bus
     client = wf_stack.client
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    marks = exchange_dir
     # A background step, a step that fails its first attempt (retried after a backoff), and one after it.
     flaky = 'f="$MARKS/$1"; [ -e "$f" ] && exit 0; touch "$f"; exit 1'
     for i in range(20):

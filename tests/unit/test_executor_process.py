@@ -51,6 +51,19 @@ def test_clean_env_keeps_only_the_basics_and_the_runs_own() -> None:
     assert env == {"PATH": "/opt/bin", "HOME": "/home/x", "USER": "x", "LANG": "C.UTF-8", "FOO": "bar"}
 
 
+def test_clean_env_of_another_user_names_it_and_its_home() -> None:
+    base = {"PATH": "/usr/bin:/bin", "HOME": "/root", "USER": "root", "LOGNAME": "root"}
+    env = clean_env({"FOO": "bar"}, base, user="scriptbus-run", home="/runs/r1")
+    assert env == {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/runs/r1",
+        "USER": "scriptbus-run",
+        "LOGNAME": "scriptbus-run",
+        "LANG": "C.UTF-8",
+        "FOO": "bar",
+    }
+
+
 def test_outcome_maps_endings_to_statuses() -> None:
     assert outcome(0, None, False).status == RunStatus.SUCCEEDED
     failed = outcome(2, None, False)

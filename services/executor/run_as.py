@@ -1,0 +1,65 @@
+"""Who scripts run as. An executor running as root runs them as an unprivileged user (by default the
+system user `scriptbus-run`, made when missing), so a script can read neither the executor's environment
+(`/proc/<pid>/environ`: tokens, URLs) nor the services' files. Not root: scripts run as the executor's
+own user, which does not isolate them from it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+from dataclasses import dataclass
+
+from scriptbus.system_users import ensure_system_user
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN_AS = "scriptbus-run"
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The user scripts switch to in the forked child, before bash starts."""
+
+    name: str
+    uid: int
+    gid: int
+    # The user's own supplementary groups: none of the executor's survive.
+    groups: tuple[int, ...]
+
+    def drop(self) -> None:
+        """In the child: groups first, then gid, then uid (after which neither could change)."""
+        os.setgroups(self.groups)
+        os.setgid(self.gid)
+        os.setuid(self.uid)
+
+
+def _own_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def resolve(setting: str | None) -> RunAs | None:
+    """The user scripts run as for `--run-as setting`, or None when they run as the executor's own user.
+    ValueError (a message for the operator) when `setting` cannot be honoured."""
+    if os.geteuid() != 0:
+        own = _own_name()
+        if setting not in (None, own):
+            raise ValueError(f"--run-as {setting} needs the executor to run as root (it runs as {own})")
+        log.info("scripts run as the executor's own user %s (not isolated from the executor)", own)
+        return None
+    name = setting or DEFAULT_RUN_AS
+    try:
+        user = ensure_system_user(name) if name == DEFAULT_RUN_AS else pwd.getpwnam(name)
+    except KeyError:
+        raise ValueError(f"--run-as {name}: no such user") from None
+    except OSError as exc:
+        raise ValueError(f"{exc}, or name another user with --run-as") from None
+    if user.pw_uid == 0:
+        log.warning("scripts run as root (--run-as %s): they can read the executor's environment and files", name)
+        return None
+    groups = tuple(sorted(set(os.getgrouplist(user.pw_name, user.pw_gid))))
+    log.info("scripts run as %s (uid %d, gid %d)", user.pw_name, user.pw_uid, user.pw_gid)
+    return RunAs(user.pw_name, user.pw_uid, user.pw_gid, groups)
