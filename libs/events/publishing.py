@@ -12,6 +12,7 @@ from scriptbus.events.executors import ExecutorEvent
 from scriptbus.events.runs import RUN_ENDING_TYPES, RunEvent, RunRequested
 from scriptbus.events.streams import ensure_queue
 from scriptbus.events.subjects import Subjects
+from scriptbus.events.tokens import TokenEvent
 from scriptbus.events.workflows import ProjectEvent, WfRunEvent, WorkflowEvent
 
 
@@ -30,6 +31,8 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.workflow_event(event.project_id, event.type.replace(".", "_"))
     if isinstance(event, WfRunEvent):
         return s.wfrun_event(event.wfrun_id, event.type.removeprefix("wfrun."))
+    if isinstance(event, TokenEvent):
+        return s.token_event(event.token_id, event.type.removeprefix("token."))
     raise TypeError(f"no subject for event type {event.type!r}")
 
 
