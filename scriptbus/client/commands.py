@@ -22,7 +22,7 @@ from scriptbus.client.api import DEFAULT_API, Api, ClientError, is_full_id
 from scriptbus.client.follow import TERMINAL, InterruptGuard, RunFollower, exit_status
 from scriptbus.client.spinner import Spinner
 
-CLIENT_COMMANDS = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf")
+CLIENT_COMMANDS = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "tokens")
 ACTIVE = ("queued", "running", "stopping")
 # The API's largest page.
 _PAGE = 1000
@@ -597,10 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("executors", cmd_executors, help="the fleet", description="Executors: state, pools, load, heartbeat.")
 
-    # Imported here: the workflow verbs build on this module's Context and helpers.
-    from scriptbus.client import workflows
+    # Imported here: the workflow and token verbs build on this module's Context and helpers.
+    from scriptbus.client import tokens, workflows
 
     workflows.add_parser(sub, common)
+    tokens.add_parser(sub, common)
     return parser
 
 
