@@ -252,8 +252,8 @@ async def stop_run(gw: Gateway, run_id: str, by: str) -> Run:
     if run is None:
         raise RunNotFound(run_id)
     if isinstance(event, RunFinished):
-        return run.model_copy(update={"status": RunStatus.CANCELLED, "reason": CANCEL_REASON})
-    return run
+        return run.model_copy(update={"status": RunStatus.CANCELLED, "reason": CANCEL_REASON, "stopped_by": by})
+    return run.model_copy(update={"stopped_by": run.stopped_by or by})
 
 
 async def delete_run(gw: Gateway, run_id: str, by: str) -> None:
