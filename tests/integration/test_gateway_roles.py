@@ -7,12 +7,13 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import nats.js.errors
 
-from scriptbus.embedded import free_port
+from scriptbus.embedded import EmbeddedNats, free_port
 from scriptbus.events import decode_event
 from tests.helpers.api import wait_until_ready
 from tests.helpers.gateway import Api
@@ -253,3 +254,34 @@ async def test_docs_and_schema_need_a_token_when_tokens_are_required(api: Api, s
         assert (await guarded.get("/docs", headers=bearer("s3cret"))).status_code == 200
         # The UI's own files hold nothing about this installation.
         assert (await guarded.get("/docs/assets/swagger-ui.css")).status_code == 200
+
+
+async def test_revocation_reaches_a_gateway_that_rode_out_a_nats_restart(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    nats_server = EmbeddedNats(tmp_path / "own-nats")
+    nats_server.start()
+    try:
+        env = {"SCRIPTBUS_NATS_URL": nats_server.url}
+        start_service("recorder", env=env)
+        async with _second_gateway(start_service, **env) as first, _second_gateway(start_service, **env) as second:
+            admin = (await make_token(first, "admin", "ops"))["token"]
+            made = await make_token(first, "run", "ci", admin)
+
+            nats_server.stop()
+            nats_server.start()
+            for client in (first, second):
+                await wait_until_ready(client)
+
+            async def revoked() -> bool:
+                response = await second.delete(f"/api/v1/tokens/{made['id']}", headers=bearer(admin))
+                return response.status_code == 204
+
+            await eventually(revoked, 30, interval=0.2, what="the token revoked through the second gateway")
+
+            async def refused_by_the_first() -> bool:
+                return (await first.get("/api/v1/runs", headers=bearer(made["token"]))).status_code == 401
+
+            await eventually(refused_by_the_first, 30, interval=0.2, what="the first gateway refusing the token")
+    finally:
+        nats_server.stop()
