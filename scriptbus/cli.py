@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 SERVICES = ("gateway", "executor", "recorder", "scheduler")
 # Kept in step with scriptbus.client.CLIENT_COMMANDS, without importing the client for the services.
-CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets")
+CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens")
 
 USAGE = """usage: scriptbus <command> [options]
 
@@ -31,6 +31,7 @@ client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBU
   secrets     write-only secrets for runs: set NAME (value from stdin or a prompt), list, rm
   wf          projects and workflows, seed 004's verbs: select-project, create, update, delete, dump,
               run (--follow), stop, status (--format spad), set-status, retry, follow, ps
+  tokens      API tokens with roles: create --role read|run|admin --name N (printed once), list, revoke ID
 
 Run `scriptbus <command> --help` for a command's options; `scriptbus --version` prints the version.
 """

@@ -15,6 +15,7 @@ from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
 from scriptbus.events.secrets import SecretRemoved, SecretSet
+from scriptbus.events.tokens import TokenCreated, TokenRevoked
 from scriptbus.events.workflows import WORKFLOW_EVENT_TYPES
 
 HEADER_TYPE = "Scriptbus-Type"
@@ -35,6 +36,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CommandDeleted,
         SecretSet,
         SecretRemoved,
+        TokenCreated,
+        TokenRevoked,
     )
 }
 EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in WORKFLOW_EVENT_TYPES})

@@ -30,15 +30,19 @@ class CommandDefinition(CommandEvent):
 
 class CommandCreated(CommandDefinition):
     type: Literal["command.created"] = "command.created"
+    # The name of the caller who made the change (their token's name).
+    created_by: str = ""
 
 
 class CommandUpdated(CommandDefinition):
     type: Literal["command.updated"] = "command.updated"
+    updated_by: str = ""
 
 
 class CommandDeleted(CommandEvent):
     type: Literal["command.deleted"] = "command.deleted"
     name: str
+    deleted_by: str = ""
 
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")

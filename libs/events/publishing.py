@@ -13,6 +13,7 @@ from scriptbus.events.runs import RUN_ENDING_TYPES, RunEvent, RunRequested
 from scriptbus.events.secrets import SecretEvent
 from scriptbus.events.streams import ensure_queue
 from scriptbus.events.subjects import Subjects
+from scriptbus.events.tokens import TokenEvent
 from scriptbus.events.workflows import ProjectEvent, WfRunEvent, WorkflowEvent
 
 
@@ -33,6 +34,8 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.wfrun_event(event.wfrun_id, event.type.removeprefix("wfrun."))
     if isinstance(event, SecretEvent):
         return s.secret_event(event.name, event.type.removeprefix("secret."))
+    if isinstance(event, TokenEvent):
+        return s.token_event(event.token_id, event.type.removeprefix("token."))
     raise TypeError(f"no subject for event type {event.type!r}")
 
 

@@ -41,6 +41,8 @@ class RunRequested(RunEvent):
     hold_max_s: float = Field(default=0.0, ge=0)
     # Names of secrets the executor puts in the script's environment; their values are never in an event.
     secrets: list[str] = Field(default_factory=list)
+    # The name of the caller who asked (their token's name): the events stream is the audit log.
+    requested_by: str = ""
 
     @property
     def target(self) -> str:
@@ -58,6 +60,7 @@ class RunStarted(RunEvent):
 class RunStopRequested(RunEvent):
     type: Literal["run.stop_requested"] = "run.stop_requested"
     reason: str = "requested by user"
+    stopped_by: str = ""
 
 
 class RunFinished(RunEvent):
@@ -76,10 +79,13 @@ class RunFinished(RunEvent):
     # Pids of the run's processes (its cgroup, or what the executor could find) still alive after SIGKILL.
     survivors: list[int] = Field(default_factory=list)
     reason: str = ""
+    # Who cancelled a run that had not started (the gateway's cancel); empty for every other ending.
+    stopped_by: str = ""
 
 
 class RunDeleted(RunEvent):
     type: Literal["run.deleted"] = "run.deleted"
+    deleted_by: str = ""
 
 
 # After one of these nothing more happens to a run: readers following its messages stop there.

@@ -261,6 +261,18 @@ class Api:
         method = "POST" if hold else "DELETE"
         return _json(self.request(method, f"/workflow-runs/{_seg(wfrun_id)}/steps/{_seg(step)}/hold"))
 
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def create_token(self, role: str, name: str) -> dict[str, Any]:
+        # No Idempotency-Key: a stored response would keep the token itself for a day.
+        return _json(self.request("POST", "/tokens", json={"role": role, "name": name}))
+
+    def list_tokens(self, revoked: bool = False) -> dict[str, Any]:
+        return _json(self.request("GET", "/tokens", params={"revoked": "true"} if revoked else None))
+
+    def revoke_token(self, token_id: str) -> None:
+        self.request("DELETE", f"/tokens/{_seg(token_id)}")
+
     # -- fleet ----------------------------------------------------------------------------------
 
     def executors(self) -> dict[str, Any]:

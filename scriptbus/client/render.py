@@ -225,6 +225,8 @@ def run_details(run: dict[str, Any], colour: bool, now: datetime | None = None) 
         ("target host", str(run.get("target_host") or "")),
         ("host", str(run.get("host") or "")),
         ("pid", str(run.get("pid") or "")),
+        ("requested by", str(run.get("requested_by") or "")),
+        ("stopped by", str(run.get("stopped_by") or "")),
         ("created", _when(run.get("created_at"), now)),
         ("started", _when(run.get("started_at"), now)),
         ("finished", _when(run.get("finished_at"), now)),
@@ -295,6 +297,22 @@ def executors_table(executors: Sequence[dict[str, Any]], colour: bool, now: date
                 str(e.get("version") or "-"),
             ]
         )
+    return table(headers, rows, colour)
+
+
+def tokens_table(tokens: Sequence[dict[str, Any]], colour: bool, now: datetime | None = None) -> str:
+    headers = ["ID", "ROLE", "NAME", "CREATED", "BY", "REVOKED"]
+    rows = [
+        [
+            str(t.get("id", "")),
+            str(t.get("role", "")),
+            str(t.get("name") or "-"),
+            ago(t.get("created_at"), now),
+            str(t.get("created_by") or "-"),
+            f"{ago(t.get('revoked_at'), now)} by {t.get('revoked_by') or '-'}" if t.get("revoked_at") else "",
+        ]
+        for t in tokens
+    ]
     return table(headers, rows, colour)
 
 

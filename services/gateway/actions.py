@@ -118,6 +118,7 @@ def _from_request(event: RunRequested) -> Run:
         reason="",
         survivors=[],
         output="",
+        requested_by=event.requested_by,
     )
 
 
@@ -132,10 +133,11 @@ def check_size(gw: Gateway, event: Event) -> None:
         )
 
 
-async def create_run(gw: Gateway, body: RunCreate, run_id: str) -> Run:
-    """Queue run `run_id` of an inline script, or of a saved command when `body.command_id` names one."""
+async def create_run(gw: Gateway, body: RunCreate, run_id: str, by: str) -> Run:
+    """Queue run `run_id` of an inline script, or of a saved command when `body.command_id` names one;
+    `by` is the caller's name."""
     if body.command_id is not None:
-        return await create_command_run(gw, body.command_id, body.command_overrides(), run_id)
+        return await create_command_run(gw, body.command_id, body.command_overrides(), run_id, by)
     assert body.script is not None  # the route checked that exactly one of the two is given
     event = RunRequested(
         run_id=run_id,
@@ -148,11 +150,12 @@ async def create_run(gw: Gateway, body: RunCreate, run_id: str) -> Run:
         stop_grace_s=body.stop_grace_s,
         pool=body.pool,
         host=host_token(body.host) if body.host else None,
+        requested_by=by,
     )
     return await _request(gw, event)
 
 
-async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate, run_id: str) -> Run:
+async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate, run_id: str, by: str) -> Run:
     """Queue a run of a saved command: its script (copied, so later edits do not change this run) with
     `body.args`; `body.env` over the command's env; fields `body` leaves out take the command's values."""
     command = await queries.get_command(gw, ref)
@@ -170,6 +173,7 @@ async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate, run_
         pool=body.pool or command.pool,
         host=host_token(body.host) if body.host else None,
         command_id=command.id,
+        requested_by=by,
     )
     return await _request(gw, event)
 
@@ -225,7 +229,7 @@ async def _claim_for_cancel(gw: Gateway, run_id: str) -> bool:
         return is_cancel(entry.value)
 
 
-async def stop_run(gw: Gateway, run_id: str) -> Run:
+async def stop_run(gw: Gateway, run_id: str, by: str) -> Run:
     """Stop a run: cancel it if it has not started, else ask its executor to stop it."""
     status = await _status(gw, run_id)
     if status in TERMINAL_STATUSES:
@@ -238,9 +242,10 @@ async def stop_run(gw: Gateway, run_id: str) -> Run:
             run_id=run_id,
             status=RunStatus.CANCELLED,
             reason=CANCEL_REASON,
+            stopped_by=by,
         )
     else:
-        event = RunStopRequested(run_id=run_id)
+        event = RunStopRequested(run_id=run_id, stopped_by=by)
     seq = await publish(gw, event, "stop the run")
     log.info("run %s: %s (seq %d)", run_id, event.type, seq)
     run = await _read_back(gw, run_id, seq)
@@ -251,17 +256,17 @@ async def stop_run(gw: Gateway, run_id: str) -> Run:
     if run is None:
         raise RunNotFound(run_id)
     if isinstance(event, RunFinished):
-        return run.model_copy(update={"status": RunStatus.CANCELLED, "reason": CANCEL_REASON})
-    return run
+        return run.model_copy(update={"status": RunStatus.CANCELLED, "reason": CANCEL_REASON, "stopped_by": by})
+    return run.model_copy(update={"stopped_by": run.stopped_by or by})
 
 
-async def delete_run(gw: Gateway, run_id: str) -> None:
+async def delete_run(gw: Gateway, run_id: str, by: str) -> None:
     """Forget a finished run (its row and its output)."""
     status = await _status(gw, run_id)
     if status not in TERMINAL_STATUSES:
         raise RunConflict(f"run {run_id} is {status}; stop it and let it finish before deleting it")
     await _not_a_step_of_an_active_workflow_run(gw, run_id)
-    seq = await publish(gw, RunDeleted(run_id=run_id), "delete the run")
+    seq = await publish(gw, RunDeleted(run_id=run_id, deleted_by=by), "delete the run")
     log.info("run %s deleted (seq %d)", run_id, seq)
     await readable(gw, seq)
 

@@ -12,12 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped
-from scriptbus.gateway import commands, executors, health, readmodels, runs, secrets, workflows
+from scriptbus.gateway import commands, docs, executors, health, readmodels, runs, secrets, tokens, workflows
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher
 from scriptbus.gateway.settings import GatewaySettings
 from scriptbus.gateway.state import Gateway
+from scriptbus.gateway.token_table import TokenTable
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ Events, resumable with `Last-Event-ID`.
 Every `POST` accepts `Idempotency-Key`: the same key with the same request within 24 h gets the
 original response (with `Idempotent-Replayed: true`) and acts only once.
 
-When `SCRIPTBUS_API_TOKENS` is set, every `/api` route needs `Authorization: Bearer <token>`
-(and `/metrics` too, except from this machine).
+Tokens carry a role: `read` sees everything, `run` also starts and stops runs and workflow runs,
+`admin` also manages saved commands, workflows, tokens and executors, and deletes runs. Once any token
+exists (`SCRIPTBUS_API_TOKENS`, or one made with `POST /api/v1/tokens`), every `/api` route, `/docs` and
+`/openapi.json` need `Authorization: Bearer <token>` (and `/metrics` too, except from this machine); a
+token whose role is too low gets a 403 naming the role needed. `Idempotency-Key`s are kept per token.
 """
 
 
@@ -57,6 +61,12 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
             log.info("stopped before NATS was reachable")
             yield
             return
+        token_table = TokenTable()
+        try:
+            await token_table.follow(js, subjects)
+        except BaseException:
+            await close_bus(nc)
+            raise
         pool = await readmodels.create_pool(settings.database_url)
         watcher = ProjectionWatcher(settings.database_url, pool)
         watcher.start()
@@ -69,6 +79,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
             watcher=watcher,
             shutdown=stop,
             secrets_key=secrets_key,
+            tokens=token_table,
         )
         log.info("gateway ready on http://%s:%d", settings.host, settings.port)
         try:
@@ -76,6 +87,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
         finally:
             stop.set()
             await watcher.stop()
+            await token_table.close()
             await close_bus(nc)
             try:
                 await asyncio.wait_for(pool.close(), 5)
@@ -88,8 +100,10 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
+        # Served by `docs.router` instead: under the API's rule, with local assets (FastAPI's load a CDN).
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit)
@@ -97,9 +111,11 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.include_router(commands.router)
     app.include_router(executors.router)
     app.include_router(secrets.router)
+    app.include_router(tokens.router)
     app.include_router(workflows.projects)
     app.include_router(workflows.runs)
     app.include_router(health.router)
+    app.include_router(docs.router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:

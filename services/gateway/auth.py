@@ -2,14 +2,18 @@
 
 Roles are ordered: `read` sees runs, output, commands, workflows and the fleet; `run` may also start and
 stop runs and workflow runs; `admin` may also manage saved commands, workflows, tokens, secrets and
-executors. Tokens are required whenever the gateway listens beyond loopback; on loopback without any
-configured token every caller is an anonymous admin (a single-user machine).
+executors, and delete runs.
+
+Tokens come from two places: `SCRIPTBUS_API_TOKENS` (admin tokens named `admin`, for start-up and break
+glass) and `POST /api/v1/tokens` (any role, named, revocable; looked up by digest in the gateway's token
+table). Tokens are required when either kind exists. A gateway on loopback with neither serves every
+caller as an anonymous admin named `local` (a single-user machine); once the first API token exists,
+every caller needs one. A gateway that listens beyond loopback needs `SCRIPTBUS_API_TOKENS`, checked
+before it starts.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
@@ -19,25 +23,20 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from scriptbus.events.tokens import Role, token_digest
 from scriptbus.gateway.settings import GatewaySettings
+from scriptbus.gateway.token_table import TokenTable
+
+__all__ = ["Caller", "Role", "current_caller", "need", "token_digest"]
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="An API token (`SCRIPTBUS_API_TOKENS` or `POST /api/v1/tokens`); required when tokens are set.",
+    description="An API token (`SCRIPTBUS_API_TOKENS` or `POST /api/v1/tokens`); required once any token exists.",
 )
 
-
-class Role(enum.StrEnum):
-    read = "read"
-    run = "run"
-    admin = "admin"
-
-    @property
-    def rank(self) -> int:
-        return _RANKS[self]
-
-
-_RANKS = {Role.read: 0, Role.run: 1, Role.admin: 2}
+# The names that go into events for callers without a token of their own.
+ENV_TOKEN_NAME = "admin"
+ANONYMOUS_NAME = "local"
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,13 @@ class Caller:
     def may(self, role: Role) -> bool:
         return self.role.rank >= role.rank
 
+    @property
+    def scope(self) -> str:
+        """What keeps one caller's idempotency keys apart from another's."""
+        return self.token_id or "anonymous"
 
-ANONYMOUS = Caller(Role.admin)
 
-
-def token_digest(token: str) -> str:
-    """How a token is stored and looked up: its SHA-256 (tokens are random, so no salt or stretching)."""
-    return hashlib.sha256(token.encode()).hexdigest()
+ANONYMOUS = Caller(Role.admin, name=ANONYMOUS_NAME)
 
 
 def is_loopback(host: str) -> bool:
@@ -73,7 +72,10 @@ def is_loopback(host: str) -> bool:
 
 
 def exposure_error(settings: GatewaySettings) -> str | None:
-    """Why the gateway must not start with these settings, or None when it may."""
+    """Why the gateway must not start with these settings, or None when it may.
+
+    API tokens do not count as a way in here: they live in the stream (not readable before start) and can
+    be revoked, so an exposed gateway keeps a `SCRIPTBUS_API_TOKENS` admin token as its way in."""
     if is_loopback(settings.host) or settings.tokens:
         return None
     return (
@@ -83,12 +85,13 @@ def exposure_error(settings: GatewaySettings) -> str | None:
     )
 
 
-def _unauthorized() -> HTTPException:
-    return HTTPException(
-        status_code=401,
-        detail="a valid bearer token is required (Authorization: Bearer <token>)",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+def tokens_required(settings: GatewaySettings, table: TokenTable | None) -> bool:
+    """True when every caller must present a token: any configured or live API token, or an exposed address."""
+    return bool(settings.tokens) or (table is not None and table.has_active()) or not is_loopback(settings.host)
+
+
+def unauthorized(detail: str = "a valid bearer token is required (Authorization: Bearer <token>)") -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _configured_caller(settings: GatewaySettings, given: str) -> Caller | None:
@@ -99,29 +102,48 @@ def _configured_caller(settings: GatewaySettings, given: str) -> Caller | None:
         ok |= hmac.compare_digest(given.encode(), token.encode())
     if not ok:
         return None
-    return Caller(Role.admin, name="", token_id="env:" + token_digest(given)[:16])
+    return Caller(Role.admin, name=ENV_TOKEN_NAME, token_id="env:" + token_digest(given)[:16])
+
+
+def _table(request: Request) -> TokenTable | None:
+    gateway = getattr(request.app.state, "gateway", None)
+    return None if gateway is None else gateway.tokens
+
+
+def identify(request: Request, given: str) -> Caller | None:
+    """The caller a request is, or None when it must be refused (401)."""
+    settings: GatewaySettings = request.app.state.settings
+    table = _table(request)
+    if given:
+        found = _configured_caller(settings, given)
+        if found is None and table is not None:
+            entry = table.find(given)
+            if entry is not None:
+                found = Caller(entry.role, name=entry.caller_name, token_id=entry.token_id)
+        if found is not None:
+            return found
+    if tokens_required(settings, table):
+        return None
+    # No token needed here: one that is not (or no longer) valid is ignored like a missing one.
+    return ANONYMOUS
+
+
+def _given(credentials: HTTPAuthorizationCredentials | None) -> str:
+    return credentials.credentials if credentials is not None else ""
 
 
 async def current_caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Caller:
     """FastAPI dependency: who is calling, or a 401. Kept on `request.state.caller`."""
-    settings: GatewaySettings = request.app.state.settings
-    if not settings.tokens:
-        caller = ANONYMOUS
-    else:
-        given = credentials.credentials if credentials is not None else ""
-        found = _configured_caller(settings, given) if given else None
-        if found is None:
-            raise _unauthorized()
-        caller = found
+    caller = identify(request, _given(credentials))
+    if caller is None:
+        raise unauthorized()
     request.state.caller = caller
     return caller
 
 
-def need(role: Role) -> Callable[..., Awaitable[Caller]]:
-    """FastAPI dependency factory: the caller, or a 403 when their role is below `role`."""
-
+def _role_dependency(role: Role) -> Callable[..., Awaitable[Caller]]:
     async def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
         if not caller.may(role):
             raise HTTPException(
@@ -129,18 +151,31 @@ def need(role: Role) -> Callable[..., Awaitable[Caller]]:
             )
         return caller
 
+    # Read by the test that checks every /api/v1 route names its role.
+    dependency.required_role = role  # type: ignore[attr-defined]
     return dependency
 
 
-# Kept for the routers that only need an authenticated caller.
-require_token = current_caller
+# One dependency object per role, so FastAPI runs each at most once per request.
+_DEPENDENCIES = {role: _role_dependency(role) for role in Role}
+
+
+def need(role: Role) -> Callable[..., Awaitable[Caller]]:
+    """FastAPI dependency factory: the caller, or a 403 when their role is below `role`."""
+    return _DEPENDENCIES[role]
+
+
+# Route parameters that both require a role and hand the caller (for `*_by` in events) to the route.
+Reader = Annotated[Caller, Depends(need(Role.read))]
+Runner = Annotated[Caller, Depends(need(Role.run))]
+Admin = Annotated[Caller, Depends(need(Role.admin))]
 
 
 async def require_token_off_loopback(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """FastAPI dependency for /metrics: a scraper on this machine needs no token, any other caller does
-    (when tokens are configured)."""
+    (when tokens are required)."""
     client = request.client
     if client is not None and is_loopback(client.host):
         return

@@ -141,9 +141,9 @@ def _from_event(event: CommandDefinition, version: int, created: Command | None 
     )
 
 
-async def create_command(gw: Gateway, body: CommandCreate) -> Command:
-    """Save a new command; `NameTaken` when its name is in use."""
-    event = CommandCreated(command_id=new_id(), **body.model_dump())
+async def create_command(gw: Gateway, body: CommandCreate, by: str) -> Command:
+    """Save a new command; `NameTaken` when its name is in use. `by` is the caller's name."""
+    event = CommandCreated(command_id=new_id(), created_by=by, **body.model_dump())
     actions.check_size(gw, event)
     await secret_names.check_usable(gw, event.secrets, event.env)
     actions.require_bus(gw)
@@ -153,11 +153,11 @@ async def create_command(gw: Gateway, body: CommandCreate) -> Command:
     return await _read_back(gw, event.command_id, seq) or _from_event(event, 1)
 
 
-async def replace_command(gw: Gateway, ref: str, body: CommandCreate) -> Command:
+async def replace_command(gw: Gateway, ref: str, body: CommandCreate, by: str) -> Command:
     """Replace the whole definition of the command with id or name `ref`, renaming it if `body.name`
     differs (`NameTaken` when the new name is in use)."""
     current = await queries.get_command(gw, ref)
-    event = CommandUpdated(command_id=current.id, **body.model_dump())
+    event = CommandUpdated(command_id=current.id, updated_by=by, **body.model_dump())
     actions.check_size(gw, event)
     await secret_names.check_usable(gw, event.secrets, event.env)
     actions.require_bus(gw)
@@ -171,10 +171,11 @@ async def replace_command(gw: Gateway, ref: str, body: CommandCreate) -> Command
     return await _read_back(gw, current.id, seq) or _from_event(event, current.version + 1, current)
 
 
-async def delete_command(gw: Gateway, ref: str) -> None:
+async def delete_command(gw: Gateway, ref: str, by: str) -> None:
     """Delete the command with id or name `ref`; runs started from it keep their copy of the script."""
     current = await queries.get_command(gw, ref)
-    seq = await actions.publish(gw, CommandDeleted(command_id=current.id, name=current.name), "delete the command")
+    event = CommandDeleted(command_id=current.id, name=current.name, deleted_by=by)
+    seq = await actions.publish(gw, event, "delete the command")
     await _release(gw, current.name, current.id)
     log.info("command %s (%s) deleted (seq %d)", current.id, current.name, seq)
     await actions.readable(gw, seq)

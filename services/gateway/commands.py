@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from scriptbus.gateway import actions, catalogue, idempotency, queries
-from scriptbus.gateway.auth import require_token
+from scriptbus.gateway.auth import Admin, Role, Runner, need
 from scriptbus.gateway.content_type import require_json
 from scriptbus.gateway.env_access import check_request_env
 from scriptbus.gateway.idempotency import IdempotencyKey, Outcome
@@ -35,7 +35,7 @@ from scriptbus.gateway.schemas import (
 from scriptbus.gateway.state import Gateway, get_gateway
 
 PREFIX = "/api/v1/commands"
-router = APIRouter(prefix=PREFIX, tags=["commands"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix=PREFIX, tags=["commands"], dependencies=[Depends(need(Role.read))])
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 CommandRef = Annotated[
@@ -63,14 +63,14 @@ _NAME_TAKEN = "The name is taken by another command (`command name 'x' is taken`
     },
 )
 async def create_command(
-    body: CommandCreate, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None
+    body: CommandCreate, request: Request, gw: GatewayDep, caller: Admin, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Save a named script. Names are unique; `Location` names the new command, and a `GET` right after
     finds it."""
 
     async def act(_new_id: str) -> Outcome:
         # A command keeps a fresh id: its unique name already stops a retry from making a second one.
-        command = await catalogue.create_command(gw, body)
+        command = await catalogue.create_command(gw, body, caller.name)
         return Outcome(201, command, {"Location": f"{PREFIX}/{command.id}"}, ("command", command.id))
 
     return await idempotency.respond(gw, request, idempotency_key, act)
@@ -112,10 +112,10 @@ async def get_command(ref: CommandRef, gw: GatewayDep) -> Command:
     dependencies=[Depends(require_json)],
     responses={**UNAUTHORIZED, **_404, **conflict(_NAME_TAKEN + "."), **NOT_JSON, **TOO_LARGE, **UNAVAILABLE},
 )
-async def replace_command(ref: CommandRef, body: CommandCreate, gw: GatewayDep) -> Command:
+async def replace_command(ref: CommandRef, body: CommandCreate, gw: GatewayDep, caller: Admin) -> Command:
     """Replace the whole command (fields left out take their defaults, not their old values); a new
     `name` renames it if that name is free. `version` goes up by one. Past runs keep their script."""
-    return await catalogue.replace_command(gw, ref, body)
+    return await catalogue.replace_command(gw, ref, body, caller.name)
 
 
 @router.delete(
@@ -125,9 +125,9 @@ async def replace_command(ref: CommandRef, body: CommandCreate, gw: GatewayDep) 
     summary="Delete a command",
     responses={**UNAUTHORIZED, **_404, **UNAVAILABLE},
 )
-async def delete_command(ref: CommandRef, gw: GatewayDep) -> Response:
+async def delete_command(ref: CommandRef, gw: GatewayDep, caller: Admin) -> Response:
     """Delete a command; its name is free again at once. Past runs keep their script."""
-    await catalogue.delete_command(gw, ref)
+    await catalogue.delete_command(gw, ref, caller.name)
     return Response(status_code=204)
 
 
@@ -152,6 +152,7 @@ async def run_command(
     ref: CommandRef,
     request: Request,
     gw: GatewayDep,
+    caller: Runner,
     body: CommandRunCreate | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
@@ -162,6 +163,6 @@ async def run_command(
     check_request_env(request, overrides.env)
 
     async def act(run_id: str) -> Outcome:
-        return run_outcome(await actions.create_command_run(gw, ref, overrides, run_id))
+        return run_outcome(await actions.create_command_run(gw, ref, overrides, run_id, caller.name))
 
     return await idempotency.respond(gw, request, idempotency_key, act)

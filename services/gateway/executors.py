@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from scriptbus.gateway import fleet
-from scriptbus.gateway.auth import require_token
+from scriptbus.gateway.auth import Role, need
 from scriptbus.gateway.openapi import UNAUTHORIZED, UNAVAILABLE
 from scriptbus.gateway.schemas import ExecutorList
 from scriptbus.gateway.state import Gateway, get_gateway
 
-router = APIRouter(prefix="/api/v1/executors", tags=["executors"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1/executors", tags=["executors"], dependencies=[Depends(need(Role.read))])
 
 
 @router.get("", response_model=ExecutorList, summary="List executors", responses={**UNAUTHORIZED, **UNAVAILABLE})

@@ -1,5 +1,6 @@
 """`Idempotency-Key` on POSTs: the same key with the same request within 24 h answers with the original
-response instead of acting again; the same key with a different request is a 422.
+response instead of acting again; the same key with a different request is a 422. Keys are scoped per
+token (the anonymous loopback caller has a scope of its own): another token's key never replays.
 
 The idempotency bucket makes it atomic: the first request `create`s a pending record for the key (only
 one can), acts, then stores its response there; a duplicate that finds the record pending waits for the
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 
 from scriptbus.events.envelope import new_id, utcnow
 from scriptbus.gateway import fleet, readmodels
+from scriptbus.gateway.auth import Caller
 from scriptbus.gateway.errors import (
     CommandNotFound,
     IdempotencyInProgress,
@@ -156,6 +158,24 @@ async def _act(kv: KeyValue, kv_key: str, revision: int, request: str, resource_
 Action = Callable[[str], Awaitable[Outcome]]
 
 
+def bucket_key(scope: str, key: str) -> str:
+    """The bucket key of `key` sent by the caller of `scope` (`Caller.scope`): the same key from two
+    tokens is two keys."""
+    h = hashlib.sha256()
+    for part in (scope.encode(), key.encode()):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def scoped_key(request: Request, key: str) -> str:
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is None:
+        # Every route that takes a key names a role, which identifies the caller first.
+        raise RuntimeError("Idempotency-Key on a route without an authenticated caller")
+    return bucket_key(caller.scope, key)
+
+
 async def respond(gw: Gateway, request: Request, key: str | None, action: Action) -> Response:
     """Run `action` once per Idempotency-Key (when one is given) and answer with its response, or with
     the stored response of the first request that used the key.
@@ -167,7 +187,7 @@ async def respond(gw: Gateway, request: Request, key: str | None, action: Action
     if key is None:
         return (await action(new_id())).response()
     request_hash = await fingerprint(request)
-    kv_key = hashlib.sha256(key.encode()).hexdigest()
+    kv_key = scoped_key(request, key)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + gw.settings.read_your_writes_timeout_s + 10.0
     with bus_errors("check the Idempotency-Key"):

@@ -8,7 +8,10 @@ from scriptbus.gateway.schemas import Message
 
 Responses = dict[int | str, dict[str, Any]]
 
-UNAUTHORIZED: Responses = {401: {"model": Message, "description": "Missing or wrong token."}}
+UNAUTHORIZED: Responses = {
+    401: {"model": Message, "description": "Missing, unknown or revoked token."},
+    403: {"model": Message, "description": "The token's role may not do this (the message names the role needed)."},
+}
 UNAVAILABLE: Responses = {
     503: {"model": Message, "description": "NATS or PostgreSQL is unavailable; nothing was changed."}
 }

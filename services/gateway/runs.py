@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from scriptbus.events.output import OutputStream
 from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway import actions, events_sse, idempotency, output, queries
-from scriptbus.gateway.auth import require_token
+from scriptbus.gateway.auth import Admin, Role, Runner, need
 from scriptbus.gateway.content_type import require_json
 from scriptbus.gateway.env_access import check_request_env
 from scriptbus.gateway.errors import invalid_input
@@ -34,7 +34,7 @@ from scriptbus.gateway.schemas import MAX_BIGINT, NO_NUL_PATTERN, Run, RunCreate
 from scriptbus.gateway.state import Gateway, get_gateway
 
 PREFIX = "/api/v1/runs"
-router = APIRouter(prefix=PREFIX, tags=["runs"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix=PREFIX, tags=["runs"], dependencies=[Depends(need(Role.read))])
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 RunId = Annotated[uuid.UUID, Path(description="The run's id, a UUID.")]
@@ -78,7 +78,7 @@ def _utc(name: str, value: datetime | None) -> datetime | None:
     },
 )
 async def create_run(
-    body: RunCreate, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None
+    body: RunCreate, request: Request, gw: GatewayDep, caller: Runner, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Queue a bash script for an executor of `pool` (or exactly `host`): an inline `script`, or the
     saved command named by `command_id` (its id or name) with `args`. Exactly one of the two.
@@ -91,7 +91,7 @@ async def create_run(
     check_request_env(request, body.env)
 
     async def act(run_id: str) -> Outcome:
-        return run_outcome(await actions.create_run(gw, body, run_id))
+        return run_outcome(await actions.create_run(gw, body, run_id, caller.name))
 
     return await idempotency.respond(gw, request, idempotency_key, act)
 
@@ -257,13 +257,15 @@ async def get_events(
         **UNAVAILABLE,
     },
 )
-async def stop_run(run_id: RunId, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None) -> Response:
+async def stop_run(
+    run_id: RunId, request: Request, gw: GatewayDep, caller: Runner, idempotency_key: IdempotencyKey = None
+) -> Response:
     """A queued run is cancelled at once and will never start (status `cancelled`); a running one gets
     SIGTERM, then SIGKILL after its `stop_grace_s` (status `stopping`, then `stopped` or `killed`).
     409 when the run has already finished."""
 
     async def act(_new_id: str) -> Outcome:
-        run = await actions.stop_run(gw, str(run_id))
+        run = await actions.stop_run(gw, str(run_id), caller.name)
         return Outcome(202, run, resource=("run", run.id))
 
     return await idempotency.respond(gw, request, idempotency_key, act)
@@ -281,8 +283,8 @@ async def stop_run(run_id: RunId, request: Request, gw: GatewayDep, idempotency_
         **UNAVAILABLE,
     },
 )
-async def delete_run(run_id: RunId, gw: GatewayDep) -> Response:
-    """Forget a finished run and its output. 409 while it is queued or running (stop it first), and while
-    it is a step of a workflow run that has not ended."""
-    await actions.delete_run(gw, str(run_id))
+async def delete_run(run_id: RunId, gw: GatewayDep, caller: Admin) -> Response:
+    """Forget a finished run and its output (admin: it destroys what others may need). 409 while it is
+    queued or running (stop it first), and while it is a step of a workflow run that has not ended."""
+    await actions.delete_run(gw, str(run_id), caller.name)
     return Response(status_code=204)

@@ -88,11 +88,6 @@ def public_key(settings: GatewaySettings) -> PublicKey | None:
     return load_public_key(Path(settings.secrets_public_key_file))
 
 
-def _who(caller: Caller) -> str:
-    # Tokens from SCRIPTBUS_API_TOKENS have no name; their id names them without revealing them.
-    return caller.name or caller.token_id or "anonymous"
-
-
 def _valid_name(name: str) -> str:
     problem = secret_name_problem(name)
     if problem is not None:
@@ -113,7 +108,7 @@ async def set_secret(gw: Gateway, name: str, value: str, caller: Caller) -> tupl
     with bus_errors(f"store the secret {name!r}"):
         kv = await gw.secrets()
         await kv.put(name, seal(gw.secrets_key, name, value))
-    event = SecretSet(name=name, set_by=_who(caller))
+    event = SecretSet(name=name, set_by=caller.name)
     seq = await actions.publish(gw, event, "record the secret")
     log.info("secret %s set by %s (seq %d)", name, event.set_by, seq)
     shown = None
@@ -141,7 +136,7 @@ async def remove_secret(gw: Gateway, name: str, caller: Caller) -> None:
         kv = await gw.secrets()
         # Purge, not delete: no revision of the sealed value is kept.
         await kv.purge(name)
-    event = SecretRemoved(name=name, removed_by=_who(caller))
+    event = SecretRemoved(name=name, removed_by=caller.name)
     seq = await actions.publish(gw, event, "record the secret's removal")
     log.info("secret %s removed by %s (seq %d)", name, event.removed_by, seq)
     await actions.readable(gw, seq)

@@ -23,6 +23,7 @@ from scriptbus.events.streams import (
 from scriptbus.events.subjects import Subjects
 from scriptbus.gateway.projection import ProjectionWatcher
 from scriptbus.gateway.settings import GatewaySettings
+from scriptbus.gateway.token_table import TokenTable
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Gateway:
     watcher: ProjectionWatcher
     # Set on SIGTERM/SIGINT: live output streams end so the server can stop.
     shutdown: asyncio.Event
+    # The API tokens, folded from the token events and kept live.
+    tokens: TokenTable = field(default_factory=TokenTable)
     # Targets whose request queue this process has already made sure of.
     queues: set[str] = field(default_factory=set)
     # Seals secret values for the executors; None when no public key is configured.

@@ -130,9 +130,9 @@ async def _refuse_while_running(gw: Gateway, project: str, workflows: list[str])
                 )
 
 
-async def change_project(gw: Gateway, project: str, verb: Callable[[Project | None], Change]) -> Change:
-    """Apply `verb` to the project's current definitions and store the events that record the change.
-    409 while a workflow it names is running; nothing is stored then."""
+async def change_project(gw: Gateway, project: str, verb: Callable[[Project | None], Change], by: str) -> Change:
+    """Apply `verb` to the project's current definitions and store the events that record the change
+    (made `by` the caller of that name). 409 while a workflow it names is running; nothing is stored then."""
     async with _project_turn(gw, project):
         await _caught_up(gw)
         with db_errors():
@@ -141,7 +141,7 @@ async def change_project(gw: Gateway, project: str, verb: Callable[[Project | No
         if not change.changed:
             return change
         await _refuse_while_running(gw, project, list(change.named))
-        events: list[Event] = change.events()
+        events: list[Event] = change.events(by)
         for event in events:
             actions.check_size(gw, event)
         seq = 0
@@ -288,7 +288,7 @@ def _from_request(event: WfRunRequested) -> WorkflowRun:
     )
 
 
-async def start_run(gw: Gateway, project: str, workflow: str, task: str | None, wfrun_id: str) -> WorkflowRun:
+async def start_run(gw: Gateway, project: str, workflow: str, task: str | None, wfrun_id: str, by: str) -> WorkflowRun:
     """Start a run of the workflow's current definition (only `task` when given)."""
     with db_errors():
         row = await workflow_readmodels.get_workflow_row(gw.pool, project, workflow)
@@ -308,11 +308,12 @@ async def start_run(gw: Gateway, project: str, workflow: str, task: str | None, 
         version=row["version"],
         steps=version,
         task=task,
+        requested_by=by,
     )
     return await _request(gw, event)
 
 
-async def retry_run(gw: Gateway, wfrun_id: str, new_run_id: str) -> WorkflowRun:
+async def retry_run(gw: Gateway, wfrun_id: str, new_run_id: str, by: str) -> WorkflowRun:
     """A new run of the same definition version that keeps the steps that succeeded before the first that
     did not, and runs that one and everything after it."""
     old = await get_run(gw, wfrun_id)
@@ -338,6 +339,7 @@ async def retry_run(gw: Gateway, wfrun_id: str, new_run_id: str) -> WorkflowRun:
         task=old.task,
         retry_of=old.id,
         kept_steps=kept,
+        requested_by=by,
     )
     return await _request(gw, event)
 
@@ -350,17 +352,19 @@ async def _record(gw: Gateway, run: WorkflowRun, event: WfRunEvent, what: str) -
     return await _read_back(gw, run.id, seq) or run
 
 
-async def stop_run(gw: Gateway, wfrun_id: str) -> WorkflowRun:
+async def stop_run(gw: Gateway, wfrun_id: str, by: str) -> WorkflowRun:
     run = await get_run(gw, wfrun_id)
-    return await _record(gw, run, WfRunStopRequested(wfrun_id=wfrun_id), "stop the workflow run")
+    return await _record(gw, run, WfRunStopRequested(wfrun_id=wfrun_id, requested_by=by), "stop the workflow run")
 
 
-async def hold_step(gw: Gateway, wfrun_id: str, step: str, hold: bool) -> WorkflowRun:
+async def hold_step(gw: Gateway, wfrun_id: str, step: str, hold: bool, by: str) -> WorkflowRun:
     """Hold off a stop of the step (seed 004's `waiting`), or let go of that hold."""
     run = await get_run(gw, wfrun_id)
     if all(s.name != step for s in run.steps):
         raise DefinitionNotFoundError(f"workflow run {wfrun_id} has no step {step!r}")
     event: WfRunEvent = (
-        WfRunStepHeld(wfrun_id=wfrun_id, step=step) if hold else WfRunStepReleased(wfrun_id=wfrun_id, step=step)
+        WfRunStepHeld(wfrun_id=wfrun_id, step=step, held_by=by)
+        if hold
+        else WfRunStepReleased(wfrun_id=wfrun_id, step=step, released_by=by)
     )
     return await _record(gw, run, event, "hold the step" if hold else "release the step")

@@ -35,7 +35,7 @@ from scriptbus.events.workflow_definitions import (
 )
 from scriptbus.events.workflows import NAME_PATTERN, WorkflowRunStatus
 from scriptbus.gateway import idempotency, wfrun_events, workflow_actions, workflow_readmodels
-from scriptbus.gateway.auth import require_token
+from scriptbus.gateway.auth import Admin, Caller, Role, Runner, need
 from scriptbus.gateway.content_type import require_json
 from scriptbus.gateway.errors import db_errors, invalid_input
 from scriptbus.gateway.idempotency import IdempotencyKey, Outcome
@@ -66,8 +66,8 @@ from scriptbus.gateway.workflow_schemas import (
     WorkflowView,
 )
 
-projects = APIRouter(prefix="/api/v1/projects", tags=["workflows"], dependencies=[Depends(require_token)])
-runs = APIRouter(prefix="/api/v1/workflow-runs", tags=["workflows"], dependencies=[Depends(require_token)])
+projects = APIRouter(prefix="/api/v1/projects", tags=["workflows"], dependencies=[Depends(need(Role.read))])
+runs = APIRouter(prefix="/api/v1/workflow-runs", tags=["workflows"], dependencies=[Depends(need(Role.read))])
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="A project, workflow or task name.")]
@@ -152,6 +152,7 @@ def _exported(change: Change, status: int) -> Response:
 async def import_project(
     request: Request,
     gw: GatewayDep,
+    caller: Admin,
     mode: Annotated[
         Literal["create", "replace"],
         Query(
@@ -166,7 +167,9 @@ async def import_project(
     with _definition_errors():
         doc = parse_document(await _json_body(request))
         verb = create if mode == "create" else replace
-        change = await workflow_actions.change_project(gw, doc.project.name, lambda current: verb(current, doc))
+        change = await workflow_actions.change_project(
+            gw, doc.project.name, lambda current: verb(current, doc), caller.name
+        )
     return _exported(change, 201 if change.before is None else 200)
 
 
@@ -183,12 +186,14 @@ async def import_project(
         **_SEED,
     },
 )
-async def remove_definitions(request: Request, gw: GatewayDep) -> Response:
+async def remove_definitions(request: Request, gw: GatewayDep, caller: Admin) -> Response:
     """Where the tree ends is what goes: a task, or a whole workflow given without `tasks`. A project is
     removed only when it is empty (seed 004: projects are things of the real world). 409 while running."""
     with _definition_errors():
         doc = parse_removal(await _json_body(request))
-        change = await workflow_actions.change_project(gw, doc.project.name, lambda current: remove(current, doc))
+        change = await workflow_actions.change_project(
+            gw, doc.project.name, lambda current: remove(current, doc), caller.name
+        )
     return _exported(change, 200)
 
 
@@ -288,7 +293,9 @@ def _strip(exc: DefinitionError) -> DefinitionError:
     dependencies=[Depends(require_json)],
     responses={**conflict(_RUNNING), **_SEED},
 )
-async def put_workflow_route(project: Name, workflow: Name, request: Request, gw: GatewayDep) -> WorkflowView:
+async def put_workflow_route(
+    project: Name, workflow: Name, request: Request, gw: GatewayDep, caller: Admin
+) -> WorkflowView:
     """The workflow becomes exactly the body (seed 004's workflow object: `tasks`, optional `id`,
     `max_active_runs`); made, with its project, when missing. 409 while it runs."""
     with _definition_errors():
@@ -296,7 +303,9 @@ async def put_workflow_route(project: Name, workflow: Name, request: Request, gw
             doc = _workflow_document(await _json_body(request), workflow)
         except DefinitionError as exc:
             raise _strip(exc) from None
-        await workflow_actions.change_project(gw, project, lambda current: put_workflow(current, project, doc))
+        await workflow_actions.change_project(
+            gw, project, lambda current: put_workflow(current, project, doc), caller.name
+        )
     return await _workflow_view(gw, project, workflow)
 
 
@@ -308,7 +317,7 @@ async def put_workflow_route(project: Name, workflow: Name, request: Request, gw
     dependencies=[Depends(require_json)],
     responses={**conflict("A workflow of that name exists."), **_SEED},
 )
-async def create_workflow(project: Name, request: Request, gw: GatewayDep) -> JSONResponse:
+async def create_workflow(project: Name, request: Request, gw: GatewayDep, caller: Admin) -> JSONResponse:
     """A new workflow (seed 004's workflow object with its `name`); 409 when the name is taken."""
     with _definition_errors():
         try:
@@ -324,7 +333,7 @@ async def create_workflow(project: Name, request: Request, gw: GatewayDep) -> JS
                 SeedDocument.model_validate({"context": {"project": ProjectDocument(name=project, workflows=[doc])}}),
             )
 
-        await workflow_actions.change_project(gw, project, verb)
+        await workflow_actions.change_project(gw, project, verb, caller.name)
     view = await _workflow_view(gw, project, doc.name)
     location = f"/api/v1/projects/{project}/workflows/{doc.name}"
     return JSONResponse(view.model_dump(mode="json"), status_code=201, headers={"Location": location})
@@ -337,10 +346,12 @@ async def create_workflow(project: Name, request: Request, gw: GatewayDep) -> JS
     summary="Delete a workflow",
     responses={**UNAUTHORIZED, **not_found("workflow"), **conflict(_RUNNING), **UNAVAILABLE},
 )
-async def delete_workflow(project: Name, workflow: Name, gw: GatewayDep) -> Response:
+async def delete_workflow(project: Name, workflow: Name, gw: GatewayDep, caller: Admin) -> Response:
     """Its runs keep their own copy of the definition. 409 while it runs."""
     with _definition_errors():
-        await workflow_actions.change_project(gw, project, lambda current: remove_workflow(current, project, workflow))
+        await workflow_actions.change_project(
+            gw, project, lambda current: remove_workflow(current, project, workflow), caller.name
+        )
     return Response(status_code=204)
 
 
@@ -370,6 +381,7 @@ async def start_workflow_run(
     workflow: Name,
     request: Request,
     gw: GatewayDep,
+    caller: Runner,
     body: WorkflowRunCreate | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
@@ -378,7 +390,7 @@ async def start_workflow_run(
     task = body.task if body is not None else None
 
     async def act(wfrun_id: str) -> Outcome:
-        return _run_outcome(await workflow_actions.start_run(gw, project, workflow, task, wfrun_id))
+        return _run_outcome(await workflow_actions.start_run(gw, project, workflow, task, wfrun_id, caller.name))
 
     return await idempotency.respond(gw, request, idempotency_key, act)
 
@@ -429,13 +441,13 @@ _ACTED = {
     "/{wfrun_id}/stop", status_code=202, response_model=WorkflowRun, summary="Stop a workflow run", responses=_ACTED
 )
 async def stop_workflow_run(
-    wfrun_id: WfRunId, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None
+    wfrun_id: WfRunId, request: Request, gw: GatewayDep, caller: Runner, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Every running step gets SIGTERM, its grace period, then SIGKILL; queued steps are cancelled; nothing
     new starts, not even a retry. 409 once the run has finished."""
 
     async def act(_new_id: str) -> Outcome:
-        return Outcome(202, await workflow_actions.stop_run(gw, str(wfrun_id)))
+        return Outcome(202, await workflow_actions.stop_run(gw, str(wfrun_id), caller.name))
 
     return await idempotency.respond(gw, request, idempotency_key, act)
 
@@ -448,20 +460,22 @@ async def stop_workflow_run(
     responses={**_ACTED, **conflict("The run is still active, or it succeeded.")},
 )
 async def retry_workflow_run(
-    wfrun_id: WfRunId, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None
+    wfrun_id: WfRunId, request: Request, gw: GatewayDep, caller: Runner, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """A new run of the same definition version: the steps that succeeded (up to the first that did not)
     are kept, that one and everything after it runs again."""
 
     async def act(new_run_id: str) -> Outcome:
-        return _run_outcome(await workflow_actions.retry_run(gw, str(wfrun_id), new_run_id))
+        return _run_outcome(await workflow_actions.retry_run(gw, str(wfrun_id), new_run_id, caller.name))
 
     return await idempotency.respond(gw, request, idempotency_key, act)
 
 
-async def _hold(wfrun_id: uuid.UUID, step: str, hold: bool, request: Request, gw: Gateway, key: str | None) -> Response:
+async def _hold(
+    wfrun_id: uuid.UUID, step: str, hold: bool, request: Request, gw: Gateway, caller: Caller, key: str | None
+) -> Response:
     async def act(_new_id: str) -> Outcome:
-        return Outcome(202, await workflow_actions.hold_step(gw, str(wfrun_id), step, hold))
+        return Outcome(202, await workflow_actions.hold_step(gw, str(wfrun_id), step, hold, caller.name))
 
     return await idempotency.respond(gw, request, key, act)
 
@@ -474,10 +488,15 @@ async def _hold(wfrun_id: uuid.UUID, step: str, hold: bool, request: Request, gw
     responses=_ACTED,
 )
 async def hold_step(
-    wfrun_id: WfRunId, step: Name, request: Request, gw: GatewayDep, idempotency_key: IdempotencyKey = None
+    wfrun_id: WfRunId,
+    step: Name,
+    request: Request,
+    gw: GatewayDep,
+    caller: Runner,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """A stop waits for the hold to be released, at most the step's `hold_max_s`."""
-    return await _hold(wfrun_id, step, True, request, gw, idempotency_key)
+    return await _hold(wfrun_id, step, True, request, gw, caller, idempotency_key)
 
 
 @runs.delete(
@@ -487,8 +506,8 @@ async def hold_step(
     summary="Release a step's hold",
     responses=_ACTED,
 )
-async def release_step(wfrun_id: WfRunId, step: Name, request: Request, gw: GatewayDep) -> Response:
-    return await _hold(wfrun_id, step, False, request, gw, None)
+async def release_step(wfrun_id: WfRunId, step: Name, request: Request, gw: GatewayDep, caller: Runner) -> Response:
+    return await _hold(wfrun_id, step, False, request, gw, caller, None)
 
 
 @runs.get(

@@ -33,6 +33,7 @@ from scriptbus.events.runs import (
 )
 from scriptbus.events.secrets import SecretRemoved, SecretSet, secret_name_problem
 from scriptbus.events.statuses import TERMINAL_STATUSES
+from scriptbus.events.tokens import TokenCreated, TokenEvent, TokenRevoked
 from scriptbus.events.workflows import WfRunEvent, WorkflowEvent
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.purges import record_purge
@@ -85,9 +86,9 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: 
     status = await conn.execute(
         """INSERT INTO runs (id, seq, status, script, args, env, description, pool, target_host,
                              command_id, timeout_s, stop_grace_s, created_at, workflow_run_id, workflow_step, attempt,
-                             secrets)
+                             secrets, requested_by)
            VALUES ($1, $2, 'queued', $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                   $16::jsonb)
+                   $16::jsonb, $17)
            ON CONFLICT (id) DO NOTHING""",
         uuid.UUID(e.run_id),
         seq,
@@ -105,6 +106,7 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: 
         e.workflow_step,
         e.attempt,
         json.dumps(e.secrets),
+        e.requested_by,
     )
     if status == "INSERT 0 1":
         w.stats.count("requested", e.pool)
@@ -135,10 +137,12 @@ async def run_stop_requested(conn: asyncpg.Connection, e: RunStopRequested, seq:
     await conn.execute(
         """UPDATE runs SET
                stop_requested_at = COALESCE(stop_requested_at, $2),
+               stopped_by = CASE WHEN stop_requested_at IS NULL THEN $3 ELSE stopped_by END,
                status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END
            WHERE id = $1""",
         uuid.UUID(e.run_id),
         _aware(e.occurred_at),
+        e.stopped_by,
     )
 
 
@@ -148,7 +152,7 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         """UPDATE runs SET
                status = $2, exit_code = $3, signal = $4, host = COALESCE($5, host), finished_at = $6,
                duration_s = $7, output_truncated = $8, dropped_bytes = $9, survivors = $10::jsonb,
-               reason = $11
+               reason = $11, stopped_by = CASE WHEN $13::text <> '' THEN $13::text ELSE stopped_by END
            WHERE id = $1 AND NOT (status = ANY($12::text[]))""",
         uuid.UUID(e.run_id),
         e.status.value,
@@ -162,6 +166,7 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         json.dumps(e.survivors),
         e.reason,
         _TERMINAL,
+        e.stopped_by,
     )
     if status == "UPDATE 1":
         w.stats.count("finished", e.status.value)
@@ -244,6 +249,31 @@ async def secret_removed(conn: asyncpg.Connection, e: SecretRemoved, seq: int, w
     await conn.execute("DELETE FROM secrets WHERE name = $1", e.name)
 
 
+# tokens -------------------------------------------------------------------------------------------
+
+
+async def token_created(conn: asyncpg.Connection, e: TokenCreated, seq: int, w: BatchWrites) -> None:
+    await conn.execute(
+        """INSERT INTO tokens (id, role, name, created_at, created_by) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (id) DO NOTHING""",
+        uuid.UUID(e.token_id),
+        e.role.value,
+        e.name,
+        _aware(e.occurred_at),
+        e.created_by,
+    )
+
+
+async def token_revoked(conn: asyncpg.Connection, e: TokenRevoked, seq: int, w: BatchWrites) -> None:
+    # The first revocation stands.
+    await conn.execute(
+        "UPDATE tokens SET revoked_at = $2, revoked_by = $3 WHERE id = $1 AND revoked_at IS NULL",
+        uuid.UUID(e.token_id),
+        _aware(e.occurred_at),
+        e.revoked_by,
+    )
+
+
 # executors ----------------------------------------------------------------------------------------
 
 
@@ -300,6 +330,8 @@ PROJECTIONS: dict[str, Projection] = {
     "command.deleted": command_deleted,
     "secret.set": secret_set,
     "secret.removed": secret_removed,
+    "token.created": token_created,
+    "token.revoked": token_revoked,
     "executor.heartbeat": executor_heartbeat,
     "executor.stopped": executor_stopped,
     "executor.lost": executor_lost,
@@ -357,6 +389,8 @@ async def project_message(conn: asyncpg.Connection, msg: StreamMessage, writes: 
         entity_id = event.wfrun_id
     if isinstance(event, WorkflowEvent):
         entity_id = event.workflow_id
+    if isinstance(event, TokenEvent):
+        entity_id = event.token_id
     if entity_id is not None and not _valid_uuid(entity_id):
         log.warning("seq %d: %s for id %r that is not a UUID, skipped", msg.seq, event.type, entity_id)
         return

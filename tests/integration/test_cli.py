@@ -395,3 +395,36 @@ async def test_token_from_option_or_environment(stack: Stack) -> None:
     assert err.startswith(b"scriptbus: ") and err.endswith(b"(pass --token or set SCRIPTBUS_TOKEN)\n")
     assert (await cli(api, "ps", "--token", "s3cret"))[0] == 0
     assert await cli(api, "run", "echo ok", env=cli_env(api, SCRIPTBUS_TOKEN="other")) == (0, b"ok\n", b"")
+
+
+async def test_tokens_create_list_revoke_and_roles(stack: Stack) -> None:
+    api = stack.api
+    code, out, err = await cli(api, "tokens", "create", "--role", "admin", "--name", "ops")
+    assert code == 0, err
+    admin = out.decode().strip()
+    # The token alone on stdout (for `$(…)`), once; what it is and how to use it on stderr.
+    assert re.fullmatch(r"sb_[A-Za-z0-9_-]{40,}", admin) and b"only this once" in err
+    as_admin = cli_env(api, SCRIPTBUS_TOKEN=admin)
+    code, out, err = await cli(api, "tokens", "create", "--role", "read", "--name", "auditor", env=as_admin)
+    assert code == 0, err
+    reader = cli_env(api, SCRIPTBUS_TOKEN=out.decode().strip())
+
+    code, out, _ = await cli(api, "tokens", "list", env=as_admin)
+    lines = out.decode().splitlines()
+    assert lines[0].split() == ["ID", "ROLE", "NAME", "CREATED", "BY", "REVOKED"]
+    assert sorted(line.split()[1:3] for line in lines[1:]) == [["admin", "ops"], ["read", "auditor"]]
+    assert admin not in out.decode()
+
+    # A read token sees runs, and is told which role starting one needs.
+    assert (await cli(api, "ps", env=reader))[0] == 0
+    code, _, err = await cli(api, "run", "echo no", env=reader)
+    assert (code, err) == (1, b"scriptbus: this needs the 'run' role; the token has 'read'\n")
+    assert await cli(api, "run", "echo ok", env=as_admin) == (0, b"ok\n", b"")
+
+    code, out, err = await cli(api, "tokens", "revoke", "auditor", env=as_admin)
+    assert code == 0 and out.startswith(b"revoked token "), err
+    code, _, err = await cli(api, "ps", env=reader)
+    assert code == 1 and err.endswith(b"(pass --token or set SCRIPTBUS_TOKEN)\n")
+    code, out, _ = await cli(api, "tokens", "list", "--revoked", "--json", env=as_admin)
+    revoked = {t["name"]: t["revoked_by"] for t in json.loads(out)["items"]}
+    assert revoked == {"ops": "", "auditor": "ops"}

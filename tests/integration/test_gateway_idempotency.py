@@ -4,14 +4,14 @@ nothing new; a reused key with another request is a 422; a failed request leaves
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
 from starlette.requests import Request
 
 from scriptbus.events import RunRequested, ensure_queue, idempotency_bucket, new_id, publish_event
-from scriptbus.gateway.idempotency import STALE_PENDING_S, fingerprint
+from scriptbus.gateway.auth import ANONYMOUS
+from scriptbus.gateway.idempotency import STALE_PENDING_S, bucket_key, fingerprint
 from tests.helpers.gateway import Api, create
 
 
@@ -145,7 +145,7 @@ async def test_a_retry_after_the_gateway_died_mid_request_makes_no_second_run(ap
     stale = (datetime.now(UTC) - timedelta(seconds=STALE_PENDING_S + 5)).isoformat()
     kv = await idempotency_bucket(api.js, api.subjects)
     await kv.put(
-        hashlib.sha256(b"crash-1").hexdigest(),
+        bucket_key(ANONYMOUS.scope, "crash-1"),
         json.dumps(
             {"request": request_hash, "state": "pending", "at": stale, "resource_id": queued_by_the_dead}
         ).encode(),

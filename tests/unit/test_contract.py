@@ -96,6 +96,8 @@ COHERENT_SAMPLES: dict[Any, Any] = {
 # Fields that must name something elsewhere in the same event.
 FIELD_OVERRIDES: dict[str, dict[str, Any]] = {
     "wfrun.requested": {"task": "t1", "kept_steps": {"t1": "r1"}},
+    # A SHA-256 in hex, as every token's digest is.
+    "token.created": {"digest": "ab" * 32},
 }
 
 
