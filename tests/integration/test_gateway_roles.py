@@ -227,6 +227,20 @@ async def test_the_callers_name_is_in_the_events_they_cause_and_on_the_run(api: 
     ]
 
 
+async def test_only_an_admin_may_choose_path_for_a_run(api: Api) -> None:
+    c = api.client
+    admin = (await make_token(c, "admin", "ops"))["token"]
+    ci = (await make_token(c, "run", "ci", admin))["token"]
+    with_path = {**QUEUED, "env": {"PATH": "/tmp/evil:/usr/bin"}}
+    refused = await c.post("/api/v1/runs", json=with_path, headers=bearer(ci))
+    assert refused.status_code == 403, refused.text
+    assert "PATH" in refused.text and "admin" in refused.text
+    assert (await c.get("/api/v1/runs", headers=bearer(ci))).json()["items"] == []
+    allowed = await c.post("/api/v1/runs", json=with_path, headers=bearer(admin))
+    assert allowed.status_code == 202, allowed.text
+    assert allowed.json()["env"]["PATH"] == "/tmp/evil:/usr/bin"
+
+
 async def test_docs_load_nothing_from_elsewhere(api: Api) -> None:
     page = await api.client.get("/docs")
     assert page.status_code == 200

@@ -85,4 +85,6 @@ def step_request(
         attempt=attempt,
         hold_max_s=spec.hold_max_s,
         secrets=secrets,
+        # The step runs on behalf of whoever started (or retried) the workflow run.
+        requested_by=state.requested_by,
     )
