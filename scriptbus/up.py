@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from scriptbus.credentials import Credentials
@@ -262,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         watch = ""
         if not nats_url:
             # Made at first start (an older data dir gets them now), kept across restarts.
-            local = ExecutorSettings()
+            try:
+                local = ExecutorSettings()
+            except ValidationError as exc:
+                sys.exit(f"scriptbus up: the executor's settings: {exc}")
             seeds = credentials.ensure_local_users(local.host, local.pools)
             authorization = credentials.write_authorization(Subjects(prefix))
             port = args.nats_port or _nats_port(data_dir / "nats" / "port")
@@ -296,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
                 # A password file rather than the password in the URL: nothing secret in any environment.
                 given[name]["PGPASSFILE"] = str(credentials.pgpass)
         given["executor"]["SCRIPTBUS_WORK_DIR"] = str(data_dir / "runs")
-        # Keys and other per-service credentials go into `given[name]` here.
+        # Keys and other per-service credentials go into `given[name]` here (only that service sees them), e.g.
+        #   given["executor"]["SCRIPTBUS_SECRETS_KEY_FILE"] = str(credentials.dir / "secrets.key")
 
         environ = dict(os.environ)
         service_args: dict[str, list[str]] = {

@@ -63,8 +63,9 @@ def _stream_read(stream: str) -> list[str]:
             f"{API}.DIRECT.GET.{stream}", f"{API}.DIRECT.GET.{stream}.>"]  # fmt: skip
 
 
-def _consume(stream: str, consumers: str = "*", filters: Sequence[str] = (">",)) -> list[str]:
-    """Make, read and ack consumers named `consumers` on `stream`, each with one of `filters`."""
+def _consume(stream: str, consumers: str = "*", filters: Sequence[str] = (">",), delete: bool = True) -> list[str]:
+    """Make, read and ack (and, with `delete`, delete) consumers named `consumers` on `stream`, each with
+    one of `filters`."""
     made = [f"{API}.CONSUMER.CREATE.{stream}.{consumers}.{f}" for f in filters]
     if consumers == "*" and filters == (">",):
         # nats-py makes ordered consumers nameless, with the filter only in the request body.
@@ -73,7 +74,7 @@ def _consume(stream: str, consumers: str = "*", filters: Sequence[str] = (">",))
         *made,
         f"{API}.CONSUMER.INFO.{stream}.{consumers}",
         f"{API}.CONSUMER.MSG.NEXT.{stream}.{consumers}",
-        f"{API}.CONSUMER.DELETE.{stream}.{consumers}",
+        *([f"{API}.CONSUMER.DELETE.{stream}.{consumers}"] if delete else []),
         f"$JS.ACK.{stream}.{consumers}.>",
         f"$JS.FC.{stream}.>",
     ]
@@ -143,9 +144,10 @@ def executor_permissions(s: Subjects, public_key: str, host: str, pools: Iterabl
     targets = list(dict.fromkeys([*pools, host]))
     publish += [f"{p}.runs.*.{name}" for name in EXECUTOR_RUN_EVENTS]
     publish += [f"{p}.executors.{host}.>"]
-    # Its queues: made at start if missing (pinned to their filters), then pulled and acked.
+    # Its queues: made at start if missing (pinned to their filters), then pulled and acked; never deleted
+    # (a pool's queue is shared: requests published while it was gone would be missed).
     for target in targets:
-        publish += _consume(events, s.queue_consumer(target), [s.requests_for(target)])
+        publish += _consume(events, s.queue_consumer(target), [s.requests_for(target)], delete=False)
     # Ordered consumers that follow runs' ends and workflow steps' holds: nats-py makes them nameless with
     # the filter in the body, so this right reads the events stream (as does the last-message lookup of a
     # run's or workflow run's stop request below); writing is what is kept from executors.
@@ -166,6 +168,7 @@ def executor_permissions(s: Subjects, public_key: str, host: str, pools: Iterabl
             f"{API}.STREAM.DELETE.>",
             f"{API}.STREAM.PURGE.>",
             f"{API}.STREAM.MSG.DELETE.>",
+            f"{API}.CONSUMER.DELETE.>",
             f"$KV.{s.secrets_bucket}.>",
         ),
         subscribe_deny=(f"$KV.{s.secrets_bucket}.>",),
