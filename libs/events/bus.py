@@ -93,14 +93,18 @@ class BusSettings(BaseSettings):
         return context
 
 
-# Executors connect as `scriptbus-executor-<host>`. They may not create or change streams (their NATS user
-# has no such right): they wait until another service has made them.
+# Executors connect as `scriptbus-executor-<host>`. Under `up` their NATS user may not create or change
+# streams: they use what another service made, and make it themselves only where the server lets them.
 EXECUTOR_NAME = "scriptbus-executor"
 STREAMS_RETRY_S = 2.0
+# A create the server refuses is never answered: the try gives up after this.
+CREATE_TRY_TIMEOUT_S = 2.0
 
 
-async def wait_for_streams(js: JetStreamContext, s: Subjects) -> None:
-    """Wait until the events and executors streams and the claims bucket exist, saying so every try."""
+async def wait_for_streams(nc: Client, s: Subjects, retention: Retention) -> None:
+    """Until the events and executors streams and the claims bucket exist: try to create them (refused
+    when this user lacks the right), then say what is missing and try again."""
+    js = nc.jetstream(timeout=CREATE_TRY_TIMEOUT_S)
     while True:
         missing = []
         for stream in (s.events_stream, s.executors_stream, f"KV_{s.claims_bucket}"):
@@ -110,9 +114,14 @@ async def wait_for_streams(js: JetStreamContext, s: Subjects) -> None:
                 missing.append(stream)
         if not missing:
             return
+        try:
+            await ensure_streams(js, s, retention)
+            return
+        except (nats.errors.TimeoutError, nats.js.errors.APIError):
+            pass
         log.warning(
-            "waiting for the streams %s: the gateway, recorder or scheduler creates them when it starts "
-            "(an executor may not); retrying in %gs",
+            "waiting for the streams %s: this executor may not create them; the gateway, recorder or "
+            "scheduler does when it starts; retrying in %gs",
             ", ".join(missing),
             STREAMS_RETRY_S,
         )
@@ -153,7 +162,7 @@ async def connect_bus(settings: BusSettings, name: str) -> BusConnection:
         )
         js = nc.jetstream(timeout=10)
         if name.startswith(EXECUTOR_NAME):
-            await wait_for_streams(js, subjects)
+            await wait_for_streams(nc, subjects, settings.events_retention())
         else:
             await ensure_streams(js, subjects, settings.events_retention())
     except BaseException:

@@ -104,7 +104,7 @@ async def test_an_executor_waits_for_the_streams_it_may_not_create(
         await executor_nc.close()
     finally:
         waiting.cancel()
-    assert "the gateway, recorder or scheduler creates them" in caplog.text
+    assert "this executor may not create them; the gateway, recorder or scheduler does" in caplog.text
 
 
 @pytest.fixture
