@@ -102,7 +102,8 @@ def _service_buckets(s: Subjects) -> list[str]:
 
 def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions:
     """The gateway, the recorder or the scheduler: each creates the streams and buckets at start (whoever
-    is first), reads and consumes them, and publishes the events it is the author of."""
+    is first), reads and consumes them, and publishes the events it is the author of. None subscribes to
+    a subject outside its inbox: what they follow comes through JetStream consumers delivering there."""
     publish, subscribe = _common(public_key)
     p = s.prefix
     streams = [s.events_stream, s.executors_stream, *(f"KV_{b}" for b in _service_buckets(s))]
@@ -112,17 +113,15 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
         publish += _kv_write(bucket)
     if role is Role.GATEWAY:
         publish += [f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "tokens", "secrets")]
-        publish += [f"{p}.executors.>"]
+        publish += [f"{p}.executors.>"]  # admins manage executors
         # The gateway writes secrets (already encrypted for the executors) and never reads them back.
         publish += [*_stream_admin(f"KV_{s.secrets_bucket}"), *_kv_write(s.secrets_bucket)]
-        subscribe += [f"{p}.runs.>", f"{p}.wfruns.>", f"{p}.executors.>"]
     elif role is Role.RECORDER:
         # It publishes no event; it purges a deleted run's messages from the events stream.
         publish += [f"{API}.STREAM.PURGE.{s.events_stream}"]
     elif role is Role.SCHEDULER:
         # Workflow steps are run requests; a lost executor's runs end here; lost executors are marked.
         publish += [f"{p}.runs.>", f"{p}.wfruns.>", f"{p}.executors.>"]
-        subscribe += [f"{p}.runs.>", f"{p}.wfruns.>", f"{p}.executors.>"]
     else:
         raise ValueError(f"{role} is not a service role")
     return Permissions(
