@@ -5,10 +5,12 @@ environment; for the rightful user everything (runs, output, stop, saved command
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -283,3 +285,33 @@ async def test_a_data_dir_from_an_older_release_is_secured_on_upgrade(tmp_path: 
             kill_processes_under(data_dir / "runs")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_remote_executor_joins_with_a_credential_made_by_nats_user(secured: Up, tmp_path: Path) -> None:
+    seed = tmp_path / "remote.nk"
+    made = subprocess.run(
+        [sys.executable, "-m", "scriptbus", "nats-user", "--data-dir", str(secured.data_dir),
+         "executor", "--host", "remote-h", "--pools", "far", "--out", str(seed)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "nats-server reloaded its users" in made.stdout
+    assert seed.stat().st_mode & 0o777 == 0o600
+    env = {
+        "PATH": os.environ["PATH"],
+        "SCRIPTBUS_NATS_URL": secured.nats_url,
+        "SCRIPTBUS_NATS_CREDS": str(seed),
+        "SCRIPTBUS_POOLS": "far",
+        "SCRIPTBUS_WORK_DIR": str(tmp_path / "runs"),
+        "SCRIPTBUS_HEARTBEAT_INTERVAL_S": "0.5",
+    }
+    remote = ServiceProcess("executor", ["--host", "remote-h"], env, tmp_path / "remote.log")
+    try:
+        remote.wait_for_log("executor ready")
+        async with secured.client() as client:
+            run = await start_run(client, "echo far away", pool="far")
+            done = await wait_for_status(client, run["id"], "succeeded")
+            assert (done["host"], done["output"]) == ("remote-h", "far away\n")
+    finally:
+        remote.close(grace=30)
+        kill_processes_under(tmp_path / "runs")
