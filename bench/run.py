@@ -44,6 +44,9 @@ from scriptbus.embedded import free_port
 TERMINAL = {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
 
 
+READER_SEED = "BENCH_NATS_READER_SEED"
+
+
 def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_")}
     proc = subprocess.Popen(
@@ -62,6 +65,10 @@ def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str
     if not (nats_url and pg_url):
         proc.kill()
         sys.exit(f"scriptbus up did not start:\n{banner}")
+    # `up`'s PostgreSQL asks for its password (asyncpg reads the password file PGPASSFILE names) and its
+    # NATS for a key: the bench only watches, as the reader.
+    os.environ["PGPASSFILE"] = str(data_dir / "credentials" / "pgpass")
+    os.environ[READER_SEED] = str(data_dir / "credentials" / "nats-reader.nk")
     return proc, nats_url.group(1), pg_url.group(1)
 
 
@@ -126,7 +133,7 @@ async def output_rate(client: httpx.AsyncClient, total: int) -> float:
 
 async def live_latency(client: httpx.AsyncClient, nats_url: str, lines: int = 40) -> tuple[float, float]:
     """Milliseconds from a script printing a line to that line arriving on the NATS output subject."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url, nkeys_seed=os.environ.get(READER_SEED))
     delays: list[float] = []
 
     async def on_line(msg: Msg) -> None:

@@ -5,6 +5,7 @@ many concurrent workflow runs one scheduler drives, each beside a simpler design
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ class Endings:
         self._nc: NATS | None = None
 
     async def start(self, nats_url: str, prefix: str = "scriptbus") -> None:
-        self._nc = await nats.connect(nats_url)
+        # Under `scriptbus up` NATS asks for a key: bench/run.py names the reader's seed here.
+        self._nc = await nats.connect(nats_url, nkeys_seed=os.environ.get("BENCH_NATS_READER_SEED"))
         await self._nc.subscribe(f"{prefix}.runs.*.finished", cb=self._on)
         await self._nc.subscribe(f"{prefix}.wfruns.*.finished", cb=self._on)
 

@@ -18,6 +18,7 @@ system:
   executor    the agent that runs scripts on this host
   recorder    projects the event stream into PostgreSQL
   scheduler   watches executors (and, later, workflows)
+  nats-user   a NATS credential for an executor on another host (nats-user executor --host H --pools a,b)
 
 client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBUS_TOKEN, --json):
   run         run a script (inline, -f FILE or --command NAME) and follow its output
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         from scriptbus.up import main as up_main
 
         up_main(rest)
+    elif command == "nats-user":
+        from scriptbus.nats_user import main as nats_user_main
+
+        nats_user_main(rest)
     else:
         print(f"scriptbus: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

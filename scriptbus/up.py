@@ -22,16 +22,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from scriptbus.credentials import Credentials
 from scriptbus.embedded import (
     EmbeddedNats,
     EmbeddedPostgres,
     ServerError,
+    base_env,
     die_with_parent,
     free_port,
     port_is_free,
 )
 from scriptbus.events.lifecycle import DEFAULT_SHUTDOWN_TIMEOUT_S
-from scriptbus.executor.settings import EXECUTOR_SHUTDOWN_TIMEOUT_S
+from scriptbus.events.secret_box import ensure_key_pair
+from scriptbus.events.subjects import Subjects
+from scriptbus.executor.settings import EXECUTOR_SHUTDOWN_TIMEOUT_S, ExecutorSettings
+from scriptbus.gateway.settings import GatewaySettings
+from scriptbus.recorder.settings import RecorderSettings
+from scriptbus.scheduler.settings import SchedulerSettings
 
 SERVICE_ORDER = ("recorder", "scheduler", "executor", "gateway")
 # Restarts back off from 0.5 s up to this; a unit that ran this long before dying starts over at 0.5 s.
@@ -41,6 +51,39 @@ STABLE_AFTER_S = 60.0
 SERVER_RESTART_TIMEOUT_S = 120.0
 # Stopped first to last: the executor reports its runs before the recorder goes.
 STOP_ORDER = (("executor", "gateway", "scheduler"), ("recorder",))
+
+
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "recorder": RecorderSettings,
+    "scheduler": SchedulerSettings,
+    "executor": ExecutorSettings,
+    "gateway": GatewaySettings,
+}
+
+
+def setting_variables(settings: type[BaseSettings]) -> set[str]:
+    """The environment variables a settings class reads (`SCRIPTBUS_<FIELD>` or the field's alias)."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    names = set()
+    for name, info in settings.model_fields.items():
+        alias = info.validation_alias
+        names.add(alias.upper() if isinstance(alias, str) else f"{prefix}{name}".upper())
+    return names
+
+
+def service_env(name: str, environ: dict[str, str], given: dict[str, str]) -> dict[str, str]:
+    """A child's whole environment: locale, PATH and HOME, the `SCRIPTBUS_*` settings its own settings
+    class reads (as the user set them), and what `up` gives it (`given`: URLs, credential paths).
+    So the executor never sees the API tokens or the database URL, nor the gateway the executor's."""
+    own = setting_variables(SETTINGS[name])
+    env = base_env(environ)
+    # PYTHONPATH: a development checkout may run the services from it.
+    env.update({k: v for k, v in environ.items() if k == "PYTHONPATH" or k.upper() in own})
+    if "database_url" not in SETTINGS[name].model_fields:
+        env.pop("PGPASSFILE", None)
+    env.update(given)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def default_data_dir() -> Path:
@@ -188,13 +231,25 @@ def main(argv: list[str] | None = None) -> None:
         default=int(getenv("SCRIPTBUS_NATS_PORT", "0")),
         help="port of the embedded nats-server (default 4222 when free, else any free port)",
     )
+    parser.add_argument(
+        "--nats-host",
+        default=getenv("SCRIPTBUS_NATS_HOST", "127.0.0.1"),
+        help="address the embedded nats-server listens on; 0.0.0.0 lets executors on other hosts in, each "
+        "with its own credential (`scriptbus nats-user executor`) (env SCRIPTBUS_NATS_HOST; default %(default)s)",
+    )
     parser.add_argument("--max-concurrency", type=int, default=None, help="runs the local executor runs at once")
     args = parser.parse_args(argv)
 
     data_dir: Path = args.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "logs").mkdir(exist_ok=True)
+    # A script (another user, under a root executor) passes through the data dir to its run folder but
+    # lists nothing in it; the logs and the JetStream store are the services' alone.
+    data_dir.chmod(0o711)
+    for private in ("logs", "nats"):
+        (data_dir / private).mkdir(mode=0o700, exist_ok=True)
+        (data_dir / private).chmod(0o700)
     lock = (data_dir / "up.lock").open("w")
+    os.chmod(lock.fileno(), 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -206,21 +261,59 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _raise_stop)
     servers: list[EmbeddedNats | EmbeddedPostgres] = []
     children: dict[str, Child] = {}
+    credentials = Credentials(data_dir)
+    prefix = os.environ.get("SCRIPTBUS_PREFIX", "scriptbus")
+    # What `up` hands each service on top of its own settings: by service name, variable -> value.
+    given: dict[str, dict[str, str]] = {name: {} for name in SERVICE_ORDER}
     try:
         nats_url = os.environ.get("SCRIPTBUS_NATS_URL")
+        watch = ""
         if not nats_url:
+            # Made at first start (an older data dir gets them now), kept across restarts.
+            try:
+                local = ExecutorSettings()
+            except ValidationError as exc:
+                sys.exit(f"scriptbus up: the executor's settings: {exc}")
+            seeds = credentials.ensure_local_users(local.host, local.pools)
+            authorization = credentials.write_authorization(Subjects(prefix))
             port = args.nats_port or _nats_port(data_dir / "nats" / "port")
-            nats = EmbeddedNats(data_dir / "nats", port=port)
+            nats = EmbeddedNats(data_dir / "nats", port=port, host=args.nats_host, auth_config=authorization)
             servers.append(nats)
-            nats_url = nats.start()
+            nats.start()
+            # Our own services reach it on loopback whatever it listens on.
+            nats_url = f"nats://127.0.0.1:{nats.port}" if args.nats_host in ("0.0.0.0", "::") else nats.url
+            for name in SERVICE_ORDER:
+                given[name]["SCRIPTBUS_NATS_CREDS"] = str(seeds[name])
+            watch = f"nats sub -s {nats_url} --nkey {seeds['reader']}"
+        else:
+            watch = f"nats sub -s {nats_url}"
+        for name in SERVICE_ORDER:
+            given[name]["SCRIPTBUS_NATS_URL"] = nats_url
         database_url = os.environ.get("SCRIPTBUS_DATABASE_URL")
+        database_note = ""
         if not database_url:
-            pg = EmbeddedPostgres(data_dir / "postgres" / "data")
+            pg = EmbeddedPostgres(
+                data_dir / "postgres" / "data", password=credentials.postgres_password(), passfile=credentials.pgpass
+            )
             servers.append(pg)
             database_url = pg.start()
+            database_note = (
+                f"   (password in {credentials.pg_password_file};"
+                f" psql: PGPASSFILE={credentials.pgpass} psql {database_url})"
+            )
+        for name in ("recorder", "scheduler", "gateway"):
+            given[name]["SCRIPTBUS_DATABASE_URL"] = database_url
+            if database_note:
+                # A password file rather than the password in the URL: nothing secret in any environment.
+                given[name]["PGPASSFILE"] = str(credentials.pgpass)
+        given["executor"]["SCRIPTBUS_WORK_DIR"] = str(data_dir / "runs")
+        # Secret values are sealed by the gateway with the public key and opened by executors only.
+        if not (os.environ.get("SCRIPTBUS_SECRETS_KEY_FILE") or os.environ.get("SCRIPTBUS_SECRETS_PUBLIC_KEY_FILE")):
+            secrets_key, secrets_pub = ensure_key_pair(credentials.dir)
+            given["gateway"]["SCRIPTBUS_SECRETS_PUBLIC_KEY_FILE"] = str(secrets_pub)
+            given["executor"]["SCRIPTBUS_SECRETS_KEY_FILE"] = str(secrets_key)
 
-        env = {**os.environ, "SCRIPTBUS_NATS_URL": nats_url, "SCRIPTBUS_DATABASE_URL": database_url,
-               "SCRIPTBUS_WORK_DIR": str(data_dir / "runs"), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        environ = dict(os.environ)
         service_args: dict[str, list[str]] = {
             "recorder": [],
             "scheduler": [],
@@ -228,17 +321,17 @@ def main(argv: list[str] | None = None) -> None:
             "gateway": ["--host", args.api_host, "--port", str(args.api_port)],
         }
         for name in SERVICE_ORDER:
+            env = service_env(name, environ, given[name])
             child = Child(name, service_args[name], env, data_dir / "logs" / f"{name}.log")
             child.start()
             children[name] = child
         api = f"http://{'127.0.0.1' if args.api_host == '0.0.0.0' else args.api_host}:{args.api_port}"
         _wait_ready(f"{api}/readyz", children, timeout=90)
-        prefix = os.environ.get("SCRIPTBUS_PREFIX", "scriptbus")
         print(
             f"scriptbus is up\n"
             f"  REST API   {api}/api/v1/runs   (docs: {api}/docs)\n"
-            f"  NATS       {nats_url}   live output: nats sub -s {nats_url} '{prefix}.runs.*.out'\n"
-            f"  PostgreSQL {database_url}\n"
+            f"  NATS       {nats_url}   live output: {watch} '{prefix}.runs.*.out'\n"
+            f"  PostgreSQL {database_url}{database_note}\n"
             f"  data       {data_dir}   (logs in {data_dir / 'logs'})\n"
             f"Ctrl-C stops everything.",
             flush=True,

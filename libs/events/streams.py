@@ -153,7 +153,10 @@ async def wfdefs_bucket(js: JetStreamContext, s: Subjects) -> KeyValue:
 def queue_consumer_config(s: Subjects, target: str) -> ConsumerConfig:
     # `new`: the queue holds requests from its creation on; whoever publishes to a target first
     # makes sure the queue exists, so no request is missed and old history is never replayed.
+    # Named as well as durable: nats-py then puts the filter in the API subject, where NATS permissions pin
+    # an executor's queues to their own requests (`nats_users.py`).
     return ConsumerConfig(
+        name=s.queue_consumer(target),
         durable_name=s.queue_consumer(target),
         filter_subject=s.requests_for(target),
         deliver_policy=DeliverPolicy.NEW,

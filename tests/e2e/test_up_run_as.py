@@ -54,9 +54,6 @@ async def test_a_script_under_up_reads_no_service_environment(tmp_path: Path, up
     assert got["list_runs"] != "0", output
 
 
-@pytest.mark.xfail(
-    strict=True, reason="up.py must make the data dir 0711 and its logs, nats and lock 0700/0600 (another helper's)"
-)
 async def test_a_script_under_up_cannot_list_the_data_dir(tmp_path: Path, up_data_dir: Path) -> None:
     output, got = await probe(tmp_path, up_data_dir)
     assert got["list_data"] != "0", output

@@ -1,0 +1,51 @@
+"""Each NATS role's permissions, as data: what an executor and a reader may never do."""
+
+from __future__ import annotations
+
+import json
+
+from scriptbus.events import Subjects
+from scriptbus.events.nats_users import NatsUser, Role, executor_permissions, reader_permissions, render_authorization
+
+s = Subjects("sb")
+KEY = "UEXAMPLEPUBLICKEY"
+
+
+def test_an_executor_serves_only_its_own_queues_and_may_not_request_runs_or_change_streams() -> None:
+    perms = executor_permissions(s, KEY, "h1", ["gpu"])
+    creates = [p for p in perms.publish if ".CONSUMER.CREATE.SB_EVENTS.queue_" in p]
+    assert creates == [
+        "$JS.API.CONSUMER.CREATE.SB_EVENTS.queue_gpu.sb.runs.*.requested.gpu",
+        "$JS.API.CONSUMER.CREATE.SB_EVENTS.queue_h1.sb.runs.*.requested.h1",
+    ]
+    assert "sb.runs.*.requested.>" in perms.publish_deny
+    assert not [p for p in perms.publish if "requested" in p and "CONSUMER" not in p]
+    denied = ["sb.commands.>", "sb.workflows.>", "sb.wfruns.>", "sb.tokens.>", "sb.secrets.>", "$KV.SB_secrets.>"]
+    denied += [f"$JS.API.STREAM.{verb}.>" for verb in ("CREATE", "UPDATE", "PURGE", "DELETE")]
+    assert set(denied) <= set(perms.publish_deny)
+    assert "sb.executors.h1.>" in perms.publish and "sb.executors.>" not in perms.publish
+    assert f"_INBOX.{KEY}.>" in perms.subscribe and "_INBOX.>" not in perms.subscribe
+
+
+def test_the_reader_only_subscribes() -> None:
+    perms = reader_permissions(s)
+    assert perms.publish == () and perms.publish_deny == (">",)
+    assert "sb.runs.>" in perms.subscribe
+    assert not [p for p in perms.subscribe if "tokens" in p or "secrets" in p or "INBOX" in p or "$" in p]
+
+
+def test_only_executors_may_read_the_secrets_bucket() -> None:
+    users = [NatsUser(role, KEY, "h1", ("p",)) for role in Role]
+    for user in users:
+        perms = user.permissions(s)
+        reads = [p for p in perms.publish if "KV_SB_secrets" in p and (".GET." in p or ".CONSUMER." in p)]
+        assert bool(reads) == (user.role is Role.EXECUTOR), user.role
+        writes = [p for p in perms.publish if p.startswith("$KV.SB_secrets")]
+        assert bool(writes) == (user.role is Role.GATEWAY), user.role
+
+
+def test_the_authorization_block_lists_every_user_by_public_key_only() -> None:
+    text = render_authorization(s, [NatsUser(Role.GATEWAY, "UGATEWAY"), NatsUser(Role.READER, "UREADER")])
+    entries = [json.loads(line.strip().rstrip(",")) for line in text.splitlines() if line.strip().startswith("{")]
+    assert [e["nkey"] for e in entries] == ["UGATEWAY", "UREADER"]
+    assert entries[1]["permissions"]["publish"] == {"deny": [">"]}
