@@ -253,9 +253,14 @@ def test_each_service_gets_only_its_own_environment_and_the_credentials_are_priv
     assert envs["recorder"]["PGPASSFILE"].startswith(str(secured.credentials))
     assert {name for name, env in envs.items() if MARKER in env} == set()
     assert len({env["SCRIPTBUS_NATS_CREDS"] for env in envs.values()}) == 4
+    # Only executors can open secret values; the gateway can only seal them.
+    assert executor["SCRIPTBUS_SECRETS_KEY_FILE"] == str(secured.credentials / "secrets.key")
+    assert envs["gateway"]["SCRIPTBUS_SECRETS_PUBLIC_KEY_FILE"] == str(secured.credentials / "secrets.pub")
+    assert not [name for name, env in envs.items() if name != "executor" and "SCRIPTBUS_SECRETS_KEY_FILE" in env]
     assert secured.credentials.stat().st_mode & 0o777 == 0o700
     for path in secured.credentials.iterdir():
-        assert path.stat().st_mode & 0o777 == 0o600, path
+        # The public key is public; everything else is the services' alone.
+        assert path.stat().st_mode & 0o777 == (0o644 if path.name == "secrets.pub" else 0o600), path
 
 
 async def test_a_data_dir_from_an_older_release_is_secured_on_upgrade(tmp_path: Path) -> None:
