@@ -43,6 +43,10 @@ class Subjects:
         self.wfdefs_bucket = f"{up}_wfdefs"
         # Secret name -> its value, encrypted; only executors may read it (the gateway only writes).
         self.secrets_bucket = f"{up}_secrets"
+        # Object stores: files users put (executors read them into run folders) and what runs leave behind
+        # (executors write them; the gateway serves them).
+        self.files_bucket = f"{up}_files"
+        self.artifacts_bucket = f"{up}_artifacts"
         # Subjects held by the events stream
         self.events_subjects = [
             f"{prefix}.runs.>",
@@ -51,6 +55,8 @@ class Subjects:
             f"{prefix}.wfruns.>",
             f"{prefix}.tokens.>",
             f"{prefix}.secrets.>",
+            f"{prefix}.fanouts.>",
+            f"{prefix}.schedules.>",
         ]
         self.executors_subjects = [f"{prefix}.executors.>"]
         self.all_output = f"{prefix}.runs.*.out"
@@ -108,6 +114,15 @@ class Subjects:
     def secret_event(self, secret_name: str, name: str) -> str:
         """`set`, `removed`. Names and who changed them only: values live encrypted in the secrets bucket."""
         return f"{self.prefix}.secrets.{secret_name}.{name}"
+
+    # fan-outs and schedules ---------------------------------------------------------------------
+    def fanout_event(self, fanout_id: str, name: str) -> str:
+        """`requested`, `stop_requested`, `retry_requested`, `finished`, …"""
+        return f"{self.prefix}.fanouts.{fanout_id}.{name}"
+
+    def schedule_event(self, schedule_id: str, name: str) -> str:
+        """`created`, `updated`, `deleted`, `paused`, `resumed`, `fired`, …"""
+        return f"{self.prefix}.schedules.{schedule_id}.{name}"
 
     # executors ----------------------------------------------------------------------------------
     def executor_event(self, host: str, name: str) -> str:
