@@ -73,7 +73,8 @@ class ComposeStack:
         return _run(["docker", "compose", "-p", self.project, *args], self.env(), ROOT, timeout)
 
     def up(self, build: bool = False) -> None:
-        self.compose("up", "-d", *(["--build"] if build else []), timeout=600)
+        # --wait: until nats, postgres and the gateway are healthy (an error naming the one that is not).
+        self.compose("up", "-d", "--wait", *(["--build"] if build else []), timeout=600)
 
     def read_credential(self, path: str, to: Path) -> Path:
         """A file of the `credentials` volume copied to `to`, mode 0600, as the README does with `cat`."""
