@@ -68,7 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  seed (keep it secret, mode 0600): {seed}")
     print(
         "  nats-server "
-        + ("reloaded its users" if reloaded else "is not running; it accepts this user when `scriptbus up` starts")
+        + (
+            "reloaded its users"
+            if reloaded
+            else "of `scriptbus up` is not running here: it accepts this user when it starts; a nats-server "
+            "you run yourself (compose) accepts it once sent SIGHUP (`docker compose kill -s HUP nats`)"
+        )
     )
     print(f"  on {args.host}: SCRIPTBUS_NATS_CREDS=<copy of the seed> SCRIPTBUS_NATS_URL=nats://<this host>:<port> \\")
     print(f"      SCRIPTBUS_POOLS={','.join(pools)} scriptbus executor --host {args.host}")
