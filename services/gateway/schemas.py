@@ -11,6 +11,7 @@ from scriptbus.events import run_env
 from scriptbus.events.executors import ExecutorState
 from scriptbus.events.secrets import MAX_SECRETS_PER_RUN, secret_name_problem
 from scriptbus.events.statuses import RunStatus
+from scriptbus.gateway.file_schemas import ARTIFACTS_DOC, FILES_DOC, ArtifactPatterns, FileNames
 
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_ENV_BYTES = 128 * 1024
@@ -165,6 +166,8 @@ class RunCreate(BaseModel):
     stop_grace_s: Grace = Field(5.0, description=_GRACE_DOC)
     pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
     host: Text | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
+    files: FileNames = Field(default_factory=list, description=FILES_DOC)
+    artifacts: ArtifactPatterns = Field(default_factory=list, description=ARTIFACTS_DOC)
 
     def source_errors(self) -> list[dict[str, Any]]:
         """Validation errors (FastAPI's shape) unless exactly one of `script` and `command_id` is given."""
@@ -217,6 +220,8 @@ class CommandRunCreate(BaseModel):
     stop_grace_s: Grace | None = Field(None, description=_GRACE_DOC + " Default: the command's.")
     pool: str | None = Field(None, pattern=TOKEN_PATTERN, description=_POOL_DOC + " Default: the command's.")
     host: Text | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
+    files: FileNames = Field(default_factory=list, description=FILES_DOC)
+    artifacts: ArtifactPatterns = Field(default_factory=list, description=ARTIFACTS_DOC)
 
 
 class CommandCreate(BaseModel):

@@ -152,7 +152,8 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         """UPDATE runs SET
                status = $2, exit_code = $3, signal = $4, host = COALESCE($5, host), finished_at = $6,
                duration_s = $7, output_truncated = $8, dropped_bytes = $9, survivors = $10::jsonb,
-               reason = $11, stopped_by = CASE WHEN $13::text <> '' THEN $13::text ELSE stopped_by END
+               reason = $11, stopped_by = CASE WHEN $13::text <> '' THEN $13::text ELSE stopped_by END,
+               artifacts = $14::jsonb
            WHERE id = $1 AND NOT (status = ANY($12::text[]))""",
         uuid.UUID(e.run_id),
         e.status.value,
@@ -167,6 +168,7 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         e.reason,
         _TERMINAL,
         e.stopped_by,
+        json.dumps([a.model_dump() for a in e.artifacts]),
     )
     if status == "UPDATE 1":
         w.stats.count("finished", e.status.value)
