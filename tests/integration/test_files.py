@@ -120,15 +120,24 @@ async def test_a_100_mb_file_reaches_a_run_and_its_artifact_comes_back_byte_exac
     assert (await api.client.get(f"{FILES}/data/big.bin")).status_code == 404
 
 
-async def test_a_file_gone_before_the_run_starts_fails_the_run_clearly(fapi: Api, start_service: StartService) -> None:
+async def test_a_vanished_file_fails_the_run_and_artifacts_over_the_limit_are_said(
+    fapi: Api, start_service: StartService
+) -> None:
     api = fapi
     assert (await api.client.put(f"{FILES}/tool.sh", content=b"echo hi\n")).status_code == 200
     made = await api.client.post(RUNS, json={"script": "cat tool.sh", "files": ["tool.sh"], "pool": "later"})
     assert made.status_code == 202, made.text
     assert (await api.client.delete(f"{FILES}/tool.sh")).status_code == 204
-    await start_executor(start_service, "--pool", "later")
+    await start_executor(start_service, "--pool", "later", env={"SCRIPTBUS_ARTIFACTS_MAX_BYTES": "1000"})
     run = await wait_for_status(api.client, made.json()["id"], "failed")
     assert "file 'tool.sh' is not in the files store" in run["reason"]
+
+    script = "head -c 600 /dev/zero > a.out; head -c 600 /dev/zero > b.out"
+    made = await api.client.post(RUNS, json={"script": script, "artifacts": ["*.out"], "pool": "later"})
+    run = await wait_for_status(api.client, made.json()["id"], "succeeded")
+    assert "b.out (600 bytes) and later files left out: over the limit of 1000 bytes" in run["reason"]
+    kept = (await api.client.get(f"{RUNS}/{run['id']}/artifacts")).json()["artifacts"]
+    assert [a["path"] for a in kept] == ["a.out"]
 
 
 async def test_bad_names_missing_files_and_oversized_bodies_are_refused_and_leave_nothing(
