@@ -176,8 +176,8 @@ async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate, run_
         host=host_token(body.host) if body.host else None,
         command_id=command.id,
         requested_by=by,
-        files=body.files,
-        artifacts=body.artifacts,
+        files=list(dict.fromkeys([*command.files, *body.files])),
+        artifacts=list(dict.fromkeys([*command.artifacts, *body.artifacts])),
     )
     return await _request(gw, event)
 

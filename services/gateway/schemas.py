@@ -253,6 +253,8 @@ class CommandCreate(BaseModel):
     script: Script = Field(description="Bash source, at most 1 MiB (UTF-8); gets the run's `args` as `$1`….")
     env: Env = Field(default_factory=dict, description=_ENV_DOC)
     secrets: SecretNames = Field(default_factory=list, description=_SECRETS_DOC + " Every run of it gets them.")
+    files: FileNames = Field(default_factory=list, description=FILES_DOC + " Every run of it gets them.")
+    artifacts: ArtifactPatterns = Field(default_factory=list, description=ARTIFACTS_DOC + " For every run of it.")
     timeout_s: Timeout | None = Field(None, description=_TIMEOUT_DOC)
     stop_grace_s: Grace = Field(5.0, description=_GRACE_DOC)
     pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
@@ -267,6 +269,8 @@ class Command(BaseModel):
     script: str
     env: dict[str, str]
     secrets: list[str] = Field(default_factory=list, description="Names of the secrets its runs get (never values).")
+    files: list[str] = Field(default_factory=list, description="Stored files placed in each run's folder.")
+    artifacts: list[str] = Field(default_factory=list, description="Artifact patterns of each run.")
     timeout_s: float | None
     stop_grace_s: float
     pool: str

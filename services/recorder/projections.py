@@ -191,8 +191,8 @@ async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: Batc
 async def command_created(conn: asyncpg.Connection, e: CommandCreated, seq: int, w: BatchWrites) -> None:
     await conn.execute(
         """INSERT INTO commands (id, name, description, script, env, timeout_s, stop_grace_s, pool,
-                                 version, created_at, updated_at, secrets)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, 1, $9, $9, $10::jsonb)
+                                 version, created_at, updated_at, secrets, files, artifacts)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, 1, $9, $9, $10::jsonb, $11::jsonb, $12::jsonb)
            ON CONFLICT (id) DO NOTHING""",
         uuid.UUID(e.command_id),
         e.name,
@@ -204,6 +204,8 @@ async def command_created(conn: asyncpg.Connection, e: CommandCreated, seq: int,
         e.pool,
         _aware(e.occurred_at),
         json.dumps(e.secrets),
+        json.dumps(e.files),
+        json.dumps(e.artifacts),
     )
 
 
@@ -211,7 +213,7 @@ async def command_updated(conn: asyncpg.Connection, e: CommandUpdated, seq: int,
     await conn.execute(
         """UPDATE commands SET name = $2, description = $3, script = $4, env = $5::jsonb, timeout_s = $6,
                                stop_grace_s = $7, pool = $8, version = version + 1, updated_at = $9,
-                               secrets = $10::jsonb
+                               secrets = $10::jsonb, files = $11::jsonb, artifacts = $12::jsonb
            WHERE id = $1""",
         uuid.UUID(e.command_id),
         e.name,
@@ -223,6 +225,8 @@ async def command_updated(conn: asyncpg.Connection, e: CommandUpdated, seq: int,
         e.pool,
         _aware(e.occurred_at),
         json.dumps(e.secrets),
+        json.dumps(e.files),
+        json.dumps(e.artifacts),
     )
 
 

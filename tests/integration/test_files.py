@@ -178,3 +178,25 @@ async def test_bad_names_missing_files_and_oversized_bodies_are_refused_and_leav
     refused = await api.client.put(f"{FILES}/tool.sh", content=b"x", headers=bearer(reader["token"]))
     assert refused.status_code == 403 and "admin" in refused.text
     assert (await api.client.get(FILES, headers=bearer(reader["token"]))).status_code == 200
+
+
+async def test_a_saved_command_gives_its_files_and_artifacts_to_every_run(
+    fapi: Api, start_service: StartService
+) -> None:
+    api = fapi
+    await start_executor(start_service)
+    command = {"name": "deploy", "script": "./tool.sh > out.txt", "files": ["tool.sh"], "artifacts": ["*.txt"]}
+    missing = await api.client.post("/api/v1/commands", json=command)
+    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "files"], missing.text
+    put = await api.client.put(f"{FILES}/tool.sh", params={"executable": "true"}, content=b"echo deployed\n")
+    assert put.status_code == 200, put.text
+    made = await api.client.post("/api/v1/commands", json=command)
+    assert made.status_code == 201, made.text
+    assert made.json()["files"] == ["tool.sh"] and made.json()["artifacts"] == ["*.txt"]
+
+    started = await api.client.post("/api/v1/commands/deploy/runs", json={})
+    assert started.status_code == 202, started.text
+    run = await wait_for_status(api.client, started.json()["id"], "succeeded")
+    (artifact,) = (await api.client.get(f"{RUNS}/{run['id']}/artifacts")).json()["artifacts"]
+    assert artifact["path"] == "out.txt"
+    assert (await api.client.get(f"{RUNS}/{run['id']}/artifacts/out.txt")).content == b"deployed\n"

@@ -2,3 +2,6 @@
 -- `artifacts` patterns kept (path, size, sha256), from its `run.finished`, for the artifacts API.
 
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS artifacts jsonb NOT NULL DEFAULT '[]';
+-- A saved command's files (names in the files store) and artifact patterns, given to each of its runs.
+ALTER TABLE commands ADD COLUMN IF NOT EXISTS files jsonb NOT NULL DEFAULT '[]';
+ALTER TABLE commands ADD COLUMN IF NOT EXISTS artifacts jsonb NOT NULL DEFAULT '[]';
