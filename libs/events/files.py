@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -23,6 +24,7 @@ from nats.js.api import Header, ObjectInfo, ObjectStoreConfig, StorageType
 from nats.js.object_store import ObjectStore
 from pydantic import BaseModel, ConfigDict
 
+from scriptbus.events.envelope import Event
 from scriptbus.events.subjects import Subjects
 
 MAX_NAME_CHARS = 512
@@ -91,6 +93,34 @@ class Artifact(BaseModel):
     path: str
     size: int
     sha256: str
+
+
+class FileEvent(Event):
+    """Who stored or deleted which file: the audit log. The listing comes from the object store itself."""
+
+    name: str
+
+    @property
+    def key(self) -> str:
+        return file_key(self.name)
+
+
+class FileStored(FileEvent):
+    type: Literal["file.stored"] = "file.stored"
+    size: int
+    sha256: str
+    executable: bool = False
+    stored_by: str = ""
+
+
+class FileDeleted(FileEvent):
+    type: Literal["file.deleted"] = "file.deleted"
+    deleted_by: str = ""
+
+
+def file_key(name: str) -> str:
+    """A subject token for a file name (which may hold '.' and '/')."""
+    return hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 def artifact_object(run_id: str, path: str) -> str:

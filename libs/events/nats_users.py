@@ -129,7 +129,7 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
         for stream in _object_stores(s):
             publish += [*_stream_admin(stream), *_stream_read(stream), *_consume(stream)]
             publish += [f"{API}.STREAM.PURGE.{stream}"]
-        publish += [f"$O.{s.files_bucket}.>", f"$O.{s.artifacts_bucket}.M.>"]
+        publish += [f"$O.{s.files_bucket}.>", f"$O.{s.artifacts_bucket}.M.>", f"{p}.files.>"]
     elif role is Role.RECORDER:
         # It publishes no event; it purges a deleted run's messages from the events stream.
         publish += [f"{API}.STREAM.PURGE.{s.events_stream}"]
@@ -180,7 +180,7 @@ def executor_permissions(s: Subjects, public_key: str, host: str, pools: Iterabl
         subscribe=tuple(subscribe),
         publish_deny=(
             f"{p}.runs.*.requested.>",
-            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets")),
+            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets", "files")),
             f"{API}.STREAM.CREATE.>",
             f"{API}.STREAM.UPDATE.>",
             f"{API}.STREAM.DELETE.>",

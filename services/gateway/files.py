@@ -21,6 +21,9 @@ from starlette.requests import ClientDisconnect
 from scriptbus.events.files import (
     EXECUTABLE_HEADER,
     STORED_BY_HEADER,
+    FileDeleted,
+    FileEvent,
+    FileStored,
     TooLarge,
     delete_object,
     header,
@@ -30,6 +33,7 @@ from scriptbus.events.files import (
     read_chunks,
     write_object,
 )
+from scriptbus.events.publishing import publish_event
 from scriptbus.gateway.auth import Admin, Role, need
 from scriptbus.gateway.errors import BusUnavailable, GatewayError, RequestTooLarge, invalid_input
 from scriptbus.gateway.file_schemas import StoredFile, StoredFileList
@@ -105,6 +109,17 @@ async def check_stored(gw: Gateway, names: list[str]) -> None:
             )
 
 
+async def _record(gw: Gateway, event: FileEvent) -> None:
+    """The change as an event (the audit log: who stored or deleted which file)."""
+    try:
+        await publish_event(gw.js, gw.subjects, event)
+    except STORE_ERRORS as exc:
+        raise BusUnavailable(
+            f"the change to file {event.name!r} is made but its {event.type} event could not be stored "
+            f"({exc or type(exc).__name__}); repeat the request"
+        ) from exc
+
+
 async def _limited(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
     seen = 0
     async for chunk in request.stream():
@@ -160,8 +175,19 @@ async def put_file(
         raise _bus_down(exc) from exc
     if previous is not None and previous.nuid != info.nuid:
         await purge(f"$O.{bucket}.C.{previous.nuid}")
-    log.info("file %s stored by %s (%d bytes)", name, caller.name, info.size or 0)
-    return describe(info)
+    stored_file = describe(info)
+    await _record(
+        gw,
+        FileStored(
+            name=name,
+            size=stored_file.size,
+            sha256=stored_file.sha256,
+            executable=executable,
+            stored_by=caller.name,
+        ),
+    )
+    log.info("file %s stored by %s (%d bytes)", name, caller.name, stored_file.size)
+    return stored_file
 
 
 @router.get("", response_model=StoredFileList, summary="List files", responses={**UNAUTHORIZED, **UNAVAILABLE})
@@ -219,5 +245,6 @@ async def delete_file(name: NamePath, gw: GatewayDep, caller: Admin) -> Response
         raise _bus_down(exc) from exc
     if not found:
         raise FileNotFound(f"no stored file {name!r}")
+    await _record(gw, FileDeleted(name=name, deleted_by=caller.name))
     log.info("file %s deleted by %s", name, caller.name)
     return Response(status_code=204)

@@ -346,7 +346,7 @@ PROJECTIONS: dict[str, Projection] = {
 
 # Event types the read models deliberately do not show. Every event type is in exactly one of
 # PROJECTIONS and IGNORED (tests/unit/test_contract.py), so a new event cannot be dropped by omission.
-IGNORED: frozenset[str] = frozenset()
+IGNORED: frozenset[str] = frozenset({"file.stored", "file.deleted"})  # audit only: files list from their store
 
 
 def output_run_id(subject: str) -> str | None:

@@ -12,7 +12,8 @@ import nats.js.errors
 import pytest
 
 from scriptbus.embedded import free_port
-from scriptbus.events.files import artifact_object, object_info
+from scriptbus.events import decode_event
+from scriptbus.events.files import FileStored, artifact_object, file_key, object_info
 from tests.helpers.api import wait_for_status, wait_until_ready
 from tests.helpers.executor import start_executor
 from tests.helpers.gateway import Api
@@ -190,6 +191,13 @@ async def test_a_saved_command_gives_its_files_and_artifacts_to_every_run(
     assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "files"], missing.text
     put = await api.client.put(f"{FILES}/tool.sh", params={"executable": "true"}, content=b"echo deployed\n")
     assert put.status_code == 200, put.text
+    # Who stored what is in the events stream (the audit log).
+    audit = await api.js.get_last_msg(
+        api.subjects.events_stream, api.subjects.file_event(file_key("tool.sh"), "stored")
+    )
+    stored = decode_event(audit.data or b"")
+    assert isinstance(stored, FileStored)
+    assert (stored.name, stored.stored_by, stored.sha256) == ("tool.sh", "local", put.json()["sha256"])
     made = await api.client.post("/api/v1/commands", json=command)
     assert made.status_code == 201, made.text
     assert made.json()["files"] == ["tool.sh"] and made.json()["artifacts"] == ["*.txt"]

@@ -64,5 +64,6 @@ def test_executors_read_files_and_only_write_artifacts_the_gateway_writes_files_
     )
     assert {"$JS.API.STREAM.MSG.GET.OBJ_SB_artifacts", "$O.SB_artifacts.M.>"} <= set(gateway.publish)
     assert "$O.SB_artifacts.>" not in gateway.publish  # it deletes artifacts, never writes their bytes
+    assert "sb.files.>" in gateway.publish and "sb.files.>" in executor.publish_deny  # the audit events
     for role in (Role.RECORDER, Role.SCHEDULER):
         assert not [p for p in NatsUser(role, KEY).permissions(s).publish if "$O." in p or "OBJ_" in p]
