@@ -211,14 +211,25 @@ async def write_object(
     chunk_subject = f"$O.{bucket}.C.{nuid}"
     h = hashlib.sha256()
     size = count = 0
+    pending = bytearray()
+
+    async def send(piece: bytes) -> None:
+        nonlocal size, count
+        await js.publish(chunk_subject, piece)
+        h.update(piece)
+        size += len(piece)
+        count += 1
+
     try:
+        # Whole chunks whatever sizes come in: an HTTP body arrives in small pieces, and each chunk
+        # waits for its ack.
         async for data in chunks:
-            for start in range(0, len(data), CHUNK_BYTES):
-                piece = data[start : start + CHUNK_BYTES]
-                await js.publish(chunk_subject, piece)
-                h.update(piece)
-                size += len(piece)
-                count += 1
+            pending += data
+            while len(pending) >= CHUNK_BYTES:
+                await send(bytes(pending[:CHUNK_BYTES]))
+                del pending[:CHUNK_BYTES]
+        if pending:
+            await send(bytes(pending))
     except BaseException:
         if on_error is not None:
             await on_error(chunk_subject)

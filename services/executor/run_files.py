@@ -64,7 +64,9 @@ async def place_files(js: JetStreamContext, s: Subjects, names: list[str], cwd: 
             os.close(parent)
         try:
             async for chunk in read_chunks(js, info):
-                os.write(fd, chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
             if run_as is not None:
                 os.fchown(fd, run_as.uid, run_as.gid)
             os.fchmod(fd, mode)
