@@ -329,6 +329,7 @@ class Execution:
                 self.request.artifacts,
                 cwd,
                 self._me.artifacts_max_bytes,
+                self._me.run_as,
             )
         except BUS_ERRORS as exc:
             log.warning("run %s: artifacts not uploaded: %s", self.run_id, exc)

@@ -136,8 +136,9 @@ def _matching(root: Path, patterns: list[str]) -> tuple[list[str], bool]:
     return sorted(found), False
 
 
-def _open_regular(root: Path, path: str) -> int | None:
-    """An fd to read `root/path` when it is (still) a regular file reached without a symlink, else None."""
+def _open_regular(root: Path, path: str, owner: int | None) -> int | None:
+    """An fd to read `root/path` when it is (still) a regular file reached without a symlink, and owned by
+    `owner` when given (a hard link the script made to a file it may not read is not its own), else None."""
     parts = path.split("/")
     try:
         parent = _open_dirs(root, parts[:-1])
@@ -149,7 +150,8 @@ def _open_regular(root: Path, path: str) -> int | None:
         return None
     finally:
         os.close(parent)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (owner is not None and st.st_uid != owner):
         os.close(fd)
         return None
     return fd
@@ -167,10 +169,17 @@ async def _read(fd: int, size: int) -> AsyncIterator[bytes]:
 
 
 async def collect_artifacts(
-    js: JetStreamContext, s: Subjects, run_id: str, patterns: list[str], cwd: Path, max_bytes: int
+    js: JetStreamContext,
+    s: Subjects,
+    run_id: str,
+    patterns: list[str],
+    cwd: Path,
+    max_bytes: int,
+    run_as: RunAs | None = None,
 ) -> Collected:
     """Upload the regular files under `cwd` that match `patterns` as `<run_id>/<path>`, up to
-    `max_bytes` in all and MAX_ARTIFACTS_PER_RUN files; what was left out is in the note."""
+    `max_bytes` in all and MAX_ARTIFACTS_PER_RUN files; what was left out is in the note. When scripts
+    run as `run_as`, only that user's files are taken: the executor reads as root."""
     out = Collected()
     if not patterns or not cwd.is_dir():
         return out
@@ -182,7 +191,7 @@ async def collect_artifacts(
         if len(out.artifacts) >= MAX_ARTIFACTS_PER_RUN:
             out.notes.append(f"artifacts: only the first {MAX_ARTIFACTS_PER_RUN} files kept, of {len(paths)}")
             break
-        fd = _open_regular(cwd, path)
+        fd = _open_regular(cwd, path, None if run_as is None else run_as.uid)
         if fd is None:
             continue
         try:
