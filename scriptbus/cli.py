@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 SERVICES = ("gateway", "executor", "recorder", "scheduler")
 # Kept in step with scriptbus.client.CLIENT_COMMANDS, without importing the client for the services.
-CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens")
+CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens", "files", "cp")
 
 USAGE = """usage: scriptbus <command> [options]
 
@@ -32,6 +32,8 @@ client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBU
   secrets     write-only secrets for runs: set NAME (value from stdin or a prompt), list, rm
   wf          projects and workflows, seed 004's verbs: select-project, create, update, delete, dump,
               run (--follow), stop, status (--format spad), set-status, retry, follow, ps
+  files       files runs get in their folder: put LOCAL [NAME], get NAME [DEST], ls, rm NAME
+  cp          copy a file to or from a host, as a run on it: cp ./tool.sh build-1:/opt/bin/
   tokens      API tokens with roles: create --role read|run|admin --name N (printed once), list, revoke ID
 
 Run `scriptbus <command> --help` for a command's options; `scriptbus --version` prints the version.

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpdated
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
+from scriptbus.events.files import FileDeleted, FileStored
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
 from scriptbus.events.secrets import SecretRemoved, SecretSet
 from scriptbus.events.tokens import TokenCreated, TokenRevoked
@@ -38,6 +39,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SecretRemoved,
         TokenCreated,
         TokenRevoked,
+        FileStored,
+        FileDeleted,
     )
 }
 EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in WORKFLOW_EVENT_TYPES})

@@ -26,6 +26,9 @@ class CommandDefinition(CommandEvent):
     pool: str = "default"
     # Names of secrets every run of the command gets in its environment (values never in an event).
     secrets: list[str] = Field(default_factory=list)
+    # Stored files every run of it gets in its folder, and artifact patterns every run keeps.
+    files: list[str] = Field(default_factory=list)
+    artifacts: list[str] = Field(default_factory=list)
 
 
 class CommandCreated(CommandDefinition):

@@ -11,7 +11,10 @@ What the JetStream API subjects mean (nats-py 2.x against nats-server 2.10):
   `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>` (the filter in the subject, so a permission can pin
   it), `$JS.API.CONSUMER.INFO|DELETE|MSG.NEXT.<stream>.<name>`, acks on `$JS.ACK.<stream>.<consumer>.>`,
   flow control replies on `$JS.FC.<stream>.>`; a KV put/create/delete is a publish to `$KV.<bucket>.<key>`
-  and a KV get is a direct get on the stream `KV_<bucket>`.
+  and a KV get is a direct get on the stream `KV_<bucket>`. An object store `<bucket>` is the stream
+  `OBJ_<bucket>`: chunks published on `$O.<bucket>.C.<nuid>`, the object's info on `$O.<bucket>.M.<name>`
+  (read as the last message on that subject); a get is a nameless ordered consumer on the chunks, a
+  delete publishes the info and purges the chunks.
 """
 
 from __future__ import annotations
@@ -96,6 +99,11 @@ def _secrets_denied(s: Subjects) -> list[str]:
             f"{API}.CONSUMER.*.{stream}", f"{API}.CONSUMER.*.{stream}.>", f"{API}.CONSUMER.*.*.{stream}.>"]  # fmt: skip
 
 
+def _object_stores(s: Subjects) -> tuple[str, str]:
+    """The streams of the files and artifacts object stores."""
+    return f"OBJ_{s.files_bucket}", f"OBJ_{s.artifacts_bucket}"
+
+
 def _service_buckets(s: Subjects) -> list[str]:
     return [s.claims_bucket, s.command_names_bucket, s.idempotency_bucket, s.wfactive_bucket, s.wfdefs_bucket]
 
@@ -116,6 +124,12 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
         publish += [f"{p}.executors.>"]  # admins manage executors
         # The gateway writes secrets (already encrypted for the executors) and never reads them back.
         publish += [*_stream_admin(f"KV_{s.secrets_bucket}"), *_kv_write(s.secrets_bucket)]
+        # It makes both object stores, writes and serves files, serves artifacts and deletes them with
+        # their run (an info marked deleted, chunks purged); it never writes an artifact's chunks.
+        for stream in _object_stores(s):
+            publish += [*_stream_admin(stream), *_stream_read(stream), *_consume(stream)]
+            publish += [f"{API}.STREAM.PURGE.{stream}"]
+        publish += [f"$O.{s.files_bucket}.>", f"$O.{s.artifacts_bucket}.M.>", f"{p}.files.>"]
     elif role is Role.RECORDER:
         # It publishes no event; it purges a deleted run's messages from the events stream.
         publish += [f"{API}.STREAM.PURGE.{s.events_stream}"]
@@ -155,13 +169,18 @@ def executor_permissions(s: Subjects, public_key: str, host: str, pools: Iterabl
     publish += _stream_read(executors)  # its own host's last heartbeat, to refuse a duplicate
     publish += [*_stream_read(claims), *_kv_write(s.claims_bucket)]
     publish += _stream_read(secrets)
+    # Files: read into run folders (an object's info, then an ordered consumer on its chunks). Artifacts:
+    # written only, never read back (nor purged: its names are unique per run).
+    files_stream, _ = _object_stores(s)
+    publish += [*_stream_read(files_stream), f"{API}.CONSUMER.CREATE.{files_stream}", f"$JS.FC.{files_stream}.>"]
+    publish += [f"$O.{s.artifacts_bucket}.>"]
     subscribe += [s.all_stop_requests, s.all_wfrun_stop_requests, s.executor_event(host, "heartbeat")]
     return Permissions(
         publish=tuple(publish),
         subscribe=tuple(subscribe),
         publish_deny=(
             f"{p}.runs.*.requested.>",
-            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets")),
+            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets", "files")),
             f"{API}.STREAM.CREATE.>",
             f"{API}.STREAM.UPDATE.>",
             f"{API}.STREAM.DELETE.>",
@@ -169,6 +188,7 @@ def executor_permissions(s: Subjects, public_key: str, host: str, pools: Iterabl
             f"{API}.STREAM.MSG.DELETE.>",
             f"{API}.CONSUMER.DELETE.>",
             f"$KV.{s.secrets_bucket}.>",
+            f"$O.{s.files_bucket}.>",
         ),
         subscribe_deny=(f"$KV.{s.secrets_bucket}.>",),
     )

@@ -9,6 +9,7 @@ from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.commands import CommandEvent
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorEvent
+from scriptbus.events.files import FileEvent
 from scriptbus.events.runs import RUN_ENDING_TYPES, RunEvent, RunRequested
 from scriptbus.events.secrets import SecretEvent
 from scriptbus.events.streams import ensure_queue
@@ -34,6 +35,8 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.wfrun_event(event.wfrun_id, event.type.removeprefix("wfrun."))
     if isinstance(event, SecretEvent):
         return s.secret_event(event.name, event.type.removeprefix("secret."))
+    if isinstance(event, FileEvent):
+        return s.file_event(event.key, event.type.removeprefix("file."))
     if isinstance(event, TokenEvent):
         return s.token_event(event.token_id, event.type.removeprefix("token."))
     raise TypeError(f"no subject for event type {event.type!r}")

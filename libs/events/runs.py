@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from scriptbus.events.envelope import Event
+from scriptbus.events.files import Artifact
 from scriptbus.events.statuses import RunStatus
 
 # The environment variable naming a run's hold file (see `RunRequested.hold_max_s`).
@@ -43,6 +44,10 @@ class RunRequested(RunEvent):
     secrets: list[str] = Field(default_factory=list)
     # The name of the caller who asked (their token's name): the events stream is the audit log.
     requested_by: str = ""
+    # Files from the files store placed in the run's folder before it starts, and glob patterns of what
+    # to keep from the folder after it ends (uploaded to the artifacts store as `<run_id>/<path>`).
+    files: list[str] = Field(default_factory=list)
+    artifacts: list[str] = Field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -81,6 +86,8 @@ class RunFinished(RunEvent):
     reason: str = ""
     # Who cancelled a run that had not started (the gateway's cancel); empty for every other ending.
     stopped_by: str = ""
+    # What the run's `artifacts` patterns kept, uploaded before this event.
+    artifacts: list[Artifact] = Field(default_factory=list)
 
 
 class RunDeleted(RunEvent):

@@ -57,6 +57,7 @@ class Subjects:
             f"{prefix}.secrets.>",
             f"{prefix}.fanouts.>",
             f"{prefix}.schedules.>",
+            f"{prefix}.files.>",
         ]
         self.executors_subjects = [f"{prefix}.executors.>"]
         self.all_output = f"{prefix}.runs.*.out"
@@ -123,6 +124,12 @@ class Subjects:
     def schedule_event(self, schedule_id: str, name: str) -> str:
         """`created`, `updated`, `deleted`, `paused`, `resumed`, `fired`, …"""
         return f"{self.prefix}.schedules.{schedule_id}.{name}"
+
+    # files ----------------------------------------------------------------------------------------
+    def file_event(self, name_key: str, name: str) -> str:
+        """`stored`, `deleted`: who changed which file (the audit log); the bytes are in the object store.
+        A file's name may hold '.' and '/', so its key here is a digest of it (`files.file_key`)."""
+        return f"{self.prefix}.files.{name_key}.{name}"
 
     # executors ----------------------------------------------------------------------------------
     def executor_event(self, host: str, name: str) -> str:

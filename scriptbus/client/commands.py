@@ -22,7 +22,21 @@ from scriptbus.client.api import DEFAULT_API, Api, ClientError, is_full_id
 from scriptbus.client.follow import TERMINAL, InterruptGuard, RunFollower, exit_status
 from scriptbus.client.spinner import Spinner
 
-CLIENT_COMMANDS = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens")
+CLIENT_COMMANDS = (
+    "run",
+    "ps",
+    "show",
+    "logs",
+    "stop",
+    "rm",
+    "commands",
+    "executors",
+    "wf",
+    "secrets",
+    "tokens",
+    "files",
+    "cp",
+)
 ACTIVE = ("queued", "running", "stopping")
 # The API's largest page.
 _PAGE = 1000
@@ -111,6 +125,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         body["env"] = env
     if args.secret:
         body["secrets"] = args.secret
+    if args.use_file:
+        body["files"] = args.use_file
+    if args.artifact:
+        body["artifacts"] = args.artifact
     for key, value in (
         ("description", args.description),
         ("timeout_s", args.timeout),
@@ -540,6 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command", "-c", metavar="NAME", help="run a saved command")
     _run_options(p)
     p.add_argument("--host", help="run on this executor host only")
+    p.add_argument(
+        "--use-file",
+        action="append",
+        metavar="NAME",
+        help="a stored file (`scriptbus files`) placed in the run's folder before it starts (repeatable)",
+    )
+    p.add_argument(
+        "--artifact",
+        action="append",
+        metavar="GLOB",
+        help="keep files of the run's folder matching GLOB ('*.log', 'out/**') after it ends (repeatable)",
+    )
     p.add_argument("--detach", action="store_true", help="print the run's id and return at once")
     p.add_argument(
         "--stop-on-interrupt",
@@ -609,9 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("executors", cmd_executors, help="the fleet", description="Executors: state, pools, load, heartbeat.")
 
     # Imported here: the workflow, secret and token verbs build on this module's Context and helpers.
-    from scriptbus.client import secrets, tokens, workflows
+    from scriptbus.client import files, secrets, tokens, workflows
 
     workflows.add_parser(sub, common)
+    files.add_parser(sub, common)
     secrets.add_parser(sub, common)
     tokens.add_parser(sub, common)
     return parser

@@ -35,6 +35,7 @@ from scriptbus.executor.output import OutputPublisher, Pump
 from scriptbus.executor.process import StopCause, clean_env, outcome, spawn, wait_exit
 from scriptbus.executor.procfs import boot_id, read_stat
 from scriptbus.executor.run_as import RunAs
+from scriptbus.executor.run_files import Collected, FileMissing, collect_artifacts, place_files
 from scriptbus.executor.secrets import SecretReader, SecretUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,14 @@ SHUTDOWN_REASON = "executor shutting down"
 HOLD_FILE_NAME = ".hold"
 # How often a held stop looks whether the hold file is gone.
 HOLD_POLL_S = 0.1
+# What keeps a run from starting (it then fails, saying why), rather than the executor.
+_START_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    subprocess.SubprocessError,
+    SecretUnavailable,
+    FileMissing,
+    *BUS_ERRORS,
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,8 @@ class ExecutorIdentity:
     secrets: SecretReader
     # Who scripts run as; None: the executor's own user.
     run_as: RunAs | None = None
+    # What one run's artifacts may upload in all.
+    artifacts_max_bytes: int = 1024 * 1024 * 1024
 
 
 class Execution:
@@ -198,6 +209,8 @@ class Execution:
                 # The script's own folder, and its HOME: nobody else's can be listed.
                 os.chown(cwd, me.run_as.uid, me.run_as.gid)
                 env = clean_env(req.env, user=me.run_as.name, home=str(cwd))
+            if req.files:
+                await place_files(self._js, self._subjects, req.files, cwd, me.run_as)
             # Last, so no `env` entry (the gateway refuses clashes) can stand in for a secret.
             secret_values = await me.secrets.environment(req.secrets)
             env.update(secret_values)
@@ -209,7 +222,7 @@ class Execution:
                 # From before the fork: the script may run for a while before spawn() returns.
                 started = time.monotonic()
                 proc = await spawn(me.bash, req.script, req.args, env, cwd, procs.preexec(), me.run_as)
-        except (OSError, ValueError, subprocess.SubprocessError, SecretUnavailable) as exc:
+        except _START_ERRORS as exc:
             if procs is not None:
                 await procs.close()
             shutil.rmtree(cwd, ignore_errors=True)
@@ -283,6 +296,8 @@ class Execution:
         await out.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=PIPE_LINGER_S)
+        # Whatever the status: a failed run's logs are often what is wanted most.
+        kept = await self._collect_artifacts(cwd)
         shutil.rmtree(cwd, ignore_errors=True)
 
         result = outcome(returncode, self._cause, self._needed_kill)
@@ -298,9 +313,27 @@ class Execution:
                 output_truncated=out.truncated,
                 dropped_bytes=out.dropped_bytes,
                 survivors=survivors,
-                reason=self._reason,
+                reason="; ".join(r for r in (self._reason, kept.note) if r),
+                artifacts=kept.artifacts,
             )
         )
+
+    async def _collect_artifacts(self, cwd: Path) -> Collected:
+        if not self.request.artifacts:
+            return Collected()
+        try:
+            return await collect_artifacts(
+                self._js,
+                self._subjects,
+                self.run_id,
+                self.request.artifacts,
+                cwd,
+                self._me.artifacts_max_bytes,
+                self._me.run_as,
+            )
+        except BUS_ERRORS as exc:
+            log.warning("run %s: artifacts not uploaded: %s", self.run_id, exc)
+            return Collected(notes=[f"artifacts not uploaded: {exc or type(exc).__name__}"])
 
     def _journal(self, entry: Entry) -> None:
         try:

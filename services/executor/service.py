@@ -66,6 +66,7 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
         journal=Journal(work_dir, executor_id),
         secrets=SecretReader(js, subjects, secrets_key),
         run_as=run_as,
+        artifacts_max_bytes=settings.artifacts_max_bytes,
     )
     worker = Worker(nc, js, subjects, me, settings.targets, settings.max_concurrency)
     heartbeat = Heartbeat(

@@ -37,6 +37,9 @@ class ExecutorSettings(ServiceSettings):
     heartbeat_interval_s: float = Field(2.0, gt=0)
     work_dir: str = Field(default_factory=_default_work_dir)
     max_output_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    # What one run's `artifacts` may upload in all (`SCRIPTBUS_ARTIFACTS_MAX_BYTES`); past it the run's
+    # reason says what was left out.
+    artifacts_max_bytes: int = Field(1024 * 1024 * 1024, ge=0)
     # Used when a request does not say its own grace period.
     default_stop_grace_s: float = Field(5.0, ge=0)
     # Stopping runs at shutdown takes their grace period, then up to 15 s to publish their ends.

@@ -17,7 +17,7 @@ from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
 from scriptbus.events.streams import MAX_MSG_SIZE
 from scriptbus.events.subjects import host_token
 from scriptbus.events.workflows import ACTIVE_WORKFLOW_RUN_STATUSES
-from scriptbus.gateway import fleet, queries, readmodels, secret_names, workflow_readmodels
+from scriptbus.gateway import artifacts, files, fleet, queries, readmodels, secret_names, workflow_readmodels
 from scriptbus.gateway.errors import (
     DB_ERRORS,
     BusUnavailable,
@@ -151,6 +151,8 @@ async def create_run(gw: Gateway, body: RunCreate, run_id: str, by: str) -> Run:
         pool=body.pool,
         host=host_token(body.host) if body.host else None,
         requested_by=by,
+        files=body.files,
+        artifacts=body.artifacts,
     )
     return await _request(gw, event)
 
@@ -174,6 +176,8 @@ async def create_command_run(gw: Gateway, ref: str, body: CommandRunCreate, run_
         host=host_token(body.host) if body.host else None,
         command_id=command.id,
         requested_by=by,
+        files=list(dict.fromkeys([*command.files, *body.files])),
+        artifacts=list(dict.fromkeys([*command.artifacts, *body.artifacts])),
     )
     return await _request(gw, event)
 
@@ -182,6 +186,7 @@ async def _request(gw: Gateway, event: RunRequested) -> Run:
     """Publish `run.requested` to its pool's (or host's) queue and return the run."""
     check_size(gw, event)
     await secret_names.check_usable(gw, event.secrets, event.env)
+    await files.check_stored(gw, event.files)
     require_bus(gw)
     try:
         ack = await publish_request(gw.js, gw.subjects, event, gw.queues)
@@ -266,8 +271,10 @@ async def delete_run(gw: Gateway, run_id: str, by: str) -> None:
     if status not in TERMINAL_STATUSES:
         raise RunConflict(f"run {run_id} is {status}; stop it and let it finish before deleting it")
     await _not_a_step_of_an_active_workflow_run(gw, run_id)
+    kept = await artifacts.listed(gw, run_id)
     seq = await publish(gw, RunDeleted(run_id=run_id, deleted_by=by), "delete the run")
     log.info("run %s deleted (seq %d)", run_id, seq)
+    await artifacts.delete_all(gw, run_id, kept)
     await readable(gw, seq)
 
 

@@ -11,8 +11,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from scriptbus.events.files import ensure_file_stores
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped
-from scriptbus.gateway import commands, docs, executors, health, readmodels, runs, secrets, tokens, workflows
+from scriptbus.gateway import (
+    artifacts,
+    commands,
+    docs,
+    executors,
+    files,
+    health,
+    readmodels,
+    runs,
+    secrets,
+    tokens,
+    workflows,
+)
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher
@@ -63,6 +76,8 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
             return
         token_table = TokenTable()
         try:
+            # Made here: executors write artifacts but may not create a stream.
+            await ensure_file_stores(js, subjects)
             await token_table.follow(js, subjects)
         except BaseException:
             await close_bus(nc)
@@ -108,6 +123,8 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.state.settings = settings
     app.add_middleware(BodyLimit)
     app.include_router(runs.router)
+    app.include_router(artifacts.router)
+    app.include_router(files.router)
     app.include_router(commands.router)
     app.include_router(executors.router)
     app.include_router(secrets.router)

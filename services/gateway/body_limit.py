@@ -11,6 +11,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
+# `PUT /api/v1/files/{name}` streams its body into the files store and applies its own limit.
+STREAMED_UPLOAD_PREFIX = "/api/v1/files/"
+
+
+def streamed_upload(scope: Scope) -> bool:
+    return scope.get("method") == "PUT" and str(scope.get("path", "")).startswith(STREAMED_UPLOAD_PREFIX)
+
+
 class _TooLarge(HTTPException):
     # An HTTPException, because FastAPI turns any other error while reading a body into a 400.
     def __init__(self, max_bytes: int) -> None:
@@ -25,7 +33,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or streamed_upload(scope):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

@@ -25,7 +25,7 @@ from scriptbus.events.commands import (
 )
 from scriptbus.events.envelope import new_id, utcnow
 from scriptbus.events.subjects import valid_token
-from scriptbus.gateway import actions, queries, readmodels, secret_names
+from scriptbus.gateway import actions, files, queries, readmodels, secret_names
 from scriptbus.gateway.errors import DB_ERRORS, NameTaken, bus_errors
 from scriptbus.gateway.schemas import Command, CommandCreate
 from scriptbus.gateway.state import Gateway
@@ -132,6 +132,8 @@ def _from_event(event: CommandDefinition, version: int, created: Command | None 
         script=event.script,
         env=event.env,
         secrets=event.secrets,
+        files=event.files,
+        artifacts=event.artifacts,
         timeout_s=event.timeout_s,
         stop_grace_s=event.stop_grace_s,
         pool=event.pool,
@@ -146,6 +148,7 @@ async def create_command(gw: Gateway, body: CommandCreate, by: str) -> Command:
     event = CommandCreated(command_id=new_id(), created_by=by, **body.model_dump())
     actions.check_size(gw, event)
     await secret_names.check_usable(gw, event.secrets, event.env)
+    await files.check_stored(gw, event.files)
     actions.require_bus(gw)
     await _reserve(gw, body.name, event.command_id)
     seq = await actions.publish(gw, event, "save the command")
@@ -160,6 +163,7 @@ async def replace_command(gw: Gateway, ref: str, body: CommandCreate, by: str) -
     event = CommandUpdated(command_id=current.id, updated_by=by, **body.model_dump())
     actions.check_size(gw, event)
     await secret_names.check_usable(gw, event.secrets, event.env)
+    await files.check_stored(gw, event.files)
     actions.require_bus(gw)
     renamed = body.name != current.name
     if renamed:

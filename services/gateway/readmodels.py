@@ -218,7 +218,7 @@ async def read_output(
 
 _COMMAND_COLUMNS = """
     id::text AS id, name, description, script, env, secrets, timeout_s, stop_grace_s, pool, version, created_at,
-    updated_at
+    updated_at, files, artifacts
 """
 
 

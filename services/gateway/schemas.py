@@ -11,6 +11,7 @@ from scriptbus.events import run_env
 from scriptbus.events.executors import ExecutorState
 from scriptbus.events.secrets import MAX_SECRETS_PER_RUN, secret_name_problem
 from scriptbus.events.statuses import RunStatus
+from scriptbus.gateway.file_schemas import ARTIFACTS_DOC, FILES_DOC, ArtifactPatterns, FileNames
 
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_ENV_BYTES = 128 * 1024
@@ -165,6 +166,8 @@ class RunCreate(BaseModel):
     stop_grace_s: Grace = Field(5.0, description=_GRACE_DOC)
     pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
     host: Text | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
+    files: FileNames = Field(default_factory=list, description=FILES_DOC)
+    artifacts: ArtifactPatterns = Field(default_factory=list, description=ARTIFACTS_DOC)
 
     def source_errors(self) -> list[dict[str, Any]]:
         """Validation errors (FastAPI's shape) unless exactly one of `script` and `command_id` is given."""
@@ -217,6 +220,8 @@ class CommandRunCreate(BaseModel):
     stop_grace_s: Grace | None = Field(None, description=_GRACE_DOC + " Default: the command's.")
     pool: str | None = Field(None, pattern=TOKEN_PATTERN, description=_POOL_DOC + " Default: the command's.")
     host: Text | None = Field(None, min_length=1, max_length=MAX_HOST_CHARS, description=_HOST_DOC)
+    files: FileNames = Field(default_factory=list, description=FILES_DOC)
+    artifacts: ArtifactPatterns = Field(default_factory=list, description=ARTIFACTS_DOC)
 
 
 class CommandCreate(BaseModel):
@@ -248,6 +253,8 @@ class CommandCreate(BaseModel):
     script: Script = Field(description="Bash source, at most 1 MiB (UTF-8); gets the run's `args` as `$1`….")
     env: Env = Field(default_factory=dict, description=_ENV_DOC)
     secrets: SecretNames = Field(default_factory=list, description=_SECRETS_DOC + " Every run of it gets them.")
+    files: FileNames = Field(default_factory=list, description=FILES_DOC + " Every run of it gets them.")
+    artifacts: ArtifactPatterns = Field(default_factory=list, description=ARTIFACTS_DOC + " For every run of it.")
     timeout_s: Timeout | None = Field(None, description=_TIMEOUT_DOC)
     stop_grace_s: Grace = Field(5.0, description=_GRACE_DOC)
     pool: str = Field("default", pattern=TOKEN_PATTERN, description=_POOL_DOC)
@@ -262,6 +269,8 @@ class Command(BaseModel):
     script: str
     env: dict[str, str]
     secrets: list[str] = Field(default_factory=list, description="Names of the secrets its runs get (never values).")
+    files: list[str] = Field(default_factory=list, description="Stored files placed in each run's folder.")
+    artifacts: list[str] = Field(default_factory=list, description="Artifact patterns of each run.")
     timeout_s: float | None
     stop_grace_s: float
     pool: str

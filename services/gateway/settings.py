@@ -29,6 +29,9 @@ class GatewaySettings(ServiceSettings):
     # The public half of the executors' secrets key: the gateway seals values with it and can never open
     # them. Unset: secrets cannot be set through this gateway (`scriptbus up` sets it).
     secrets_public_key_file: str = ""
+    # The largest file `PUT /api/v1/files/{name}` takes (`SCRIPTBUS_FILES_MAX_BYTES`); bodies are streamed
+    # into the files store, never held whole.
+    files_max_bytes: int = Field(1024 * 1024 * 1024, ge=0)
     # Comma-separated bearer tokens; when set, every /api route requires one of them.
     api_tokens: str = ""
 

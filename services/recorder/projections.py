@@ -152,7 +152,8 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         """UPDATE runs SET
                status = $2, exit_code = $3, signal = $4, host = COALESCE($5, host), finished_at = $6,
                duration_s = $7, output_truncated = $8, dropped_bytes = $9, survivors = $10::jsonb,
-               reason = $11, stopped_by = CASE WHEN $13::text <> '' THEN $13::text ELSE stopped_by END
+               reason = $11, stopped_by = CASE WHEN $13::text <> '' THEN $13::text ELSE stopped_by END,
+               artifacts = $14::jsonb
            WHERE id = $1 AND NOT (status = ANY($12::text[]))""",
         uuid.UUID(e.run_id),
         e.status.value,
@@ -167,6 +168,7 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         e.reason,
         _TERMINAL,
         e.stopped_by,
+        json.dumps([a.model_dump() for a in e.artifacts]),
     )
     if status == "UPDATE 1":
         w.stats.count("finished", e.status.value)
@@ -189,8 +191,8 @@ async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: Batc
 async def command_created(conn: asyncpg.Connection, e: CommandCreated, seq: int, w: BatchWrites) -> None:
     await conn.execute(
         """INSERT INTO commands (id, name, description, script, env, timeout_s, stop_grace_s, pool,
-                                 version, created_at, updated_at, secrets)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, 1, $9, $9, $10::jsonb)
+                                 version, created_at, updated_at, secrets, files, artifacts)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, 1, $9, $9, $10::jsonb, $11::jsonb, $12::jsonb)
            ON CONFLICT (id) DO NOTHING""",
         uuid.UUID(e.command_id),
         e.name,
@@ -202,6 +204,8 @@ async def command_created(conn: asyncpg.Connection, e: CommandCreated, seq: int,
         e.pool,
         _aware(e.occurred_at),
         json.dumps(e.secrets),
+        json.dumps(e.files),
+        json.dumps(e.artifacts),
     )
 
 
@@ -209,7 +213,7 @@ async def command_updated(conn: asyncpg.Connection, e: CommandUpdated, seq: int,
     await conn.execute(
         """UPDATE commands SET name = $2, description = $3, script = $4, env = $5::jsonb, timeout_s = $6,
                                stop_grace_s = $7, pool = $8, version = version + 1, updated_at = $9,
-                               secrets = $10::jsonb
+                               secrets = $10::jsonb, files = $11::jsonb, artifacts = $12::jsonb
            WHERE id = $1""",
         uuid.UUID(e.command_id),
         e.name,
@@ -221,6 +225,8 @@ async def command_updated(conn: asyncpg.Connection, e: CommandUpdated, seq: int,
         e.pool,
         _aware(e.occurred_at),
         json.dumps(e.secrets),
+        json.dumps(e.files),
+        json.dumps(e.artifacts),
     )
 
 
@@ -340,7 +346,7 @@ PROJECTIONS: dict[str, Projection] = {
 
 # Event types the read models deliberately do not show. Every event type is in exactly one of
 # PROJECTIONS and IGNORED (tests/unit/test_contract.py), so a new event cannot be dropped by omission.
-IGNORED: frozenset[str] = frozenset()
+IGNORED: frozenset[str] = frozenset({"file.stored", "file.deleted"})  # audit only: files list from their store
 
 
 def output_run_id(subject: str) -> str | None:

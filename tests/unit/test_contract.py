@@ -17,6 +17,7 @@ import pytest
 import scriptbus.events
 from scriptbus.events import Event, Subjects, decode_event, encode_event, new_id, subject_for
 from scriptbus.events.codec import EVENT_TYPES
+from scriptbus.events.files import Artifact
 from scriptbus.events.workflows import StepExec, StepSpec, WorkflowSettings
 from scriptbus.recorder.projections import IGNORED, PROJECTIONS, output_run_id
 
@@ -73,6 +74,7 @@ def _sample(annotation: Any) -> Any:
 
 # Nested models whose fields must agree with each other get one hand-made, fully filled value.
 COHERENT_SAMPLES: dict[Any, Any] = {
+    Artifact: Artifact(path="out/report.txt", size=3, sha256="ab" * 32),
     StepSpec: StepSpec(
         name="t1",
         place=2,

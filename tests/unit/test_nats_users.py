@@ -49,3 +49,21 @@ def test_the_authorization_block_lists_every_user_by_public_key_only() -> None:
     entries = [json.loads(line.strip().rstrip(",")) for line in text.splitlines() if line.strip().startswith("{")]
     assert [e["nkey"] for e in entries] == ["UGATEWAY", "UREADER"]
     assert entries[1]["permissions"]["publish"] == {"deny": [">"]}
+
+
+def test_executors_read_files_and_only_write_artifacts_the_gateway_writes_files_and_reads_artifacts() -> None:
+    executor = executor_permissions(s, KEY, "h1", ["gpu"])
+    assert "$JS.API.STREAM.MSG.GET.OBJ_SB_files" in executor.publish
+    assert "$JS.API.CONSUMER.CREATE.OBJ_SB_files" in executor.publish
+    assert "$O.SB_artifacts.>" in executor.publish
+    assert "$O.SB_files.>" in executor.publish_deny and "$O.SB_files.>" not in executor.publish
+    assert not [p for p in executor.publish if "OBJ_SB_artifacts" in p]  # never reads artifacts back
+    gateway = NatsUser(Role.GATEWAY, KEY).permissions(s)
+    assert {"$O.SB_files.>", "$JS.API.STREAM.CREATE.OBJ_SB_files", "$JS.API.STREAM.PURGE.OBJ_SB_files"} <= set(
+        gateway.publish
+    )
+    assert {"$JS.API.STREAM.MSG.GET.OBJ_SB_artifacts", "$O.SB_artifacts.M.>"} <= set(gateway.publish)
+    assert "$O.SB_artifacts.>" not in gateway.publish  # it deletes artifacts, never writes their bytes
+    assert "sb.files.>" in gateway.publish and "sb.files.>" in executor.publish_deny  # the audit events
+    for role in (Role.RECORDER, Role.SCHEDULER):
+        assert not [p for p in NatsUser(role, KEY).permissions(s).publish if "$O." in p or "OBJ_" in p]
