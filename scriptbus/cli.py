@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 SERVICES = ("gateway", "executor", "recorder", "scheduler")
 # Kept in step with scriptbus.client.CLIENT_COMMANDS, without importing the client for the services.
-CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens")
+CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens", "fanouts")
 
 USAGE = """usage: scriptbus <command> [options]
 
@@ -21,7 +21,8 @@ system:
   nats-user   a NATS credential for an executor on another host (nats-user executor --host H --pools a,b)
 
 client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBUS_TOKEN, --json):
-  run         run a script (inline, -f FILE or --command NAME) and follow its output
+  run         run a script (inline, -f FILE or --command NAME) and follow its output;
+              --all [--pool P] [--label k=v] [--host H]: on every matching executor, lines prefixed by host
   ps          list runs (queued and running; --all for finished ones too)
   show        one run in full
   logs        a run's output (-f follows it live)
@@ -32,6 +33,7 @@ client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBU
   secrets     write-only secrets for runs: set NAME (value from stdin or a prompt), list, rm
   wf          projects and workflows, seed 004's verbs: select-project, create, update, delete, dump,
               run (--follow), stop, status (--format spad), set-status, retry, follow, ps
+  fanouts     fan-outs (`run --all`): list, show, stop, retry (reruns the hosts that failed)
   tokens      API tokens with roles: create --role read|run|admin --name N (printed once), list, revoke ID
 
 Run `scriptbus <command> --help` for a command's options; `scriptbus --version` prints the version.

@@ -22,7 +22,20 @@ from scriptbus.client.api import DEFAULT_API, Api, ClientError, is_full_id
 from scriptbus.client.follow import TERMINAL, InterruptGuard, RunFollower, exit_status
 from scriptbus.client.spinner import Spinner
 
-CLIENT_COMMANDS = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens")
+CLIENT_COMMANDS = (
+    "run",
+    "ps",
+    "show",
+    "logs",
+    "stop",
+    "rm",
+    "commands",
+    "executors",
+    "wf",
+    "secrets",
+    "tokens",
+    "fanouts",
+)
 ACTIVE = ("queued", "running", "stopping")
 # The API's largest page.
 _PAGE = 1000
@@ -102,6 +115,11 @@ def _is_tty(stream: Any) -> bool:
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from scriptbus.client import fanouts
+
+    fanouts.check_run_all(args)
+    if args.all:
+        return fanouts.run_all(ctx, args)
     words = list(args.words)
     if args.command and args.file:
         raise UsageError("give either --command or -f, not both")
@@ -116,7 +134,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         ("timeout_s", args.timeout),
         ("stop_grace_s", args.stop_grace),
         ("pool", args.pool),
-        ("host", args.host),
+        ("host", args.host[0] if args.host else None),
     ):
         if value is not None:
             body[key] = value
@@ -539,8 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", metavar="FILE", help="read the script from FILE (- for stdin)")
     p.add_argument("--command", "-c", metavar="NAME", help="run a saved command")
     _run_options(p)
-    p.add_argument("--host", help="run on this executor host only")
+    p.add_argument("--host", action="append", help="run on this executor host only (with --all: repeatable)")
     p.add_argument("--detach", action="store_true", help="print the run's id and return at once")
+    from scriptbus.client import fanouts
+
+    fanouts.add_run_options(p)
     p.add_argument(
         "--stop-on-interrupt",
         action="store_true",
@@ -612,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     from scriptbus.client import secrets, tokens, workflows
 
     workflows.add_parser(sub, common)
+    fanouts.add_parser(sub, common)
     secrets.add_parser(sub, common)
     tokens.add_parser(sub, common)
     return parser
