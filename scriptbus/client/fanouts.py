@@ -93,8 +93,12 @@ def fanout_body(args: argparse.Namespace) -> dict[str, Any]:
 class FanoutFollower:
     """Follows one fan-out until it has finished and every host's output is read; returns its last state."""
 
-    def __init__(self, api: Api, fanout_id: str, out: TextIO, err: TextIO) -> None:
+    def __init__(
+        self, api: Api, fanout_id: str, out: TextIO, err: TextIO, ignore: frozenset[str] = frozenset()
+    ) -> None:
         self.api = api
+        # Runs not to follow: after a retry, those of the hosts it does not rerun.
+        self.ignore = ignore
         self.fanout_id = fanout_id
         self.out = out
         self.err = err
@@ -115,7 +119,7 @@ class FanoutFollower:
             width = max((len(h) for h in fanout.get("hosts", [])), default=0)
             for run in fanout.get("runs", []):
                 run_id = run.get("run_id")
-                if run_id and run["status"] != "pending" and run_id not in self._threads:
+                if run_id and run["status"] != "pending" and run_id not in self._threads and run_id not in self.ignore:
                     prefix = f"{run['host']:<{width}} | "
                     thread = threading.Thread(target=self._follow_one, args=(run_id, prefix), daemon=True)
                     self._threads[run_id] = thread
@@ -255,7 +259,8 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
     if args.detach:
         _show(ctx, fanout)
         return 0
-    fanout = FanoutFollower(ctx.api, fanout["id"], sys.stdout, sys.stderr).follow()
+    kept = frozenset(str(r["run_id"]) for r in fanout["runs"] if r["status"] != "pending" and r["run_id"])
+    fanout = FanoutFollower(ctx.api, fanout["id"], sys.stdout, sys.stderr, kept).follow()
     _show(ctx, fanout)
     return exit_code(fanout)
 

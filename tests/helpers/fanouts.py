@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from typing import Any
 
 import httpx
@@ -56,3 +59,22 @@ async def wait_fanout_finished(client: httpx.AsyncClient, fanout_id: str, timeou
 
 def by_host(fanout: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["host"]: r for r in fanout["runs"]}
+
+
+async def cli(api: str, *args: str, timeout: float = 90) -> tuple[int, str, str]:
+    """`scriptbus ARGS…` as a user runs it against `api`, to the end: (exit status, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_") and k != "NO_COLOR"}
+    env.update(SCRIPTBUS_API=api, PYTHONUNBUFFERED="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scriptbus",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -49,3 +49,14 @@ def test_the_authorization_block_lists_every_user_by_public_key_only() -> None:
     entries = [json.loads(line.strip().rstrip(",")) for line in text.splitlines() if line.strip().startswith("{")]
     assert [e["nkey"] for e in entries] == ["UGATEWAY", "UREADER"]
     assert entries[1]["permissions"]["publish"] == {"deny": [">"]}
+
+
+def test_fanout_events_come_from_the_gateway_and_the_scheduler_only_and_readers_may_watch_them() -> None:
+    users = {role: NatsUser(role, KEY, "h1", ("p",)).permissions(s) for role in Role}
+    for role, perms in users.items():
+        may_publish = "sb.fanouts.>" in perms.publish
+        assert may_publish == (role in (Role.GATEWAY, Role.SCHEDULER)), role
+    assert "sb.fanouts.>" in users[Role.EXECUTOR].publish_deny
+    assert "sb.fanouts.>" in users[Role.READER].subscribe
+    # The scheduler requests each host's run of a fan-out.
+    assert "sb.runs.>" in users[Role.SCHEDULER].publish
