@@ -49,12 +49,15 @@ async def get_fanout(client: httpx.AsyncClient, fanout_id: str) -> dict[str, Any
 async def wait_fanout_finished(client: httpx.AsyncClient, fanout_id: str, timeout: float = 90) -> dict[str, Any]:
     """The fan-out once it has finished and every host's run shows how it ended."""
 
-    async def finished() -> dict[str, Any] | None:
+    async def finished() -> dict[str, Any]:
         fanout = await get_fanout(client, fanout_id)
-        settled = all(r["status"] not in ("pending", "queued", "running", "stopping") for r in fanout["runs"])
-        return fanout if fanout["finished_at"] is not None and settled else None
+        assert fanout["finished_at"] is not None, fanout["status"]
+        unsettled = [r for r in fanout["runs"] if r["status"] in ("pending", "queued", "running", "stopping")]
+        assert not unsettled, unsettled
+        return fanout
 
-    return await eventually(finished, timeout, interval=0.2, what=f"fan-out {fanout_id} finished")
+    fanout: dict[str, Any] = await eventually(finished, timeout, interval=0.2, what=f"fan-out {fanout_id} finished")
+    return fanout
 
 
 def by_host(fanout: dict[str, Any]) -> dict[str, dict[str, Any]]:
