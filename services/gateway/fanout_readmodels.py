@@ -25,9 +25,13 @@ def _host_run(row: asyncpg.Record) -> FanoutHostRun:
         status = "skipped"
     elif row["run_id"] is None or row["reason"] == "retry":
         status = "pending"
+    elif row["run_deleted"]:
+        status = "deleted"
+    elif row["run_status"] is None:
+        # Dispatched: its request is not projected yet.
+        status = "queued"
     else:
-        # Dispatched, but the run's request may not be projected yet.
-        status = row["run_status"] or "queued"
+        status = row["run_status"]
     # A host waiting for its retry shows none of the failed run's details.
     fresh = row["reason"] != "retry"
     return FanoutHostRun(
@@ -47,7 +51,8 @@ def _host_run(row: asyncpg.Record) -> FanoutHostRun:
 async def _hosts(conn: asyncpg.Pool | asyncpg.Connection, ids: list[str]) -> dict[str, list[FanoutHostRun]]:
     rows = await conn.fetch(
         """SELECT h.fanout_id::text AS fanout_id, h.host, h.attempt, h.run_id::text AS run_id, h.skipped, h.reason,
-                  r.status AS run_status, r.exit_code, r.signal, r.started_at, r.finished_at, r.duration_s
+                  h.run_deleted, r.status AS run_status, r.exit_code, r.signal, r.started_at, r.finished_at,
+                  r.duration_s
            FROM fanout_hosts h LEFT JOIN runs r ON r.id = h.run_id
            WHERE h.fanout_id = ANY($1::uuid[]) ORDER BY h.fanout_id, h.position""",
         ids,
@@ -109,3 +114,13 @@ async def list_fanouts(
     rows = rows[:limit]
     hosts = await _hosts(pool, [r["id"] for r in rows])
     return [_fanout(r, hosts.get(r["id"], [])) for r in rows], int(total), more
+
+
+async def unfinished_fanout_of(pool: asyncpg.Pool, run_id: str) -> str | None:
+    """The fan-out a run belongs to, while that fan-out has not finished."""
+    fanout_id: str | None = await pool.fetchval(
+        """SELECT f.id::text FROM runs r JOIN fanouts f ON f.id = r.fanout_id
+           WHERE r.id = $1::uuid AND f.finished_at IS NULL""",
+        run_id,
+    )
+    return fanout_id

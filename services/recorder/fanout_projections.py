@@ -65,7 +65,7 @@ async def fanout_requested(conn: asyncpg.Connection, e: FanoutRequested, seq: in
 
 async def fanout_host_dispatched(conn: asyncpg.Connection, e: FanoutHostDispatched, seq: int, w: Any) -> None:
     await conn.execute(
-        """UPDATE fanout_hosts SET attempt = $3, run_id = $4, skipped = false, reason = ''
+        """UPDATE fanout_hosts SET attempt = $3, run_id = $4, skipped = false, reason = '', run_deleted = false
            WHERE fanout_id = $1 AND host = $2 AND attempt < $3""",
         uuid.UUID(e.fanout_id),
         e.host,
@@ -118,6 +118,11 @@ async def fanout_finished(conn: asyncpg.Connection, e: FanoutFinished, seq: int,
         _aware(e.occurred_at),
         e.round,
     )
+
+
+async def fanout_run_deleted(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
+    """A host's run was deleted: its host shows `deleted` rather than a run that seems not to exist yet."""
+    await conn.execute("UPDATE fanout_hosts SET run_deleted = true WHERE run_id = $1", run_id)
 
 
 FANOUT_PROJECTIONS: dict[str, Callable[[asyncpg.Connection, Any, int, Any], Awaitable[None]]] = {

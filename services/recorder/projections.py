@@ -36,7 +36,7 @@ from scriptbus.events.secrets import SecretRemoved, SecretSet, secret_name_probl
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.events.tokens import TokenCreated, TokenEvent, TokenRevoked
 from scriptbus.events.workflows import WfRunEvent, WorkflowEvent
-from scriptbus.recorder.fanout_projections import FANOUT_PROJECTIONS
+from scriptbus.recorder.fanout_projections import FANOUT_PROJECTIONS, fanout_run_deleted
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.purges import record_purge
 from scriptbus.recorder.run_output import OutputBatch
@@ -182,6 +182,7 @@ async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: Batc
     run_id = uuid.UUID(e.run_id)
     await conn.execute("DELETE FROM run_output WHERE run_id = $1", run_id)
     await conn.execute("DELETE FROM runs WHERE id = $1", run_id)
+    await fanout_run_deleted(conn, run_id)
     # Deleting forgets: the run's messages leave the stream too, once this transaction commits.
     await record_purge(conn, e.run_id, seq)
 

@@ -169,3 +169,42 @@ async def test_the_scheduler_sigkilled_in_a_rolling_fanout_resumes_without_a_dou
         assert end["status"] == "succeeded", end
     expected = {fanout_run_id(f["id"], h, 1) for f in fanouts for h in HOSTS}
     assert await starts(js, s) == dict.fromkeys(expected, 1)
+
+
+async def test_a_hosts_run_is_kept_while_its_fanout_runs_and_retry_skips_deleted_runs(
+    fleet: Stack, exchange_dir: Path
+) -> None:
+    client = fleet.client
+    first_quick = 'n=$(ls "$MARKS" | wc -l); touch "$MARKS/$n"; [ "$n" = 0 ] || sleep 600'
+    fanout = await start_fanout(
+        client, {"script": first_quick, "env": {"MARKS": str(exchange_dir)}, "max_parallel": 1, "stop_grace_s": 1}
+    )
+
+    async def second_running() -> dict[str, dict[str, object]]:
+        runs = by_host(await get_fanout(client, fanout["id"]))
+        assert [runs[h]["status"] for h in HOSTS] == ["succeeded", "running", "pending"]
+        return runs
+
+    runs = await eventually(second_running, 60, interval=0.2, what="fo-a done, fo-b running")
+    refused = await client.delete(f"/api/v1/runs/{runs['fo-a']['run_id']}")
+    assert refused.status_code == 409 and fanout["id"] in refused.text
+    assert (await client.post(f"/api/v1/fanouts/{fanout['id']}/stop")).status_code == 202
+    assert (await wait_fanout_finished(client, fanout["id"]))["status"] == "stopped"
+    assert (await client.delete(f"/api/v1/runs/{runs['fo-a']['run_id']}")).status_code == 204
+    assert by_host(await get_fanout(client, fanout["id"]))["fo-a"]["status"] == "deleted"
+
+    retried = await client.post(f"/api/v1/fanouts/{fanout['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    assert {h: r["status"] for h, r in by_host(retried.json()).items()} == {
+        "fo-a": "deleted",
+        "fo-b": "pending",
+        "fo-c": "pending",
+    }
+
+    async def both_running() -> bool:
+        runs = by_host(await get_fanout(client, fanout["id"]))
+        return [runs[h]["status"] for h in HOSTS] == ["deleted", "running", "pending"]
+
+    await eventually(both_running, 60, interval=0.2, what="fo-b running again")
+    assert (await client.post(f"/api/v1/fanouts/{fanout['id']}/stop")).status_code == 202
+    assert (await wait_fanout_finished(client, fanout["id"]))["status"] == "stopped"

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS fanout_hosts (
     attempt    integer NOT NULL DEFAULT 0,       -- 0: not started yet
     run_id     uuid,                             -- the latest attempt's run
     skipped    boolean NOT NULL DEFAULT false,
+    run_deleted boolean NOT NULL DEFAULT false,  -- its latest run was deleted (after the fan-out finished)
     reason     text NOT NULL DEFAULT '',
     PRIMARY KEY (fanout_id, host)
 );

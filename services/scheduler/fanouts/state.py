@@ -30,10 +30,12 @@ class HostState:
     skipped: bool = False
     # In the current round: not dispatched yet and not skipped.
     waiting: bool = True
+    # Its run's end is no longer in the stream (the run was deleted after the fan-out finished).
+    forgotten: bool = False
 
     @property
     def active(self) -> bool:
-        return self.run_id is not None and self.outcome is None and not self.waiting
+        return self.run_id is not None and self.outcome is None and not self.waiting and not self.forgotten
 
     @property
     def failed(self) -> bool:
@@ -89,6 +91,9 @@ class FanoutState:
         elif isinstance(event, FanoutFinished):
             if event.round == self.round:
                 self.finished, self.status = True, event.status
+                # Every run had ended when this was decided; one whose end we did not read was deleted since.
+                for host in self.hosts.values():
+                    host.forgotten = host.run_id is not None and host.outcome is None
 
     @staticmethod
     def _retryable(host: HostState) -> bool:
