@@ -65,7 +65,7 @@ async def test_max_parallel_1_runs_one_host_at_a_time_and_retry_reruns_only_the_
     assert end["counts"] == {"succeeded": 2, "failed": 1}
     # One host at a time: each run started after the one before it had finished.
     details = [(await client.get(f"/api/v1/runs/{runs[h]['run_id']}")).json() for h in HOSTS]
-    assert [d["host"] for d in details] == list(HOSTS)
+    assert [(d["host"], d["fanout_id"], d["attempt"]) for d in details] == [(h, fanout["id"], 1) for h in HOSTS]
     for before, after in zip(details, details[1:], strict=False):
         assert before["finished_at"] <= after["started_at"], (before, after)
 
@@ -153,11 +153,13 @@ async def test_stop_stops_every_run_and_skips_the_hosts_not_started_a_read_token
     assert seen.status_code == 200 and seen.json()["status"] == "stopped"
 
 
-async def test_the_scheduler_sigkilled_in_a_rolling_fanout_resumes_without_a_double_start(
+async def test_two_schedulers_one_sigkilled_in_a_rolling_fanout_start_each_host_once(
     bus: Bus, fleet: Stack, start_service: StartService
 ) -> None:
     _nc, js, s = bus
     client = fleet.client
+    # Two schedulers decide at once all along; one of them is SIGKILLed and restarted again and again.
+    start_service("scheduler")
     fanouts = [await start_fanout(client, {"script": "sleep 1", "max_parallel": 1}) for _ in range(3)]
     scheduler = fleet.services["scheduler"]
     for _ in range(4):
@@ -195,11 +197,10 @@ async def test_a_hosts_run_is_kept_while_its_fanout_runs_and_retry_skips_deleted
 
     retried = await client.post(f"/api/v1/fanouts/{fanout['id']}/retry")
     assert retried.status_code == 202, retried.text
-    assert {h: r["status"] for h, r in by_host(retried.json()).items()} == {
-        "fo-a": "deleted",
-        "fo-b": "pending",
-        "fo-c": "pending",
-    }
+    statuses = {h: r["status"] for h, r in by_host(retried.json()).items()}
+    # fo-b may be started again already by the time the answer is read; fo-c waits for it (max_parallel 1).
+    assert statuses["fo-a"] == "deleted" and statuses["fo-c"] == "pending", statuses
+    assert statuses["fo-b"] in ("pending", "queued", "running"), statuses
 
     async def both_running() -> bool:
         runs = by_host(await get_fanout(client, fanout["id"]))
