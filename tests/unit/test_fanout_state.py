@@ -100,3 +100,18 @@ def test_retry_reruns_only_the_named_hosts_that_did_not_succeed_as_a_new_attempt
     end(s, "b", RunStatus.SUCCEEDED)
     (finished,) = decide(s)
     assert isinstance(finished, FanoutFinished) and (finished.status, finished.round) == (FanoutStatus.SUCCEEDED, 2)
+
+
+def test_a_host_whose_run_was_deleted_is_neither_retried_nor_held_against_the_next_round() -> None:
+    # What a restarted scheduler folds: a's `run.finished` left the stream with its deleted run.
+    s = state()
+    for host in "abc":
+        s.apply(FanoutHostDispatched(fanout_id=FID, host=host, attempt=1, run_id=fanout_run_id(FID, host, 1)))
+    end(s, "b", RunStatus.FAILED)
+    end(s, "c", RunStatus.SUCCEEDED)
+    s.apply(FanoutFinished(fanout_id=FID, status=FanoutStatus.FAILED))
+    s.apply(FanoutRetryRequested(fanout_id=FID, hosts=["a", "b"]))
+    assert [(e.host, e.attempt) for e in decide(s) if isinstance(e, FanoutHostDispatched)] == [("b", 2)]
+    end(s, "b", RunStatus.SUCCEEDED)
+    (finished,) = decide(s)
+    assert isinstance(finished, FanoutFinished) and finished.status is FanoutStatus.SUCCEEDED

@@ -156,6 +156,8 @@ class FanoutState:
     def _final_status(self) -> FanoutStatus:
         if self.stop_requested:
             return FanoutStatus.STOPPED
-        if any(h.skipped or h.outcome is not RunStatus.SUCCEEDED for h in self.hosts.values()):
+        # A host whose run was deleted before a retry keeps the verdict of the round it ran in.
+        judged = [h for h in self.hosts.values() if not h.forgotten]
+        if any(h.skipped or h.outcome is not RunStatus.SUCCEEDED for h in judged):
             return FanoutStatus.FAILED
         return FanoutStatus.SUCCEEDED
