@@ -8,7 +8,22 @@ from importlib.metadata import version
 
 SERVICES = ("gateway", "executor", "recorder", "scheduler")
 # Kept in step with scriptbus.client.CLIENT_COMMANDS, without importing the client for the services.
-CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens", "files", "cp")
+CLIENT = (
+    "run",
+    "ps",
+    "show",
+    "logs",
+    "stop",
+    "rm",
+    "commands",
+    "executors",
+    "wf",
+    "secrets",
+    "tokens",
+    "files",
+    "cp",
+    "fanouts",
+)
 
 USAGE = """usage: scriptbus <command> [options]
 
@@ -21,7 +36,8 @@ system:
   nats-user   a NATS credential for an executor on another host (nats-user executor --host H --pools a,b)
 
 client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBUS_TOKEN, --json):
-  run         run a script (inline, -f FILE or --command NAME) and follow its output
+  run         run a script (inline, -f FILE or --command NAME) and follow its output;
+              --all [--pool P] [--label k=v] [--host H]: on every matching executor, lines prefixed by host
   ps          list runs (queued and running; --all for finished ones too)
   show        one run in full
   logs        a run's output (-f follows it live)
@@ -34,6 +50,7 @@ client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBU
               run (--follow), stop, status (--format spad), set-status, retry, follow, ps
   files       files runs get in their folder: put LOCAL [NAME], get NAME [DEST], ls, rm NAME
   cp          copy a file to or from a host, as a run on it: cp ./tool.sh build-1:/opt/bin/
+  fanouts     fan-outs (`run --all`): list, show, stop, retry (reruns the hosts that failed)
   tokens      API tokens with roles: create --role read|run|admin --name N (printed once), list, revoke ID
 
 Run `scriptbus <command> --help` for a command's options; `scriptbus --version` prints the version.

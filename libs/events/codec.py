@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpdated
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
+from scriptbus.events.fanouts import FANOUT_EVENT_TYPES
 from scriptbus.events.files import FileDeleted, FileStored
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
 from scriptbus.events.secrets import SecretRemoved, SecretSet
@@ -44,6 +45,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in WORKFLOW_EVENT_TYPES})
+EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in FANOUT_EVENT_TYPES})
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(cls) for name, cls in EVENT_TYPES.items()}
 

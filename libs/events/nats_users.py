@@ -122,6 +122,7 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
     if role is Role.GATEWAY:
         publish += [f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "tokens", "secrets")]
         publish += [f"{p}.executors.>"]  # admins manage executors
+        publish += [f"{p}.fanouts.>"]  # fan-out requests, stops and retries
         # The gateway writes secrets (already encrypted for the executors) and never reads them back.
         publish += [*_stream_admin(f"KV_{s.secrets_bucket}"), *_kv_write(s.secrets_bucket)]
         # It makes both object stores, writes and serves files, serves artifacts and deletes them with
@@ -136,6 +137,8 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
     elif role is Role.SCHEDULER:
         # Workflow steps are run requests; a lost executor's runs end here; lost executors are marked.
         publish += [f"{p}.runs.>", f"{p}.wfruns.>", f"{p}.executors.>"]
+        # Fan-outs: it records its decisions (hosts dispatched and skipped, the end) and requests the runs.
+        publish += [f"{p}.fanouts.>"]
     else:
         raise ValueError(f"{role} is not a service role")
     return Permissions(
@@ -180,7 +183,7 @@ def executor_permissions(s: Subjects, public_key: str, host: str, pools: Iterabl
         subscribe=tuple(subscribe),
         publish_deny=(
             f"{p}.runs.*.requested.>",
-            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets", "files")),
+            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets", "files", "fanouts")),
             f"{API}.STREAM.CREATE.>",
             f"{API}.STREAM.UPDATE.>",
             f"{API}.STREAM.DELETE.>",
@@ -200,7 +203,9 @@ def reader_permissions(s: Subjects) -> Permissions:
     p = s.prefix
     return Permissions(
         publish=(),
-        subscribe=tuple(f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "executors")),
+        subscribe=tuple(
+            f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "executors", "fanouts")
+        ),
         publish_deny=(">",),
     )
 

@@ -9,6 +9,7 @@ from scriptbus.events.codec import encode_event, event_headers
 from scriptbus.events.commands import CommandEvent
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorEvent
+from scriptbus.events.fanouts import FanoutEvent
 from scriptbus.events.files import FileEvent
 from scriptbus.events.runs import RUN_ENDING_TYPES, RunEvent, RunRequested
 from scriptbus.events.secrets import SecretEvent
@@ -39,6 +40,8 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.file_event(event.key, event.type.removeprefix("file."))
     if isinstance(event, TokenEvent):
         return s.token_event(event.token_id, event.type.removeprefix("token."))
+    if isinstance(event, FanoutEvent):
+        return s.fanout_event(event.fanout_id, event.type.removeprefix("fanout."))
     raise TypeError(f"no subject for event type {event.type!r}")
 
 

@@ -36,6 +36,8 @@ class RunRequested(RunEvent):
     workflow_run_id: str | None = None
     workflow_step: str | None = None
     attempt: int | None = None
+    # Set when the run is one host's run of a fan-out (`attempt` is then that host's attempt).
+    fanout_id: str | None = None
     # Seed 004's `waiting`: while the file named by $SCRIPTBUS_HOLD_FILE exists, a stop waits, at most this
     # long, before its SIGTERM. 0 (the default, every plain run): no hold file is given and stops act at once;
     # workflow steps carry their step's `hold_max_s`. Timeouts and executor shutdowns never wait.

@@ -36,6 +36,7 @@ CLIENT_COMMANDS = (
     "tokens",
     "files",
     "cp",
+    "fanouts",
 )
 ACTIVE = ("queued", "running", "stopping")
 # The API's largest page.
@@ -116,6 +117,11 @@ def _is_tty(stream: Any) -> bool:
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from scriptbus.client import fanouts
+
+    fanouts.check_run_all(args)
+    if args.all:
+        return fanouts.run_all(ctx, args)
     words = list(args.words)
     if args.command and args.file:
         raise UsageError("give either --command or -f, not both")
@@ -134,7 +140,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         ("timeout_s", args.timeout),
         ("stop_grace_s", args.stop_grace),
         ("pool", args.pool),
-        ("host", args.host),
+        ("host", args.host[0] if args.host else None),
     ):
         if value is not None:
             body[key] = value
@@ -557,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", metavar="FILE", help="read the script from FILE (- for stdin)")
     p.add_argument("--command", "-c", metavar="NAME", help="run a saved command")
     _run_options(p)
-    p.add_argument("--host", help="run on this executor host only")
+    p.add_argument("--host", action="append", help="run on this executor host only (with --all: repeatable)")
     p.add_argument(
         "--use-file",
         action="append",
@@ -571,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep files of the run's folder matching GLOB ('*.log', 'out/**') after it ends (repeatable)",
     )
     p.add_argument("--detach", action="store_true", help="print the run's id and return at once")
+    from scriptbus.client import fanouts
+
+    fanouts.add_run_options(p)
     p.add_argument(
         "--stop-on-interrupt",
         action="store_true",
@@ -639,10 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("executors", cmd_executors, help="the fleet", description="Executors: state, pools, load, heartbeat.")
 
     # Imported here: the workflow, secret and token verbs build on this module's Context and helpers.
-    from scriptbus.client import files, secrets, tokens, workflows
+    from scriptbus.client import fanouts, files, secrets, tokens, workflows
 
     workflows.add_parser(sub, common)
     files.add_parser(sub, common)
+    fanouts.add_parser(sub, common)
     secrets.add_parser(sub, common)
     tokens.add_parser(sub, common)
     return parser

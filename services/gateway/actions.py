@@ -17,7 +17,16 @@ from scriptbus.events.statuses import TERMINAL_STATUSES, RunStatus
 from scriptbus.events.streams import MAX_MSG_SIZE
 from scriptbus.events.subjects import host_token
 from scriptbus.events.workflows import ACTIVE_WORKFLOW_RUN_STATUSES
-from scriptbus.gateway import artifacts, files, fleet, queries, readmodels, secret_names, workflow_readmodels
+from scriptbus.gateway import (
+    artifacts,
+    fanout_readmodels,
+    files,
+    fleet,
+    queries,
+    readmodels,
+    secret_names,
+    workflow_readmodels,
+)
 from scriptbus.gateway.errors import (
     DB_ERRORS,
     BusUnavailable,
@@ -271,6 +280,7 @@ async def delete_run(gw: Gateway, run_id: str, by: str) -> None:
     if status not in TERMINAL_STATUSES:
         raise RunConflict(f"run {run_id} is {status}; stop it and let it finish before deleting it")
     await _not_a_step_of_an_active_workflow_run(gw, run_id)
+    await _not_a_run_of_an_unfinished_fanout(gw, run_id)
     kept = await artifacts.listed(gw, run_id)
     seq = await publish(gw, RunDeleted(run_id=run_id, deleted_by=by), "delete the run")
     log.info("run %s deleted (seq %d)", run_id, seq)
@@ -289,3 +299,11 @@ async def _not_a_step_of_an_active_workflow_run(gw: Gateway, run_id: str) -> Non
     # Unknown (not projected yet) counts as active: a step's run never comes before its workflow run.
     if wfrun_status is None or wfrun_status in ACTIVE_WORKFLOW_RUN_STATUSES:
         raise RunConflict(f"run {run_id} is a step of active workflow run {wfrun_id}; delete it once that ends")
+
+
+async def _not_a_run_of_an_unfinished_fanout(gw: Gateway, run_id: str) -> None:
+    """As for workflow steps: the scheduler folds a fan-out's run endings from the stream after a restart."""
+    with db_errors():
+        fanout_id = await fanout_readmodels.unfinished_fanout_of(gw.pool, run_id)
+    if fanout_id is not None:
+        raise RunConflict(f"run {run_id} is a host's run of fan-out {fanout_id}; delete it once that finishes")

@@ -18,6 +18,7 @@ from scriptbus.gateway import (
     commands,
     docs,
     executors,
+    fanouts,
     files,
     health,
     readmodels,
@@ -131,6 +132,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.include_router(tokens.router)
     app.include_router(workflows.projects)
     app.include_router(workflows.runs)
+    app.include_router(fanouts.router)
     app.include_router(health.router)
     app.include_router(docs.router)
 

@@ -320,7 +320,10 @@ class RunSummary(BaseModel):
     survivors: list[int] = Field(description="Pids of the run's processes still alive after SIGKILL.")
     workflow_run_id: str | None = Field(None, description="The workflow run this run is a step attempt of.")
     workflow_step: str | None = Field(None, description="The step of `workflow_run_id` it runs.")
-    attempt: int | None = Field(None, description="Which attempt of that step it is (1 for the first).")
+    attempt: int | None = Field(
+        None, description="Which attempt of that step (or of its host in `fanout_id`) it is (1 for the first)."
+    )
+    fanout_id: str | None = Field(None, description="The fan-out this run is one host's run of.")
     requested_by: str = Field("", description="The name of the token that asked for the run (`local` without tokens).")
     stopped_by: str = Field("", description="The name of the token that stopped or cancelled it, if one did.")
 

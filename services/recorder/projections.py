@@ -22,6 +22,7 @@ from scriptbus.events.codec import decode_event
 from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandEvent, CommandUpdated
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
+from scriptbus.events.fanouts import FanoutEvent
 from scriptbus.events.output import OutputChunk
 from scriptbus.events.runs import (
     RunDeleted,
@@ -35,6 +36,7 @@ from scriptbus.events.secrets import SecretRemoved, SecretSet, secret_name_probl
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.events.tokens import TokenCreated, TokenEvent, TokenRevoked
 from scriptbus.events.workflows import WfRunEvent, WorkflowEvent
+from scriptbus.recorder.fanout_projections import FANOUT_PROJECTIONS, fanout_run_deleted
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.purges import record_purge
 from scriptbus.recorder.run_output import OutputBatch
@@ -86,9 +88,9 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: 
     status = await conn.execute(
         """INSERT INTO runs (id, seq, status, script, args, env, description, pool, target_host,
                              command_id, timeout_s, stop_grace_s, created_at, workflow_run_id, workflow_step, attempt,
-                             secrets, requested_by)
+                             secrets, requested_by, fanout_id)
            VALUES ($1, $2, 'queued', $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                   $16::jsonb, $17)
+                   $16::jsonb, $17, $18)
            ON CONFLICT (id) DO NOTHING""",
         uuid.UUID(e.run_id),
         seq,
@@ -107,6 +109,7 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: 
         e.attempt,
         json.dumps(e.secrets),
         e.requested_by,
+        _uuid_or_none(e.fanout_id),
     )
     if status == "INSERT 0 1":
         w.stats.count("requested", e.pool)
@@ -181,6 +184,7 @@ async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: Batc
     run_id = uuid.UUID(e.run_id)
     await conn.execute("DELETE FROM run_output WHERE run_id = $1", run_id)
     await conn.execute("DELETE FROM runs WHERE id = $1", run_id)
+    await fanout_run_deleted(conn, run_id)
     # Deleting forgets: the run's messages leave the stream too, once this transaction commits.
     await record_purge(conn, e.run_id, seq)
 
@@ -342,6 +346,7 @@ PROJECTIONS: dict[str, Projection] = {
     "executor.stopped": executor_stopped,
     "executor.lost": executor_lost,
     **WORKFLOW_PROJECTIONS,
+    **FANOUT_PROJECTIONS,
 }
 
 # Event types the read models deliberately do not show. Every event type is in exactly one of
@@ -397,6 +402,8 @@ async def project_message(conn: asyncpg.Connection, msg: StreamMessage, writes: 
         entity_id = event.workflow_id
     if isinstance(event, TokenEvent):
         entity_id = event.token_id
+    if isinstance(event, FanoutEvent):
+        entity_id = event.fanout_id
     if entity_id is not None and not _valid_uuid(entity_id):
         log.warning("seq %d: %s for id %r that is not a UUID, skipped", msg.seq, event.type, entity_id)
         return

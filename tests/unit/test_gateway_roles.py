@@ -60,6 +60,11 @@ EXPECTED: dict[tuple[str, str], Role] = {
     ("POST", "/api/v1/workflow-runs/{wfrun_id}/retry"): X,
     ("POST", "/api/v1/workflow-runs/{wfrun_id}/steps/{step}/hold"): X,
     ("DELETE", "/api/v1/workflow-runs/{wfrun_id}/steps/{step}/hold"): X,
+    ("POST", "/api/v1/fanouts"): X,
+    ("GET", "/api/v1/fanouts"): R,
+    ("GET", "/api/v1/fanouts/{fanout_id}"): R,
+    ("POST", "/api/v1/fanouts/{fanout_id}/stop"): X,
+    ("POST", "/api/v1/fanouts/{fanout_id}/retry"): X,
 }
 
 

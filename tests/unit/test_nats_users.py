@@ -67,3 +67,14 @@ def test_executors_read_files_and_only_write_artifacts_the_gateway_writes_files_
     assert "sb.files.>" in gateway.publish and "sb.files.>" in executor.publish_deny  # the audit events
     for role in (Role.RECORDER, Role.SCHEDULER):
         assert not [p for p in NatsUser(role, KEY).permissions(s).publish if "$O." in p or "OBJ_" in p]
+
+
+def test_fanout_events_come_from_the_gateway_and_the_scheduler_only_and_readers_may_watch_them() -> None:
+    users = {role: NatsUser(role, KEY, "h1", ("p",)).permissions(s) for role in Role}
+    for role, perms in users.items():
+        may_publish = "sb.fanouts.>" in perms.publish
+        assert may_publish == (role in (Role.GATEWAY, Role.SCHEDULER)), role
+    assert "sb.fanouts.>" in users[Role.EXECUTOR].publish_deny
+    assert "sb.fanouts.>" in users[Role.READER].subscribe
+    # The scheduler requests each host's run of a fan-out.
+    assert "sb.runs.>" in users[Role.SCHEDULER].publish
