@@ -255,11 +255,14 @@ def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
+    # The runs from before the retry, read before asking: a rerun host's new run may already show as
+    # started in the retry's answer, and must still be followed.
+    before = get_fanout(ctx.api, args.id) if not args.detach else None
     fanout = ctx.api._create(_path(args.id) + "/retry", {})
-    if args.detach:
+    if before is None:
         _show(ctx, fanout)
         return 0
-    kept = frozenset(str(r["run_id"]) for r in fanout["runs"] if r["status"] != "pending" and r["run_id"])
+    kept = frozenset(str(r["run_id"]) for r in before["runs"] if r["run_id"])
     fanout = FanoutFollower(ctx.api, fanout["id"], sys.stdout, sys.stderr, kept).follow()
     _show(ctx, fanout)
     return exit_code(fanout)
