@@ -14,6 +14,7 @@ from scriptbus.events.commands import CommandCreated, CommandDeleted, CommandUpd
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, ExecutorStopped
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
+from scriptbus.events.schedules import SCHEDULE_EVENT_TYPES
 from scriptbus.events.secrets import SecretRemoved, SecretSet
 from scriptbus.events.tokens import TokenCreated, TokenRevoked
 from scriptbus.events.workflows import WORKFLOW_EVENT_TYPES
@@ -41,6 +42,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in WORKFLOW_EVENT_TYPES})
+EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in SCHEDULE_EVENT_TYPES})
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(cls) for name, cls in EVENT_TYPES.items()}
 

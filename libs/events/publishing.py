@@ -10,6 +10,7 @@ from scriptbus.events.commands import CommandEvent
 from scriptbus.events.envelope import Event
 from scriptbus.events.executors import ExecutorEvent
 from scriptbus.events.runs import RUN_ENDING_TYPES, RunEvent, RunRequested
+from scriptbus.events.schedules import ScheduleEvent
 from scriptbus.events.secrets import SecretEvent
 from scriptbus.events.streams import ensure_queue
 from scriptbus.events.subjects import Subjects
@@ -36,6 +37,8 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.secret_event(event.name, event.type.removeprefix("secret."))
     if isinstance(event, TokenEvent):
         return s.token_event(event.token_id, event.type.removeprefix("token."))
+    if isinstance(event, ScheduleEvent):
+        return s.schedule_event(event.schedule_id, event.type.removeprefix("schedule."))
     raise TypeError(f"no subject for event type {event.type!r}")
 
 

@@ -43,6 +43,8 @@ class RunRequested(RunEvent):
     secrets: list[str] = Field(default_factory=list)
     # The name of the caller who asked (their token's name): the events stream is the audit log.
     requested_by: str = ""
+    # The schedule whose tick made this run (`scriptbus.events.schedules`).
+    schedule_id: str | None = None
 
     @property
     def target(self) -> str:

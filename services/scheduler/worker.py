@@ -30,6 +30,7 @@ from scriptbus.events import (
 from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.scheduler.fleet import Fleet, Loss
+from scriptbus.scheduler.schedules.driver import start_schedule_driver
 from scriptbus.scheduler.settings import SchedulerSettings
 from scriptbus.scheduler.workflows.driver import start_workflow_driver
 
@@ -124,6 +125,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
             verdicts.pop(0)
 
     workflows = start_workflow_driver(js, subjects, stop)
+    schedules = start_schedule_driver(js, subjects, stop, settings.schedule_late_after_s)
     log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)
     backoff = settings.check_interval_s
     try:
@@ -155,10 +157,11 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     finally:
         # The driver stops deciding when `stop` is set; one waiting on a NATS that is down is cut short
         # (whatever it had decided is in the stream, and the next scheduler carries on from there).
-        await asyncio.wait({workflows}, timeout=1.0)
-        if not workflows.done():
-            workflows.cancel()
-            await asyncio.gather(workflows, return_exceptions=True)
+        await asyncio.wait({workflows, schedules}, timeout=1.0)
+        for task in (workflows, schedules):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(workflows, schedules, return_exceptions=True)
         if verdicts or losses:
             log.warning("stopping with %d verdict(s) unpublished: the next scheduler declares them again",
                         len(verdicts) + len(losses))  # fmt: skip
