@@ -113,6 +113,7 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
         publish += _kv_write(bucket)
     if role is Role.GATEWAY:
         publish += [f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "tokens", "secrets")]
+        publish += [f"{p}.schedules.>"]  # admins define, change, pause and delete schedules
         publish += [f"{p}.executors.>"]  # admins manage executors
         # The gateway writes secrets (already encrypted for the executors) and never reads them back.
         publish += [*_stream_admin(f"KV_{s.secrets_bucket}"), *_kv_write(s.secrets_bucket)]
@@ -122,6 +123,8 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
     elif role is Role.SCHEDULER:
         # Workflow steps are run requests; a lost executor's runs end here; lost executors are marked.
         publish += [f"{p}.runs.>", f"{p}.wfruns.>", f"{p}.executors.>"]
+        # A schedule's ticks (`schedule.fired`): the runs and workflow runs they make are requested above.
+        publish += [f"{p}.schedules.>"]
     else:
         raise ValueError(f"{role} is not a service role")
     return Permissions(
@@ -161,7 +164,7 @@ def executor_permissions(s: Subjects, public_key: str, host: str, pools: Iterabl
         subscribe=tuple(subscribe),
         publish_deny=(
             f"{p}.runs.*.requested.>",
-            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets")),
+            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets", "schedules")),
             f"{API}.STREAM.CREATE.>",
             f"{API}.STREAM.UPDATE.>",
             f"{API}.STREAM.DELETE.>",
@@ -180,7 +183,9 @@ def reader_permissions(s: Subjects) -> Permissions:
     p = s.prefix
     return Permissions(
         publish=(),
-        subscribe=tuple(f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "executors")),
+        subscribe=tuple(
+            f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "executors", "schedules")
+        ),
         publish_deny=(">",),
     )
 

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped
-from scriptbus.gateway import commands, docs, executors, health, readmodels, runs, secrets, tokens, workflows
+from scriptbus.gateway import commands, docs, executors, health, readmodels, runs, schedules, secrets, tokens, workflows
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher
@@ -114,6 +114,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.include_router(tokens.router)
     app.include_router(workflows.projects)
     app.include_router(workflows.runs)
+    app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(docs.router)
 

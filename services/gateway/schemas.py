@@ -313,6 +313,7 @@ class RunSummary(BaseModel):
     workflow_step: str | None = Field(None, description="The step of `workflow_run_id` it runs.")
     attempt: int | None = Field(None, description="Which attempt of that step it is (1 for the first).")
     requested_by: str = Field("", description="The name of the token that asked for the run (`local` without tokens).")
+    schedule_id: str | None = Field(None, description="The schedule whose tick made this run.")
     stopped_by: str = Field("", description="The name of the token that stopped or cancelled it, if one did.")
 
 

@@ -49,3 +49,15 @@ def test_the_authorization_block_lists_every_user_by_public_key_only() -> None:
     entries = [json.loads(line.strip().rstrip(",")) for line in text.splitlines() if line.strip().startswith("{")]
     assert [e["nkey"] for e in entries] == ["UGATEWAY", "UREADER"]
     assert entries[1]["permissions"]["publish"] == {"deny": [">"]}
+
+
+def test_schedule_events_are_written_by_the_gateway_and_the_scheduler_only_and_the_reader_may_watch() -> None:
+    for role in Role:
+        perms = NatsUser(role, KEY, "h1", ("p",)).permissions(s)
+        writes = "sb.schedules.>" in perms.publish
+        assert writes == (role in (Role.GATEWAY, Role.SCHEDULER)), role
+    # The scheduler requests the runs and workflow runs its ticks make.
+    scheduler = NatsUser(Role.SCHEDULER, KEY).permissions(s)
+    assert {"sb.runs.>", "sb.wfruns.>"} <= set(scheduler.publish)
+    assert "sb.schedules.>" in executor_permissions(s, KEY, "h1", ["p"]).publish_deny
+    assert "sb.schedules.>" in reader_permissions(s).subscribe
