@@ -123,7 +123,7 @@ def test_overlap_skip_and_queue_while_the_previous_run_still_runs() -> None:
     skip = state(overlap="skip")
     first, second = fire(skip, T0 + timedelta(seconds=20))
     assert first.outcome is FiredOutcome.STARTED
-    assert second.outcome is FiredOutcome.SKIPPED and first.run_id in second.reason
+    assert second.outcome is FiredOutcome.SKIPPED and str(first.run_id) in second.reason
     assert first.run_id is not None
     assert skip.run_ended(first.run_id) is None
     assert fire(skip, T0 + timedelta(seconds=30))[0].outcome is FiredOutcome.STARTED
