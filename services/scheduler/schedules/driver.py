@@ -112,7 +112,6 @@ class ScheduleDriver:
             except nats.js.errors.NotFoundError:
                 continue
             self._mark = max(self._mark, msg.seq or 0)
-        self._caught_up = self._mark == 0
 
         async def take(msg: Msg) -> None:
             self._inbox.put_nowait(msg)
@@ -125,6 +124,8 @@ class ScheduleDriver:
             config=ConsumerConfig(filter_subjects=filters, deliver_policy=DeliverPolicy.ALL),
         )
         log.info("schedule driver: folding the stream up to sequence %d", self._mark)
+        if self._mark == 0:
+            self._became_caught_up(0)
 
     async def close(self) -> None:
         if self._sub is not None:
