@@ -13,14 +13,16 @@ import httpx
 import pytest
 
 from scriptbus.embedded import free_port
+from scriptbus.events.publishing import publish_event
 from scriptbus.events.runs import RunRequested
-from scriptbus.events.schedules import FiredOutcome, ScheduleFired, tick_run_id
+from scriptbus.events.schedules import FiredOutcome, ScheduleFired, fired_event_id, tick_run_id
 from tests.helpers.api import wait_until_ready
 from tests.helpers.processes import StartService
 from tests.helpers.servers import Bus
 from tests.helpers.stack import Stack
 from tests.helpers.tokens import bearer, make_token
 from tests.helpers.waiting import eventually
+from tests.helpers.wfapi import put_workflow, wait_wfrun_ended
 from tests.helpers.wfstream import of, stored
 
 # A tick this late counts as missed: short, so a downtime of a few seconds shows catch-up.
@@ -249,3 +251,55 @@ async def test_bad_schedules_are_422_naming_the_field_names_are_unique_and_a_run
     assert made.status_code == 201 and made.json()["created_by"] == "ops"
     assert (await c.delete("/api/v1/schedules/dup", headers=bearer(admin))).status_code == 204
     assert (await c.get("/api/v1/schedules/dup", headers=bearer(admin))).status_code == 404
+
+
+async def test_a_workflow_target_starts_workflow_runs_that_name_the_schedule(stack: Stack, bus: Bus) -> None:
+    c = stack.client
+    await put_workflow(c, "pr1", "wf1", [{"name": "t1", "place": 1, "script": "sleep 3"}])
+    made = await schedule(
+        c, name="wf", every_s=1, workflow={"project": "pr1", "workflow": "wf1"}, overlap="allow", command_id=None
+    )
+    # max_active_runs is 1: ticks while the workflow runs are skipped, naming its active run.
+    found = await wait_fires(bus, made["id"], 3)
+    assert (await c.post("/api/v1/schedules/wf/pause")).status_code == 200
+    started = [f for f in found if f.outcome is FiredOutcome.STARTED]
+    assert started and started[0].wfrun_id is not None
+    assert any(f.outcome is FiredOutcome.SKIPPED and "active run" in f.reason for f in found), found
+    wfrun = await wait_wfrun_ended(c, started[0].wfrun_id)
+    assert wfrun["status"] == "succeeded" and wfrun["schedule_id"] == made["id"]
+
+
+async def test_a_scheduler_dying_between_a_tick_and_its_run_request_leaves_no_run_missing(
+    stack: Stack, bus: Bus
+) -> None:
+    """The decision of a scheduler that died before its request: a live one makes the request."""
+    c = stack.client
+    await command(c, "quick", "echo redone")
+    made = await schedule(c, name="late", every_s=3600, command_id="quick")
+    _nc, js, s = bus
+    [(generation, _created)] = await stored(js, s, s.schedule_event(made["id"], "created"))
+    tick = datetime.fromisoformat(made["next_ticks"][0])
+    run_id = tick_run_id(made["id"], generation, tick)
+    # Exactly what the dead scheduler stored, and nothing more.
+    await publish_event(
+        js,
+        s,
+        ScheduleFired(
+            event_id=fired_event_id(made["id"], generation, tick),
+            schedule_id=made["id"],
+            generation=generation,
+            tick=tick,
+            outcome=FiredOutcome.STARTED,
+            run_id=run_id,
+        ),
+    )
+
+    async def ran() -> dict[str, Any]:
+        run: dict[str, Any] = (await c.get(f"/api/v1/runs/{run_id}")).json()
+        assert run.get("status") == "succeeded", run
+        return run
+
+    run = await eventually(ran, timeout=30, interval=0.3, what="the run of the dead scheduler's tick")
+    assert run["schedule_id"] == made["id"] and "redone" in run["output"]
+    requests = of(await stored(js, s, s.run_requested(run_id, "*")), RunRequested)
+    assert len(requests) == 1
