@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 SERVICES = ("gateway", "executor", "recorder", "scheduler")
 # Kept in step with scriptbus.client.CLIENT_COMMANDS, without importing the client for the services.
-CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens")
+CLIENT = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens", "schedules")
 
 USAGE = """usage: scriptbus <command> [options]
 
@@ -33,6 +33,8 @@ client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBU
   wf          projects and workflows, seed 004's verbs: select-project, create, update, delete, dump,
               run (--follow), stop, status (--format spad), set-status, retry, follow, ps
   tokens      API tokens with roles: create --role read|run|admin --name N (printed once), list, revoke ID
+  schedules   run a command or workflow on a schedule: create NAME --cron EXPR|--every S --command C|--workflow P/W
+              [--overlap skip|allow|queue] [--catch-up last|none] [--timezone Z], list, show, pause, resume, rm
 
 Run `scriptbus <command> --help` for a command's options; `scriptbus --version` prints the version.
 """

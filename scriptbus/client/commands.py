@@ -22,7 +22,20 @@ from scriptbus.client.api import DEFAULT_API, Api, ClientError, is_full_id
 from scriptbus.client.follow import TERMINAL, InterruptGuard, RunFollower, exit_status
 from scriptbus.client.spinner import Spinner
 
-CLIENT_COMMANDS = ("run", "ps", "show", "logs", "stop", "rm", "commands", "executors", "wf", "secrets", "tokens")
+CLIENT_COMMANDS = (
+    "run",
+    "ps",
+    "show",
+    "logs",
+    "stop",
+    "rm",
+    "commands",
+    "executors",
+    "wf",
+    "secrets",
+    "tokens",
+    "schedules",
+)
 ACTIVE = ("queued", "running", "stopping")
 # The API's largest page.
 _PAGE = 1000
@@ -609,11 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("executors", cmd_executors, help="the fleet", description="Executors: state, pools, load, heartbeat.")
 
     # Imported here: the workflow, secret and token verbs build on this module's Context and helpers.
-    from scriptbus.client import secrets, tokens, workflows
+    from scriptbus.client import schedules, secrets, tokens, workflows
 
     workflows.add_parser(sub, common)
     secrets.add_parser(sub, common)
     tokens.add_parser(sub, common)
+    schedules.add_parser(sub, common)
     return parser
 
 

@@ -303,3 +303,50 @@ async def test_a_scheduler_dying_between_a_tick_and_its_run_request_leaves_no_ru
     assert run["schedule_id"] == made["id"] and "redone" in run["output"]
     requests = of(await stored(js, s, s.run_requested(run_id, "*")), RunRequested)
     assert len(requests) == 1
+
+
+async def test_the_cli_creates_lists_shows_pauses_resumes_and_removes_a_schedule(stack: Stack, bus: Bus) -> None:
+    from tests.integration.test_cli import cli
+
+    api = stack.api
+    await command(stack.client, "hello", 'echo "hello $1"')
+    code, out, err = await cli(
+        api,
+        "schedules",
+        "create",
+        "greet",
+        "--every",
+        "2",
+        "--command",
+        "hello",
+        "--overlap",
+        "allow",
+        "--arg",
+        "world",
+    )
+    assert code == 0, err
+    assert b"every 2s in UTC; overlap allow, catch-up last" in out and b"command " in out
+    made = (await stack.client.get("/api/v1/schedules/greet")).json()
+    await wait_fires(bus, made["id"], 1)
+    code, out, err = await cli(api, "schedules", "list")
+    assert code == 0 and b"greet" in out and b"every 2s" in out and b"active" in out, (out, err)
+    code, out, err = await cli(api, "schedules", "show", "greet")
+    assert code == 0 and b"recent ticks:" in out and b"started" in out, (out, err)
+    code, out, err = await cli(api, "schedules", "pause", "greet")
+    assert code == 0 and b"paused" in out, err
+    code, out, err = await cli(api, "schedules", "resume", "greet")
+    assert code == 0 and b"active" in out, err
+    code, out, err = await cli(api, "--json", "schedules", "show", "greet")
+    assert code == 0 and b'"name": "greet"' in out, err
+    code, out, err = await cli(api, "schedules", "create", "bad", "--cron", "* * *", "--command", "hello")
+    assert code != 0 and b"five fields" in err, (out, err)
+    code, out, err = await cli(api, "schedules", "create", "wf", "--every", "5", "--workflow", "nope")
+    assert code != 0 and b"PROJECT/WORKFLOW" in err, (out, err)
+    code, out, err = await cli(api, "schedules", "rm", "greet")
+    assert code == 0 and b"deleted schedule greet" in out, err
+    code, out, err = await cli(api, "schedules", "show", "greet")
+    assert code != 0 and b"not found" in err, (out, err)
+    run = (
+        await stack.client.get(f"/api/v1/runs/{made['last_run_id'] or (await fires(bus, made['id']))[0].run_id}")
+    ).json()
+    assert run["args"] == ["world"]
