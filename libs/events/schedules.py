@@ -12,8 +12,10 @@ repeated by a fall-back fires once); zones come from `zoneinfo` (with `tzdata` w
 
 from __future__ import annotations
 
+import itertools
 import uuid
 import zoneinfo
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -130,22 +132,19 @@ class ScheduleSpec(BaseModel):
 
     def ticks_after(self, after: datetime, count: int) -> list[datetime]:
         """The next `count` fire times strictly after `after`, in the schedule's zone."""
-        return list(self.iter_ticks(after, count))
+        return list(itertools.islice(self.iter_ticks(after), count))
 
-    def iter_ticks(self, after: datetime, limit: int) -> list[datetime]:
+    def iter_ticks(self, after: datetime) -> Iterator[datetime]:
+        """Fire times strictly after `after`, lazily (a cron schedule's are computed one by one)."""
         tz = zone(self.timezone)
         if self.every_s is not None:
             # Ticks are whole multiples of every_s since the Unix epoch: every scheduler agrees on them.
-            step = self.every_s
-            first = (int(after.timestamp()) // step + 1) * step
-            return [datetime.fromtimestamp(first + i * step, tz) for i in range(limit)]
+            k = int(after.timestamp()) // self.every_s + 1
+            while True:
+                yield datetime.fromtimestamp(k * self.every_s, tz)
+                k += 1
         assert self.cron is not None
-        out: list[datetime] = []
-        for tick in CronSim(self.cron, after.astimezone(tz)):
-            out.append(tick)
-            if len(out) >= limit:
-                break
-        return out
+        yield from CronSim(self.cron, after.astimezone(tz))
 
     def due_ticks(self, after: datetime, now: datetime, limit: int = 1000) -> list[datetime]:
         """Ticks in (after, now], oldest first; at most the `limit` most recent."""
@@ -157,7 +156,7 @@ class ScheduleSpec(BaseModel):
             return [datetime.fromtimestamp(k * step, tz) for k in range(max(lo, hi - limit + 1), hi + 1)]
         due: list[datetime] = []
         # Start no further back than needed: a schedule idle for years must not walk every minute.
-        for tick in self.iter_ticks(max(after, now - timedelta(days=1)), 100_000):
+        for tick in self.iter_ticks(max(after, now - timedelta(days=1))):
             if tick > now:
                 break
             due.append(tick)

@@ -212,6 +212,7 @@ class ScheduleDriver:
                 self._owner[made] = sched_id
                 if event.outcome is FiredOutcome.STARTED and event.event_id not in self._mine:
                     self._checks[made] = self._clock() + timedelta(seconds=REDO_AFTER_S)
+        self._mine.discard(event.event_id)  # read back: no longer needed
 
     def _ended(self, run_id: str) -> None:
         sched_id = self._owner.pop(run_id)

@@ -46,6 +46,8 @@ class ScheduleState:
     active: str | None = None  # the run (or workflow run) started last, while it runs
     waiting: str | None = None  # overlap `queue`: the run that starts when `active` ends
     ticks: dict[str, datetime] = field(default_factory=dict)  # run id -> its tick
+    # (spec, base) -> the first tick after base: asked every round, computed once per change.
+    _next: tuple[ScheduleSpec, datetime, datetime] | None = field(default=None, repr=False)
 
     @classmethod
     def created(cls, event: ScheduleCreated, seq: int) -> ScheduleState:
@@ -91,7 +93,7 @@ class ScheduleState:
     def due(self, now: datetime, late_after_s: float) -> list[Tick]:
         """Ticks to record now, oldest first. Ticks later than `late_after_s` were missed (no scheduler was
         there): `catch_up` runs the most recent of them once (`last`) or records it skipped (`none`)."""
-        if self.paused:
+        if self.paused or self.first_after_base() > now:
             return []
         ticks = self.spec.due_ticks(self.base(), now)
         late = now - timedelta(seconds=late_after_s)
@@ -105,11 +107,15 @@ class ScheduleState:
         out.extend(Tick(t) for t in ticks if t >= late)
         return out
 
+    def first_after_base(self) -> datetime:
+        base = self.base()
+        if self._next is None or self._next[0] is not self.spec or self._next[1] != base:
+            self._next = (self.spec, base, self.spec.ticks_after(base, 1)[0])
+        return self._next[2]
+
     def next_wakeup(self, now: datetime) -> datetime | None:
-        if self.paused:
-            return None
-        nxt = self.spec.ticks_after(max(self.base(), now), 1)
-        return nxt[0] if nxt else None
+        """When the next tick is due (now or earlier when one is due already); None while paused."""
+        return None if self.paused else self.first_after_base()
 
     def outcome(self, tick: Tick) -> tuple[FiredOutcome, str | None, str]:
         """What `tick` does given the run still going: (outcome, the run id it makes, why it skips)."""
