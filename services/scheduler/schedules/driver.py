@@ -143,7 +143,8 @@ class ScheduleDriver:
                 if self._inbox.empty():
                     break
                 self._fold(self._inbox.get_nowait())
-            if self._caught_up and self._inbox.empty():
+            if self._caught_up:
+                # Decided even while messages keep coming: a decision that missed one is refused, not wrong.
                 await self._decide_due()
 
     def _sleep_s(self) -> float:
