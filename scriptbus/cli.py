@@ -23,6 +23,7 @@ CLIENT = (
     "files",
     "cp",
     "fanouts",
+    "schedules",
 )
 
 USAGE = """usage: scriptbus <command> [options]
@@ -52,6 +53,8 @@ client (talks to the REST API: --api URL or SCRIPTBUS_API, --token T or SCRIPTBU
   cp          copy a file to or from a host, as a run on it: cp ./tool.sh build-1:/opt/bin/
   fanouts     fan-outs (`run --all`): list, show, stop, retry (reruns the hosts that failed)
   tokens      API tokens with roles: create --role read|run|admin --name N (printed once), list, revoke ID
+  schedules   run a command or workflow on a schedule: create NAME --cron EXPR|--every S --command C|--workflow P/W
+              [--overlap skip|allow|queue] [--catch-up last|none] [--timezone Z], list, show, pause, resume, rm
 
 Run `scriptbus <command> --help` for a command's options; `scriptbus --version` prints the version.
 """

@@ -16,6 +16,7 @@ from scriptbus.events.executors import ExecutorHeartbeat, ExecutorLost, Executor
 from scriptbus.events.fanouts import FANOUT_EVENT_TYPES
 from scriptbus.events.files import FileDeleted, FileStored
 from scriptbus.events.runs import RunDeleted, RunFinished, RunRequested, RunStarted, RunStopRequested
+from scriptbus.events.schedules import SCHEDULE_EVENT_TYPES
 from scriptbus.events.secrets import SecretRemoved, SecretSet
 from scriptbus.events.tokens import TokenCreated, TokenRevoked
 from scriptbus.events.workflows import WORKFLOW_EVENT_TYPES
@@ -46,6 +47,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in WORKFLOW_EVENT_TYPES})
 EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in FANOUT_EVENT_TYPES})
+EVENT_TYPES.update({cls.model_fields["type"].default: cls for cls in SCHEDULE_EVENT_TYPES})
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(cls) for name, cls in EVENT_TYPES.items()}
 

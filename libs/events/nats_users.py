@@ -121,6 +121,7 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
         publish += _kv_write(bucket)
     if role is Role.GATEWAY:
         publish += [f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "tokens", "secrets")]
+        publish += [f"{p}.schedules.>"]  # admins define, change, pause and delete schedules
         publish += [f"{p}.executors.>"]  # admins manage executors
         publish += [f"{p}.fanouts.>"]  # fan-out requests, stops and retries
         # The gateway writes secrets (already encrypted for the executors) and never reads them back.
@@ -139,6 +140,8 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
         publish += [f"{p}.runs.>", f"{p}.wfruns.>", f"{p}.executors.>"]
         # Fan-outs: it records its decisions (hosts dispatched and skipped, the end) and requests the runs.
         publish += [f"{p}.fanouts.>"]
+        # A schedule's ticks (`schedule.fired`): the runs and workflow runs they make are requested above.
+        publish += [f"{p}.schedules.>"]
     else:
         raise ValueError(f"{role} is not a service role")
     return Permissions(
@@ -183,7 +186,10 @@ def executor_permissions(s: Subjects, public_key: str, host: str, pools: Iterabl
         subscribe=tuple(subscribe),
         publish_deny=(
             f"{p}.runs.*.requested.>",
-            *(f"{p}.{kind}.>" for kind in ("commands", "workflows", "wfruns", "tokens", "secrets", "files", "fanouts")),
+            *(
+                f"{p}.{kind}.>"
+                for kind in ("commands", "workflows", "wfruns", "tokens", "secrets", "files", "fanouts", "schedules")
+            ),
             f"{API}.STREAM.CREATE.>",
             f"{API}.STREAM.UPDATE.>",
             f"{API}.STREAM.DELETE.>",
@@ -204,7 +210,7 @@ def reader_permissions(s: Subjects) -> Permissions:
     return Permissions(
         publish=(),
         subscribe=tuple(
-            f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "executors", "fanouts")
+            f"{p}.{kind}.>" for kind in ("runs", "commands", "workflows", "wfruns", "executors", "fanouts", "schedules")
         ),
         publish_deny=(">",),
     )

@@ -12,6 +12,7 @@ from scriptbus.events.executors import ExecutorEvent
 from scriptbus.events.fanouts import FanoutEvent
 from scriptbus.events.files import FileEvent
 from scriptbus.events.runs import RUN_ENDING_TYPES, RunEvent, RunRequested
+from scriptbus.events.schedules import ScheduleEvent
 from scriptbus.events.secrets import SecretEvent
 from scriptbus.events.streams import ensure_queue
 from scriptbus.events.subjects import Subjects
@@ -42,6 +43,8 @@ def subject_for(s: Subjects, event: Event) -> str:
         return s.token_event(event.token_id, event.type.removeprefix("token."))
     if isinstance(event, FanoutEvent):
         return s.fanout_event(event.fanout_id, event.type.removeprefix("fanout."))
+    if isinstance(event, ScheduleEvent):
+        return s.schedule_event(event.schedule_id, event.type.removeprefix("schedule."))
     raise TypeError(f"no subject for event type {event.type!r}")
 
 

@@ -50,6 +50,8 @@ class RunRequested(RunEvent):
     # to keep from the folder after it ends (uploaded to the artifacts store as `<run_id>/<path>`).
     files: list[str] = Field(default_factory=list)
     artifacts: list[str] = Field(default_factory=list)
+    # The schedule whose tick made this run (`scriptbus.events.schedules`).
+    schedule_id: str | None = None
 
     @property
     def target(self) -> str:

@@ -249,6 +249,8 @@ class WfRunRequested(WfRunEvent):
     # A retry of a failed run keeps the steps that had succeeded there: step name -> the run that did it.
     retry_of: str | None = None
     kept_steps: dict[str, str] = Field(default_factory=dict)
+    # The schedule whose tick started this run (`scriptbus.events.schedules`).
+    schedule_id: str | None = None
 
     @model_validator(mode="after")
     def _names(self) -> WfRunRequested:

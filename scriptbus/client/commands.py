@@ -37,6 +37,7 @@ CLIENT_COMMANDS = (
     "files",
     "cp",
     "fanouts",
+    "schedules",
 )
 ACTIVE = ("queued", "running", "stopping")
 # The API's largest page.
@@ -648,13 +649,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("executors", cmd_executors, help="the fleet", description="Executors: state, pools, load, heartbeat.")
 
     # Imported here: the workflow, secret and token verbs build on this module's Context and helpers.
-    from scriptbus.client import fanouts, files, secrets, tokens, workflows
+    from scriptbus.client import fanouts, files, schedules, secrets, tokens, workflows
 
     workflows.add_parser(sub, common)
     files.add_parser(sub, common)
     fanouts.add_parser(sub, common)
     secrets.add_parser(sub, common)
     tokens.add_parser(sub, common)
+    schedules.add_parser(sub, common)
     return parser
 
 

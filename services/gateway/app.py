@@ -23,6 +23,7 @@ from scriptbus.gateway import (
     health,
     readmodels,
     runs,
+    schedules,
     secrets,
     tokens,
     workflows,
@@ -133,6 +134,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.include_router(workflows.projects)
     app.include_router(workflows.runs)
     app.include_router(fanouts.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(docs.router)
 

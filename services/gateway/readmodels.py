@@ -30,7 +30,7 @@ _SUMMARY_COLUMNS = """
     exit_code, signal, host, pid, created_at, started_at, stop_requested_at, finished_at, duration_s,
     output_bytes, output_truncated, dropped_bytes, reason, survivors,
     workflow_run_id::text AS workflow_run_id, workflow_step, attempt, requested_by, stopped_by,
-    fanout_id::text AS fanout_id
+    fanout_id::text AS fanout_id, schedule_id::text AS schedule_id
 """
 
 

@@ -325,6 +325,7 @@ class RunSummary(BaseModel):
     )
     fanout_id: str | None = Field(None, description="The fan-out this run is one host's run of.")
     requested_by: str = Field("", description="The name of the token that asked for the run (`local` without tokens).")
+    schedule_id: str | None = Field(None, description="The schedule whose tick made this run.")
     stopped_by: str = Field("", description="The name of the token that stopped or cancelled it, if one did.")
 
 

@@ -20,7 +20,7 @@ from scriptbus.gateway.workflow_schemas import (
 
 _RUN_COLUMNS = """
     id::text AS id, project, workflow, version, status, task, requested_by, retry_of::text AS retry_of,
-    failed_step, reason, created_at, started_at, stop_requested_at, finished_at
+    failed_step, reason, created_at, started_at, stop_requested_at, finished_at, schedule_id::text AS schedule_id
 """
 
 

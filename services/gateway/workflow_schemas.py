@@ -107,6 +107,7 @@ class WorkflowRunSummary(BaseModel):
     task: str | None
     requested_by: str
     retry_of: str | None
+    schedule_id: str | None = Field(None, description="The schedule whose tick started this run.")
     failed_step: str | None
     reason: str
     created_at: datetime

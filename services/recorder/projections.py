@@ -32,6 +32,7 @@ from scriptbus.events.runs import (
     RunStarted,
     RunStopRequested,
 )
+from scriptbus.events.schedules import ScheduleEvent
 from scriptbus.events.secrets import SecretRemoved, SecretSet, secret_name_problem
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.events.tokens import TokenCreated, TokenEvent, TokenRevoked
@@ -41,6 +42,7 @@ from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.purges import record_purge
 from scriptbus.recorder.run_output import OutputBatch
 from scriptbus.recorder.run_stats import RunStats
+from scriptbus.recorder.schedule_projections import SCHEDULE_PROJECTIONS, run_schedule
 from scriptbus.recorder.workflow_projections import WORKFLOW_PROJECTIONS, step_run_event
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,7 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: 
     )
     if status == "INSERT 0 1":
         w.stats.count("requested", e.pool)
+        await run_schedule(conn, e.run_id, e.schedule_id, "runs")
 
 
 async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int, w: BatchWrites) -> None:
@@ -347,6 +350,7 @@ PROJECTIONS: dict[str, Projection] = {
     "executor.lost": executor_lost,
     **WORKFLOW_PROJECTIONS,
     **FANOUT_PROJECTIONS,
+    **SCHEDULE_PROJECTIONS,
 }
 
 # Event types the read models deliberately do not show. Every event type is in exactly one of
@@ -404,6 +408,8 @@ async def project_message(conn: asyncpg.Connection, msg: StreamMessage, writes: 
         entity_id = event.token_id
     if isinstance(event, FanoutEvent):
         entity_id = event.fanout_id
+    if isinstance(event, ScheduleEvent):
+        entity_id = event.schedule_id
     if entity_id is not None and not _valid_uuid(entity_id):
         log.warning("seq %d: %s for id %r that is not a UUID, skipped", msg.seq, event.type, entity_id)
         return

@@ -40,6 +40,7 @@ from scriptbus.events.workflows import (
     WorkflowRemoved,
     project_id,
 )
+from scriptbus.recorder.schedule_projections import run_schedule
 
 # `w` is the batch's BatchWrites (projections.py), unused here: typed loosely to keep the import one-way.
 WorkflowProjection = Callable[[asyncpg.Connection, Any, int, object], Awaitable[None]]
@@ -158,6 +159,7 @@ async def wfrun_requested(conn: asyncpg.Connection, e: WfRunRequested, seq: int,
     )
     if status != "INSERT 0 1":
         return
+    await run_schedule(conn, e.wfrun_id, e.schedule_id, "workflow_runs")
     specs = sorted(e.steps, key=lambda s: s.place)
     if e.task is not None:
         specs = [s for s in specs if s.name == e.task]

@@ -6,3 +6,5 @@ class SchedulerSettings(ServiceSettings):
     # An executor silent for this long is declared lost and its unfinished runs end as `lost`.
     executor_lost_after_s: float = 10.0
     check_interval_s: float = 0.5
+    # A schedule's tick this far behind the clock was missed (no scheduler ran): its `catch_up` decides.
+    schedule_late_after_s: float = 30.0

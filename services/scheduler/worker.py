@@ -31,6 +31,7 @@ from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, unless_stopped
 from scriptbus.scheduler.fanouts.driver import start_fanout_driver
 from scriptbus.scheduler.fleet import Fleet, Loss
+from scriptbus.scheduler.schedules.driver import start_schedule_driver
 from scriptbus.scheduler.settings import SchedulerSettings
 from scriptbus.scheduler.workflows.driver import start_workflow_driver
 
@@ -126,6 +127,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
 
     workflows = start_workflow_driver(js, subjects, stop)
     fanouts = start_fanout_driver(js, subjects, stop)
+    schedules = start_schedule_driver(js, subjects, stop, settings.schedule_late_after_s)
     log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)
     backoff = settings.check_interval_s
     try:
@@ -157,11 +159,11 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     finally:
         # The driver stops deciding when `stop` is set; one waiting on a NATS that is down is cut short
         # (whatever it had decided is in the stream, and the next scheduler carries on from there).
-        await asyncio.wait({workflows, fanouts}, timeout=1.0)
-        for task in (workflows, fanouts):
+        await asyncio.wait({workflows, fanouts, schedules}, timeout=1.0)
+        for task in (workflows, fanouts, schedules):
             if not task.done():
                 task.cancel()
-        await asyncio.gather(workflows, fanouts, return_exceptions=True)
+        await asyncio.gather(workflows, fanouts, schedules, return_exceptions=True)
         if verdicts or losses:
             log.warning("stopping with %d verdict(s) unpublished: the next scheduler declares them again",
                         len(verdicts) + len(losses))  # fmt: skip

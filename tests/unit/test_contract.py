@@ -18,6 +18,7 @@ import scriptbus.events
 from scriptbus.events import Event, Subjects, decode_event, encode_event, new_id, subject_for
 from scriptbus.events.codec import EVENT_TYPES
 from scriptbus.events.files import Artifact
+from scriptbus.events.schedules import CatchUp, Overlap, ScheduleSpec
 from scriptbus.events.workflows import StepExec, StepSpec, WorkflowSettings
 from scriptbus.recorder.projections import IGNORED, PROJECTIONS, output_run_id
 
@@ -94,6 +95,17 @@ COHERENT_SAMPLES: dict[Any, Any] = {
         continue_on_error=True,
     ),  # fmt: skip
     WorkflowSettings: WorkflowSettings(max_active_runs=3),
+    ScheduleSpec: ScheduleSpec(
+        name="nightly",
+        cron="5 3 * * 1-5",
+        timezone="Europe/Berlin",
+        command_id=new_id(),
+        args=["a"],
+        env={"A": "b"},
+        secrets=["S"],
+        overlap=Overlap.QUEUE,
+        catch_up=CatchUp.NONE,
+    ),  # fmt: skip
 }
 # Fields that must name something elsewhere in the same event.
 FIELD_OVERRIDES: dict[str, dict[str, Any]] = {

@@ -65,6 +65,15 @@ EXPECTED: dict[tuple[str, str], Role] = {
     ("GET", "/api/v1/fanouts/{fanout_id}"): R,
     ("POST", "/api/v1/fanouts/{fanout_id}/stop"): X,
     ("POST", "/api/v1/fanouts/{fanout_id}/retry"): X,
+    # A schedule runs code later, on its own: only admins make or change one.
+    ("GET", "/api/v1/schedules"): R,
+    ("GET", "/api/v1/schedules/{ref}"): R,
+    ("POST", "/api/v1/schedules"): A,
+    ("PUT", "/api/v1/schedules/{ref}"): A,
+    ("PATCH", "/api/v1/schedules/{ref}"): A,
+    ("DELETE", "/api/v1/schedules/{ref}"): A,
+    ("POST", "/api/v1/schedules/{ref}/pause"): A,
+    ("POST", "/api/v1/schedules/{ref}/resume"): A,
 }
 
 

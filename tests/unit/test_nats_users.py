@@ -78,3 +78,15 @@ def test_fanout_events_come_from_the_gateway_and_the_scheduler_only_and_readers_
     assert "sb.fanouts.>" in users[Role.READER].subscribe
     # The scheduler requests each host's run of a fan-out.
     assert "sb.runs.>" in users[Role.SCHEDULER].publish
+
+
+def test_schedule_events_are_written_by_the_gateway_and_the_scheduler_only_and_the_reader_may_watch() -> None:
+    for role in Role:
+        perms = NatsUser(role, KEY, "h1", ("p",)).permissions(s)
+        writes = "sb.schedules.>" in perms.publish
+        assert writes == (role in (Role.GATEWAY, Role.SCHEDULER)), role
+    # The scheduler requests the runs and workflow runs its ticks make.
+    scheduler = NatsUser(Role.SCHEDULER, KEY).permissions(s)
+    assert {"sb.runs.>", "sb.wfruns.>"} <= set(scheduler.publish)
+    assert "sb.schedules.>" in executor_permissions(s, KEY, "h1", ["p"]).publish_deny
+    assert "sb.schedules.>" in reader_permissions(s).subscribe
