@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from scriptbus.events.envelope import Event
 from scriptbus.events.statuses import RunStatus
@@ -45,6 +45,12 @@ def workflow_id(project: str, workflow: str) -> str:
 def step_run_id(wfrun_id: str, step: str, attempt: int) -> str:
     """The run id of one attempt of one step: a scheduler that dispatches it twice names the same run."""
     return str(uuid.uuid5(_NAMESPACE, f"step-run/{wfrun_id}/{step}/{attempt}"))
+
+
+def step_fanout_id(wfrun_id: str, step: str, attempt: int) -> str:
+    """The fan-out of one attempt of a `fan_out` step: derived like a step run id, so a scheduler that
+    requests it again after a crash names the same fan-out (and the same host runs)."""
+    return str(uuid.uuid5(_NAMESPACE, f"step-fanout/{wfrun_id}/{step}/{attempt}"))
 
 
 def decision_id(wfrun_id: str, kind: str, step: str = "", attempt: int = 0) -> str:
@@ -103,6 +109,40 @@ class StepExec(StrEnum):
     PARALLEL = "parallel"  # started in the background; the sequence goes on
 
 
+class StepFanOut(BaseModel):
+    """A step's `fan_out`: each attempt runs on every live executor matching at dispatch, as a fan-out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pool: str | None = None  # None: any pool
+    labels: dict[str, str] = Field(default_factory=dict)
+    hosts: list[str] = Field(default_factory=list, max_length=1000)
+    max_parallel: int | None = Field(default=None, ge=1, le=10_000)
+    max_failures: int | None = Field(default=None, ge=1, le=10_000)
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, value: str | None) -> str | None:
+        if value is not None and not valid_token(value):
+            raise ValueError("must match [A-Za-z0-9_-]{1,128}")
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        bad = [h for h in value if not valid_token(h)]
+        if bad:
+            raise ValueError(f"host names must match [A-Za-z0-9_-]{{1,128}}: {bad!r}")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(not k or not v or len(k) > 128 or len(v) > 128 for k, v in value.items()):
+            raise ValueError("label names and values must be 1 to 128 characters")
+        return value
+
+
 class StepSpec(BaseModel):
     """One step ("task") of a workflow, as stored in its definition and snapshotted into each run.
 
@@ -134,6 +174,8 @@ class StepSpec(BaseModel):
     pool: str = "default"
     host: str | None = None
     continue_on_error: bool = False
+    # Each attempt is a fan-out over the matching live executors instead of one run.
+    fan_out: StepFanOut | None = None
 
     @field_validator("name")
     @classmethod
@@ -155,6 +197,13 @@ class StepSpec(BaseModel):
     def _token(cls, value: str | None) -> str | None:
         if value is not None and not valid_token(value):
             raise ValueError("must match [A-Za-z0-9_-]{1,128}")
+        return value
+
+    @field_validator("fan_out")
+    @classmethod
+    def _fan_out(cls, value: StepFanOut | None, info: ValidationInfo) -> StepFanOut | None:
+        if value is not None and info.data.get("host") is not None:
+            raise ValueError("cannot be combined with `host`: name the hosts in `fan_out.hosts`")
         return value
 
     @model_validator(mode="after")
@@ -284,6 +333,8 @@ class WfRunStepSettled(WfRunStepEvent):
     will_retry: bool = False
     # The step has failed for good and takes the workflow run down with it.
     fails_run: bool = False
+    # Why the attempt ended, when its run says (a fan-out step's: its fan-out, or no host matching).
+    reason: str = ""
 
 
 class WfRunStepRetryScheduled(WfRunStepEvent):

@@ -48,7 +48,8 @@ def _host_run(row: asyncpg.Record) -> FanoutHostRun:
     )
 
 
-async def _hosts(conn: asyncpg.Pool | asyncpg.Connection, ids: list[str]) -> dict[str, list[FanoutHostRun]]:
+async def host_runs(conn: asyncpg.Pool | asyncpg.Connection, ids: list[str]) -> dict[str, list[FanoutHostRun]]:
+    """Each fan-out's hosts and their latest runs, in start order."""
     rows = await conn.fetch(
         """SELECT h.fanout_id::text AS fanout_id, h.host, h.attempt, h.run_id::text AS run_id, h.skipped, h.reason,
                   h.run_deleted, r.status AS run_status, r.exit_code, r.signal, r.started_at, r.finished_at,
@@ -91,7 +92,7 @@ async def get_fanout(pool: asyncpg.Pool, fanout_id: str) -> Fanout | None:
     row = await pool.fetchrow(f"SELECT {_FANOUT_COLUMNS} FROM fanouts WHERE id = $1::uuid", fanout_id)
     if row is None:
         return None
-    return _fanout(row, (await _hosts(pool, [fanout_id])).get(fanout_id, []))
+    return _fanout(row, (await host_runs(pool, [fanout_id])).get(fanout_id, []))
 
 
 async def list_fanouts(
@@ -112,7 +113,7 @@ async def list_fanouts(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    hosts = await _hosts(pool, [r["id"] for r in rows])
+    hosts = await host_runs(pool, [r["id"] for r in rows])
     return [_fanout(r, hosts.get(r["id"], [])) for r in rows], int(total), more
 
 

@@ -9,7 +9,14 @@ from typing import Any
 import asyncpg
 
 from scriptbus.events.workflow_definitions import Project, Workflow, dump_task
-from scriptbus.events.workflows import ACTIVE_WORKFLOW_RUN_STATUSES, StepSpec, WorkflowRunStatus, WorkflowSettings
+from scriptbus.events.workflows import (
+    ACTIVE_WORKFLOW_RUN_STATUSES,
+    StepSpec,
+    WorkflowRunStatus,
+    WorkflowSettings,
+    step_fanout_id,
+)
+from scriptbus.gateway.fanout_readmodels import host_runs
 from scriptbus.gateway.workflow_schemas import (
     ProjectView,
     WorkflowRun,
@@ -132,11 +139,28 @@ async def get_run(pool: asyncpg.Pool, wfrun_id: str) -> WorkflowRun | None:
             return None
         steps = await conn.fetch(
             """SELECT name, place, exec, status, spad_status, attempt, run_id::text AS run_id, attempts,
-                      next_retry_at, survivors, held, reason
+                      next_retry_at, survivors, held, reason, jsonb_typeof(spec->'fan_out') = 'object' AS fans_out
                FROM workflow_run_steps WHERE wfrun_id = $1::uuid ORDER BY place, name""",
             wfrun_id,
         )
-    return WorkflowRun(**dict(row.items()), steps=[WorkflowRunStep(**dict(s.items())) for s in steps])
+    views = [_step(wfrun_id, s) for s in steps]
+    hosts = await host_runs(pool, [v.fanout_id for v in views if v.fanout_id is not None])
+    for view in views:
+        if view.fanout_id is not None:
+            view.fanout_hosts = hosts.get(view.fanout_id, [])
+    return WorkflowRun(**dict(row.items()), steps=views)
+
+
+def _step(wfrun_id: str, row: asyncpg.Record) -> WorkflowRunStep:
+    """A step as the API shows it; a `fan_out` step's attempts each name their fan-out (derived ids)."""
+    step = WorkflowRunStep(**{k: v for k, v in row.items() if k != "fans_out"})
+    if row["fans_out"]:
+        for a in step.attempts:
+            a.fanout_id = step_fanout_id(wfrun_id, step.name, a.attempt)
+        if step.attempt > 0:
+            step.fanout_id = step_fanout_id(wfrun_id, step.name, step.attempt)
+            step.fanout_url = f"/api/v1/fanouts/{step.fanout_id}"
+    return step
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scriptbus.events.statuses import RunStatus
 from scriptbus.events.workflows import NAME_PATTERN, StepExec, StepStatus, WorkflowRunStatus
+from scriptbus.gateway.fanout_schemas import FanoutHostRun
 
 SEED_EXAMPLE: dict[str, Any] = {
     "context": {
@@ -81,6 +82,7 @@ class StepAttempt(BaseModel):
     status: RunStatus
     exit_code: int | None
     signal: int | None
+    fanout_id: str | None = Field(None, description="A `fan_out` step's attempt: its fan-out.")
 
 
 class WorkflowRunStep(BaseModel):
@@ -96,6 +98,9 @@ class WorkflowRunStep(BaseModel):
     survivors: list[int] = Field(description="Pids of the latest attempt still alive after SIGKILL.")
     held: bool = Field(description="The step holds off a stop (seed 004's `waiting`).")
     reason: str
+    fanout_id: str | None = Field(None, description="A `fan_out` step: the latest attempt's fan-out.")
+    fanout_url: str | None = Field(None, description="Where that fan-out is: `GET /api/v1/fanouts/{id}`.")
+    fanout_hosts: list[FanoutHostRun] | None = Field(None, description="That fan-out's hosts and their runs.")
 
 
 class WorkflowRunSummary(BaseModel):

@@ -335,6 +335,8 @@ async def wfrun_step_settled(conn: asyncpg.Connection, e: WfRunStepSettled, seq:
     if attempt is step.current and not step.final:
         step.status = StepStatus.RETRYING if e.will_retry else STEP_STATUS_OF_RUN[RunStatus(attempt["status"])]
         step.next_retry_at = None
+        if e.reason:
+            step.reason = e.reason
     await step.save(conn)
     if e.fails_run:
         await conn.execute(

@@ -23,6 +23,8 @@ class Executor:
     last_seen: float  # monotonic seconds, by this scheduler's clock
     state: ExecutorState = ExecutorState.ONLINE
     running_run_ids: list[str] = field(default_factory=list)
+    pools: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Fleet:
         if isinstance(event, ExecutorHeartbeat):
             state = ExecutorState.DRAINING if event.draining else ExecutorState.ONLINE
             self.executors[event.executor_id] = Executor(
-                event.host, event.executor_id, now, state, list(event.running_run_ids)
+                event.host, event.executor_id, now, state, list(event.running_run_ids), event.pools, event.labels
             )
         elif isinstance(event, (ExecutorStopped, ExecutorLost)):
             state = ExecutorState.STOPPED if isinstance(event, ExecutorStopped) else ExecutorState.LOST
@@ -55,6 +57,20 @@ class Fleet:
                 self.executors[event.executor_id] = Executor(event.host, event.executor_id, now, state)
             else:
                 known.state = state
+
+    def matching(self, pool: str | None, labels: dict[str, str], hosts: list[str]) -> tuple[list[str], list[str]]:
+        """(hosts matching, named hosts not live): the online executors in `pool` (any when None) with all
+        `labels`, among `hosts` when given, in host order; as `POST /api/v1/fanouts` matches them."""
+        live = {ex.host: ex for ex in self.executors.values() if ex.state is ExecutorState.ONLINE}
+        missing = [h for h in dict.fromkeys(hosts) if h not in live]
+        matched = [
+            host
+            for host, ex in sorted(live.items())
+            if (not hosts or host in hosts)
+            and (pool is None or pool in ex.pools)
+            and all(ex.labels.get(k) == v for k, v in labels.items())
+        ]
+        return matched, missing
 
     def silent(self, now: float) -> list[Loss]:
         """Live instances not heard from for longer than the timeout; each is declared lost once."""

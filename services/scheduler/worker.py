@@ -125,7 +125,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
                 events.pop(0)
             verdicts.pop(0)
 
-    workflows = start_workflow_driver(js, subjects, stop)
+    workflows = start_workflow_driver(js, subjects, stop, fleet)
     fanouts = start_fanout_driver(js, subjects, stop)
     schedules = start_schedule_driver(js, subjects, stop, settings.schedule_late_after_s)
     log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)

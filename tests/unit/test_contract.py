@@ -19,7 +19,7 @@ from scriptbus.events import Event, Subjects, decode_event, encode_event, new_id
 from scriptbus.events.codec import EVENT_TYPES
 from scriptbus.events.files import Artifact
 from scriptbus.events.schedules import CatchUp, Overlap, ScheduleSpec
-from scriptbus.events.workflows import StepExec, StepSpec, WorkflowSettings
+from scriptbus.events.workflows import StepExec, StepFanOut, StepSpec, WorkflowSettings
 from scriptbus.recorder.projections import IGNORED, PROJECTIONS, output_run_id
 
 
@@ -93,6 +93,7 @@ COHERENT_SAMPLES: dict[Any, Any] = {
         env={"A": "b"},
         pool="p1",
         continue_on_error=True,
+        fan_out=StepFanOut(pool="web", labels={"role": "edge"}, hosts=["h1"], max_parallel=1, max_failures=2),
     ),  # fmt: skip
     WorkflowSettings: WorkflowSettings(max_active_runs=3),
     ScheduleSpec: ScheduleSpec(

@@ -287,6 +287,19 @@ def test_our_own_fields_are_dumped_when_set_and_survive_a_round_trip() -> None:
     assert not replace(project, parse_document(dump(project))).changed
 
 
+def test_a_fan_out_step_dumps_back_to_itself() -> None:
+    fan_out = {"pool": "web", "labels": {"role": "edge"}, "hosts": ["h1", "h2"], "max_parallel": 1, "max_failures": 2}
+    ours = task("roll", 1, fan_out=fan_out)
+    project = after(create(None, parse_document(doc([{"name": "w", "tasks": [ours, task("plain", 2)]}]))))
+    dumped = dump(project)["context"]["project"]["workflows"][0]["tasks"]
+    assert dumped[0] == {"id": 1, **ours}
+    assert "fan_out" not in dumped[1]
+    assert not replace(project, parse_document(dump(project))).changed
+    # The least a fan-out says: every live executor.
+    bare = after(create(None, parse_document(doc([{"name": "w", "tasks": [task("all", 1, fan_out={})]}]))))
+    assert dump(bare)["context"]["project"]["workflows"][0]["tasks"][0]["fan_out"] == {}
+
+
 # validation -----------------------------------------------------------------------------------------
 
 
@@ -306,6 +319,12 @@ def test_our_own_fields_are_dumped_when_set_and_survive_a_round_trip() -> None:
         ([task("t", 1, timeout_s=0)], f"{_W}.tasks[0].timeout_s", "greater than 0"),
         ([task("a", 1), task("b", 1)], f"{_W}.tasks[1].place", "taken by 'a'"),
         ([task("a", 1), task("a", 2)], f"{_W}.tasks[1].name", "appears twice"),
+        ([task("t", 1, host="h1", fan_out={})], f"{_W}.tasks[0].fan_out", "cannot be combined with `host`"),
+        ([task("t", 1, fan_out={"max_parallel": 0})], f"{_W}.tasks[0].fan_out.max_parallel", "greater than"),
+        ([task("t", 1, fan_out={"max_failures": 0})], f"{_W}.tasks[0].fan_out.max_failures", "greater than"),
+        ([task("t", 1, fan_out={"pool": "a b"})], f"{_W}.tasks[0].fan_out.pool", "A-Za-z0-9"),
+        ([task("t", 1, fan_out={"hosts": ["a/b"]})], f"{_W}.tasks[0].fan_out.hosts", "A-Za-z0-9"),
+        ([task("t", 1, fan_out={"label": {}})], f"{_W}.tasks[0].fan_out.label", "unknown field"),
     ],
 )
 def test_bad_tasks_are_refused_with_the_field_named(tasks: list[dict[str, Any]], field: str, words: str) -> None:

@@ -136,6 +136,7 @@ def _settle(state: WorkflowRunState, now: datetime) -> list[WfRunEvent]:
                     survivors=list(attempt.survivors),
                     will_retry=will_retry,
                     fails_run=fails_run,
+                    reason=attempt.reason,
                 ),
                 now,
                 attempt.attempt,

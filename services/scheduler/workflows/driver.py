@@ -47,6 +47,7 @@ from scriptbus.events.bus import BUS_ERRORS
 from scriptbus.events.claims import CANCEL_REASON, CANCELLED_CLAIM, cancel_event_id
 from scriptbus.events.codec import decode_event, encode_event, event_headers
 from scriptbus.events.envelope import Event, utcnow
+from scriptbus.events.fanouts import FanoutRequested, FanoutStopRequested
 from scriptbus.events.publishing import publish_event, publish_request, subject_for
 from scriptbus.events.runs import RunFinished, RunStopRequested
 from scriptbus.events.statuses import RunStatus
@@ -58,9 +59,12 @@ from scriptbus.events.workflows import (
     WfRunStepDispatched,
     WfRunStepStopIssued,
     decision_id,
+    step_fanout_id,
 )
+from scriptbus.scheduler.fleet import Fleet
 from scriptbus.scheduler.workflows.decide import decide
 from scriptbus.scheduler.workflows.state import StepState, WorkflowRunState
+from scriptbus.scheduler.workflows.step_fanouts import attempt_event, fanout_step_request
 from scriptbus.scheduler.workflows.step_runs import find_command, step_request
 
 log = logging.getLogger(__name__)
@@ -94,12 +98,21 @@ class StaleDecision(Exception):
 class WorkflowDriver:
     """Drives every unfinished workflow run of one installation. `start`, then `run` until stopped."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        clock: Callable[[], datetime] = utcnow,
+        fleet: Fleet | None = None,
+    ) -> None:
         self._js = js
         self._s = subjects
         self._clock = clock
+        # The live executors a `fan_out` step's attempt matches (the scheduler's view of heartbeats).
+        self._fleet = fleet
         self._runs: dict[str, _Run] = {}
         self._owner: dict[str, str] = {}  # step run id -> workflow run id
+        self._fanout_owner: dict[str, tuple[str, str]] = {}  # fan-out id -> (workflow run id, step run id)
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()
         self._dirty: set[str] = set()
         self._queues: set[str] = set()
@@ -126,7 +139,9 @@ class WorkflowDriver:
         self._claims = await claims_bucket(self._js, s)
         self._names = await command_names_bucket(self._js, s)
         self._active = await wfactive_bucket(self._js, s)
-        filters = [s.all_wfruns(), s.all_run_finishes]
+        # A fan-out step's attempt starts and ends with its fan-out (see step_fanouts.py).
+        fanouts = [s.fanout_event("*", "host_dispatched"), s.fanout_event("*", "finished")]
+        filters = [s.all_wfruns(), s.all_run_finishes, *fanouts]
         for subject in filters:
             try:
                 msg = await self._js.get_last_msg(s.events_stream, subject)
@@ -191,6 +206,8 @@ class WorkflowDriver:
                 self._fold_run_event(tokens[2], msg)
             elif tokens[1] == "wfruns":
                 self._fold_wfrun_event(tokens[2], seq, msg)
+            elif tokens[1] == "fanouts":
+                self._fold_fanout_event(tokens[2], msg)
         self._folded_seq = max(self._folded_seq, seq)
         if not self._caught_up and (seq >= self._mark or msg.metadata.num_pending == 0):
             self._caught_up = True
@@ -233,6 +250,16 @@ class WorkflowDriver:
             run.state.apply(event)
             self._dirty.add(wfrun_id)
 
+    def _fold_fanout_event(self, fanout_id: str, msg: Msg) -> None:
+        owner = self._fanout_owner.get(fanout_id)
+        if owner is None:
+            return  # not a step's fan-out, or its workflow run has finished
+        run = self._runs.get(owner[0])
+        event = attempt_event(self._decode(msg), owner[1])
+        if run is not None and event is not None:
+            run.state.apply(event)
+            self._dirty.add(owner[0])
+
     def _fold_wfrun_event(self, wfrun_id: str, seq: int, msg: Msg) -> None:
         run = self._runs.get(wfrun_id)
         if run is None:
@@ -260,13 +287,18 @@ class WorkflowDriver:
         run.state.apply(event)
         if isinstance(event, WfRunStepDispatched) and event.wfrun_id == run.state.wfrun_id:
             self._owner[event.run_id] = event.wfrun_id
+            step = run.state.steps.get(event.step)
+            if step is not None and step.spec.fan_out is not None:
+                fanout_id = step_fanout_id(event.wfrun_id, event.step, event.attempt)
+                self._fanout_owner[fanout_id] = (event.wfrun_id, event.run_id)
 
     def _forget(self, run: _Run) -> None:
         state = run.state
         self._runs.pop(state.wfrun_id, None)
         self._dirty.discard(state.wfrun_id)
-        for run_id in state.run_ids:
+        for run_id, (step, attempt) in state.run_ids.items():
             self._owner.pop(run_id, None)
+            self._fanout_owner.pop(step_fanout_id(state.wfrun_id, step, attempt), None)
 
     # deciding ------------------------------------------------------------------------------------
     async def _decide_due(self) -> None:
@@ -337,12 +369,32 @@ class WorkflowDriver:
         command = None
         if spec.function is not None:
             command = await find_command(self._js, self._s, self._names, spec.function)
+        if spec.fan_out is not None:
+            event = fanout_step_request(state, spec, attempt, run_id, command, self._fleet)
+            if isinstance(event, FanoutRequested):
+                log.info("workflow run %s: step %s attempt %d fans out over %s", state.wfrun_id, spec.name,
+                         attempt, ", ".join(event.hosts))  # fmt: skip
+            else:
+                log.info("workflow run %s: step %s attempt %d: %s", state.wfrun_id, spec.name, attempt, event.reason)
+            await publish_event(self._js, self._s, event)
+            return
         request = step_request(state, spec, attempt, run_id, command)
         await publish_request(self._js, self._s, request, self._queues)
 
+    async def _fanout_requested(self, fanout_id: str) -> bool:
+        try:
+            await self._js.get_last_msg(self._s.events_stream, self._s.fanout_event(fanout_id, "requested"))
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
     async def _stop(self, state: WorkflowRunState, step: str, attempt: int, run_id: str, reason: str) -> None:
-        """Cancel the run if no executor holds it (and then none ever will), else ask its executor to stop it."""
+        """Cancel the run if no executor holds it (and then none ever will), else ask its executor to stop it.
+        A fan-out step's attempt: stop its fan-out (or, never requested, end the attempt as cancelled)."""
         assert self._claims is not None
+        if state.steps[step].spec.fan_out is not None:
+            await self._stop_fanout(state, step, attempt, run_id)
+            return
         try:
             await self._claims.create(run_id, CANCELLED_CLAIM)
             cancelled = True
@@ -362,6 +414,22 @@ class WorkflowDriver:
             )
         await publish_event(self._js, self._s, event)
 
+    async def _stop_fanout(self, state: WorkflowRunState, step: str, attempt: int, run_id: str) -> None:
+        fanout_id = step_fanout_id(state.wfrun_id, step, attempt)
+        event: FanoutStopRequested | RunFinished
+        if await self._fanout_requested(fanout_id):
+            event = FanoutStopRequested(
+                event_id=decision_id(state.wfrun_id, "fanout.stop_requested", step, attempt),
+                fanout_id=fanout_id,
+                requested_by=state.requested_by,
+            )
+        else:
+            # Only this driver requests it, and it decides one thing at a time: it will not come later.
+            event = RunFinished(
+                event_id=cancel_event_id(run_id), run_id=run_id, status=RunStatus.CANCELLED, reason=CANCEL_REASON
+            )
+        await publish_event(self._js, self._s, event)
+
     async def _redo_effects(self, run: _Run) -> None:
         """Re-do what decisions stored earlier call for and may not have happened: an unfinished attempt's
         run request, or its stop."""
@@ -372,6 +440,12 @@ class WorkflowDriver:
                 continue
             if attempt.stop_issued:
                 await self._stop(state, step.name, attempt.attempt, attempt.run_id, "workflow run stopped")
+                continue
+            if step.spec.fan_out is not None:
+                if not await self._fanout_requested(step_fanout_id(state.wfrun_id, step.name, attempt.attempt)):
+                    log.info("workflow run %s: step %s attempt %d: its fan-out requested again", state.wfrun_id,
+                             step.name, attempt.attempt)  # fmt: skip
+                    await self._request(state, step, attempt.attempt, attempt.run_id)
                 continue
             try:
                 await self._js.get_last_msg(self._s.events_stream, self._s.run_requested(attempt.run_id, "*"))
@@ -419,13 +493,15 @@ async def append_decision(js: JetStreamContext, s: Subjects, event: WfRunEvent, 
     return ack.seq
 
 
-async def drive_workflows(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
+async def drive_workflows(
+    js: JetStreamContext, subjects: Subjects, stop: asyncio.Event, fleet: Fleet | None = None
+) -> None:
     """Drive workflow runs until `stop` is set. While the stream cannot be read (NATS down, the stream not
     there yet) keep trying, each time from a fresh state: state comes from the stream, so starting late
     loses nothing, and one NATS outage must not take the scheduler down."""
     delay = RETRY_S
     while not stop.is_set():
-        driver = WorkflowDriver(js, subjects)
+        driver = WorkflowDriver(js, subjects, fleet=fleet)
         try:
             await driver.start()
             delay = RETRY_S
@@ -440,7 +516,9 @@ async def drive_workflows(js: JetStreamContext, subjects: Subjects, stop: asynci
         delay = min(delay * 2, MAX_RETRY_S)
 
 
-def start_workflow_driver(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> asyncio.Task[None]:
+def start_workflow_driver(
+    js: JetStreamContext, subjects: Subjects, stop: asyncio.Event, fleet: Fleet | None = None
+) -> asyncio.Task[None]:
     """The scheduler's workflow task. If it dies, the whole scheduler stops (sets `stop`): a scheduler that
     watches executors but drives no workflow would look healthy while every workflow run hangs."""
 
@@ -449,6 +527,6 @@ def start_workflow_driver(js: JetStreamContext, subjects: Subjects, stop: asynci
             log.error("workflow driver died", exc_info=task.exception())
             stop.set()
 
-    task = asyncio.create_task(drive_workflows(js, subjects, stop), name="workflow-driver")
+    task = asyncio.create_task(drive_workflows(js, subjects, stop, fleet), name="workflow-driver")
     task.add_done_callback(ended)
     return task

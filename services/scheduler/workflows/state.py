@@ -55,6 +55,7 @@ class Attempt:
     exit_code: int | None = None
     signal: int | None = None
     survivors: list[int] = field(default_factory=list)
+    reason: str = ""
     # The scheduler has recorded what follows this ending (`wfrun.step_settled`).
     settled: bool = False
     stop_issued: bool = False
@@ -268,6 +269,7 @@ class WorkflowRunState:
             attempt.signal = event.signal
             attempt.survivors = list(event.survivors)
             attempt.host = attempt.host or event.host
+            attempt.reason = event.reason
 
     def _settled(self, event: WfRunStepSettled) -> None:
         step = self.steps.get(event.step)
