@@ -71,6 +71,13 @@ def step_attempts(run: dict[str, Any]) -> list[tuple[str, int, str]]:
     from the run a retry repeats has no attempt of its own: its old output is not shown again."""
     found = []
     for step in run.get("steps") or []:
+        if step.get("fanout_id"):
+            # A `fan_out` step: its attempt is no run; each host's run is, named `step@host`.
+            for host in step.get("fanout_hosts") or []:
+                if host.get("run_id"):
+                    name = f"{step['name']}@{host['host']}"
+                    found.append((name, int(step.get("attempt") or 1), str(host["run_id"])))
+            continue
         for attempt in step.get("attempts") or []:
             if attempt.get("run_id"):
                 found.append((str(step["name"]), int(attempt.get("attempt") or 1), str(attempt["run_id"])))
@@ -78,7 +85,9 @@ def step_attempts(run: dict[str, Any]) -> list[tuple[str, int, str]]:
 
 
 def prefix_width(run: dict[str, Any]) -> int:
-    return max((len(str(s.get("name", ""))) for s in run.get("steps") or []), default=0)
+    names = [str(s.get("name", "")) for s in run.get("steps") or []]
+    names += [name for name, _attempt, _run in step_attempts(run)]
+    return max((len(n) for n in names), default=0)
 
 
 def change_lines(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from scriptbus.client import selection, workflow_render
 from scriptbus.client.commands import UsageError, build_parser
-from scriptbus.client.workflow_follow import Line, LineSink, change_lines, step_attempts, step_prefix
+from scriptbus.client.workflow_follow import Line, LineSink, change_lines, prefix_width, step_attempts, step_prefix
 from scriptbus.client.workflows import read_document
 
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
@@ -186,6 +186,15 @@ def test_step_attempts_are_every_started_attempt_and_not_a_step_kept_from_a_retr
         ("t11", 2, "bbbbbbbb-2"),
         ("t13", 1, "cccccccc-3"),
     ]
+
+
+def test_a_fan_out_steps_output_is_each_hosts_run_named_step_at_host() -> None:
+    hosts = [{"host": "web-1", "run_id": "r-1"}, {"host": "web-2", "run_id": None}]
+    rolled = step("roll", "running", "running", [attempt(1, "step-run", "running")], fanout_id="f", fanout_hosts=hosts)
+    run = wfrun("running", [rolled, *FAILED["steps"]])
+    assert step_attempts(run)[0] == ("roll@web-1", 1, "r-1")
+    assert "step-run" not in {r for _s, _a, r in step_attempts(run)}
+    assert prefix_width(run) == len("roll@web-1")
 
 
 def test_change_lines_report_what_moved_since_the_last_look() -> None:

@@ -87,3 +87,16 @@ def test_silence_the_scheduler_could_not_hear_is_excused() -> None:
     assert fleet.silent(now=12) == []
     [loss] = fleet.silent(now=13.5)  # silent for longer than the timeout since we could hear again
     assert loss.host == "a"
+
+
+def test_a_fan_out_matches_online_executors_by_pool_labels_and_names_in_host_order() -> None:
+    fleet = Fleet(lost_after_s=3)
+    fleet.observe(heartbeat("b", "e2").model_copy(update={"labels": {"role": "web"}}), now=0)
+    fleet.observe(heartbeat("a", "e1").model_copy(update={"labels": {"role": "web"}}), now=0)
+    fleet.observe(heartbeat("c", "e3").model_copy(update={"labels": {"role": "db"}}), now=0)
+    fleet.observe(heartbeat("d", "e4"), now=0)
+    fleet.observe(ExecutorStopped(host="d", executor_id="e4"), now=1)
+    assert fleet.matching(None, {}, []) == (["a", "b", "c"], [])
+    assert fleet.matching(None, {"role": "web"}, []) == (["a", "b"], [])
+    assert fleet.matching("c", {}, []) == (["c"], [])  # each serves a pool of its host's name
+    assert fleet.matching(None, {}, ["c", "d"]) == (["c"], ["d"])
