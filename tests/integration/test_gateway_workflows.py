@@ -393,7 +393,9 @@ async def test_step_attempts_statuses_runs_filter_hold_retry_and_events(wfapi: A
         1,
         "2030-01-01T00:00:00Z",
     )
-    assert t12_row["attempts"] == [{"attempt": 1, "run_id": first, "status": "failed", "exit_code": 3, "signal": None}]
+    assert t12_row["attempts"] == [
+        {"attempt": 1, "run_id": first, "status": "failed", "exit_code": 3, "signal": None, "fanout_id": None}
+    ]
     second = await step_events(api, wid, "t12", 2, RunStatus.FAILED, exit_code=1)
     await publish_event(
         js,
