@@ -38,10 +38,19 @@ class Loss:
     reason: str
 
 
+# How long after we start listening the replay of the executors stream is taken to be complete.
+HEARD_AFTER_S = 2.0
+
+
 class Fleet:
     def __init__(self, lost_after_s: float) -> None:
         self.lost_after_s = lost_after_s
         self.executors: dict[str, Executor] = {}  # by executor_id
+        self.listening_since: float | None = None  # monotonic; set by whoever feeds it
+
+    def heard(self, now: float) -> bool:
+        """We have listened long enough to know the whole fleet (its replay has come in)."""
+        return self.listening_since is not None and now - self.listening_since >= HEARD_AFTER_S
 
     def observe(self, event: Event, now: float) -> None:
         """Apply one executor event."""

@@ -145,6 +145,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
                 try:
                     if sub is None:
                         sub = await unless_stopped(stop, listen())
+                        fleet.listening_since = fleet.listening_since or time.monotonic()
                         log.info("listening to executors")
                     losses.extend(fleet.silent(now))
                     await unless_stopped(stop, publish_verdicts())

@@ -3,13 +3,15 @@ fan-out's events read as the attempt's start and end."""
 
 from __future__ import annotations
 
+import pytest
+
 from scriptbus.events.fanouts import FanoutFinished, FanoutHostDispatched, FanoutRequested, FanoutStatus
 from scriptbus.events.runs import RunFinished, RunStarted
 from scriptbus.events.statuses import RunStatus
 from scriptbus.events.workflows import StepFanOut, step_fanout_id, step_run_id
 from scriptbus.scheduler.fleet import Fleet
 from scriptbus.scheduler.workflows.state import WorkflowRunState
-from scriptbus.scheduler.workflows.step_fanouts import attempt_event, fanout_step_request
+from scriptbus.scheduler.workflows.step_fanouts import FleetNotHeard, attempt_event, fanout_step_request
 from tests.helpers.fleet import heartbeat
 from tests.helpers.workflows import request, step
 
@@ -19,25 +21,35 @@ def _state() -> WorkflowRunState:
     return WorkflowRunState.requested(request([roll]))
 
 
+def heard(fleet: Fleet) -> Fleet:
+    fleet.listening_since = 0.0
+    return fleet
+
+
 def test_the_attempt_fans_out_over_the_hosts_matching_now_under_a_derived_id() -> None:
     state = _state()
     fleet = Fleet(lost_after_s=3)
     for host in ("b", "a"):
         fleet.observe(heartbeat(host, f"e-{host}").model_copy(update={"labels": {"role": "web"}}), now=0)
     run_id = step_run_id(state.wfrun_id, "roll", 2)
-    event = fanout_step_request(state, state.steps["roll"].spec, 2, run_id, None, fleet)
+    # Just started listening: the replay of the fleet may not be all in, so no hosts are matched yet.
+    fleet.listening_since = 9.0
+    with pytest.raises(FleetNotHeard):
+        fanout_step_request(state, state.steps["roll"].spec, 2, run_id, None, fleet, 10.0)
+    heard(fleet)
+    event = fanout_step_request(state, state.steps["roll"].spec, 2, run_id, None, fleet, 10.0)
     assert isinstance(event, FanoutRequested)
     assert event.fanout_id == step_fanout_id(state.wfrun_id, "roll", 2)
     assert (event.hosts, event.max_parallel, event.script, event.labels) == (["a", "b"], 1, "echo hi", {"role": "web"})
     # Asked again (after a crash), it is the same message.
-    again = fanout_step_request(state, state.steps["roll"].spec, 2, run_id, None, fleet)
+    again = fanout_step_request(state, state.steps["roll"].spec, 2, run_id, None, fleet, 10.0)
     assert isinstance(again, FanoutRequested) and again.event_id == event.event_id
 
 
 def test_nothing_matching_fails_the_attempt_naming_the_filter() -> None:
     state = _state()
     run_id = step_run_id(state.wfrun_id, "roll", 1)
-    event = fanout_step_request(state, state.steps["roll"].spec, 1, run_id, None, Fleet(lost_after_s=3))
+    event = fanout_step_request(state, state.steps["roll"].spec, 1, run_id, None, heard(Fleet(lost_after_s=3)), 10.0)
     assert isinstance(event, RunFinished)
     assert (event.run_id, event.status) == (run_id, RunStatus.FAILED)
     assert "no live executor matches any pool, label role=web" in event.reason

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,7 +65,7 @@ from scriptbus.events.workflows import (
 from scriptbus.scheduler.fleet import Fleet
 from scriptbus.scheduler.workflows.decide import decide
 from scriptbus.scheduler.workflows.state import StepState, WorkflowRunState
-from scriptbus.scheduler.workflows.step_fanouts import attempt_event, fanout_step_request
+from scriptbus.scheduler.workflows.step_fanouts import FleetNotHeard, attempt_event, fanout_step_request
 from scriptbus.scheduler.workflows.step_runs import find_command, step_request
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ RETRY_S = 1.0
 MAX_RETRY_S = 10.0
 # The longest the loop sleeps without looking at the stop signal and the timers.
 TICK_S = 0.5
+# Trouble that passes: NATS, or a fleet not heard yet; the driver retries after RETRY_S.
+_RETRIED: tuple[type[BaseException], ...] = (*BUS_ERRORS, FleetNotHeard)
 # Messages folded between two rounds of decisions, so a burst never starves the timers.
 BATCH = 2000
 
@@ -317,7 +320,7 @@ class WorkflowDriver:
                 continue
             try:
                 await self._advance(run)
-            except BUS_ERRORS as exc:
+            except _RETRIED as exc:
                 log.warning("workflow run %s: %s; trying again in %.0fs", wfrun_id, exc, RETRY_S)
                 run.wakeup = self._clock() + timedelta(seconds=RETRY_S)
             except Exception:
@@ -345,7 +348,7 @@ class WorkflowDriver:
             self._apply(run, event)
             try:
                 await self._act(state, event)
-            except BUS_ERRORS:
+            except _RETRIED:
                 run.redo = True
                 raise
         if state.finished:
@@ -370,7 +373,7 @@ class WorkflowDriver:
         if spec.function is not None:
             command = await find_command(self._js, self._s, self._names, spec.function)
         if spec.fan_out is not None:
-            event = fanout_step_request(state, spec, attempt, run_id, command, self._fleet)
+            event = fanout_step_request(state, spec, attempt, run_id, command, self._fleet, time.monotonic())
             if isinstance(event, FanoutRequested):
                 log.info("workflow run %s: step %s attempt %d fans out over %s", state.wfrun_id, spec.name,
                          attempt, ", ".join(event.hosts))  # fmt: skip

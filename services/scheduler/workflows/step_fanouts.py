@@ -19,6 +19,11 @@ from scriptbus.scheduler.fleet import Fleet
 from scriptbus.scheduler.workflows.state import WorkflowRunState
 from scriptbus.scheduler.workflows.step_runs import step_request
 
+
+class FleetNotHeard(Exception):
+    """The scheduler has only just started listening to the fleet: matching now could miss hosts."""
+
+
 _ENDING = {
     FanoutStatus.SUCCEEDED: RunStatus.SUCCEEDED,
     FanoutStatus.FAILED: RunStatus.FAILED,
@@ -33,9 +38,13 @@ def fanout_step_request(
     run_id: str,
     command: CommandDefinition | None,
     fleet: Fleet | None,
+    now: float,
 ) -> FanoutRequested | RunFinished:
-    """The attempt's fan-out over the hosts matching now, or its failure when none does."""
+    """The attempt's fan-out over the hosts matching now, or its failure when none does. `FleetNotHeard`
+    while the scheduler's view of the fleet may be incomplete (it just started)."""
     assert spec.fan_out is not None
+    if fleet is not None and not fleet.heard(now):
+        raise FleetNotHeard("waiting to hear the fleet before matching a fan_out step's hosts")
     f = spec.fan_out
     fanout_id = step_fanout_id(state.wfrun_id, spec.name, attempt)
     hosts, missing = fleet.matching(f.pool, f.labels, f.hosts) if fleet is not None else ([], [])
