@@ -138,7 +138,8 @@ def service_permissions(s: Subjects, role: Role, public_key: str) -> Permissions
     elif role is Role.SCHEDULER:
         # Workflow steps are run requests; a lost executor's runs end here; lost executors are marked.
         publish += [f"{p}.runs.>", f"{p}.wfruns.>", f"{p}.executors.>"]
-        # Fan-outs: it records its decisions (hosts dispatched and skipped, the end) and requests the runs.
+        # Fan-outs: it records its decisions (hosts dispatched and skipped, the end) and requests the runs;
+        # a workflow step with `fan_out` is a fan-out it requests (and stops) itself.
         publish += [f"{p}.fanouts.>"]
         # A schedule's ticks (`schedule.fired`): the runs and workflow runs they make are requested above.
         publish += [f"{p}.schedules.>"]

@@ -76,7 +76,7 @@ def test_fanout_events_come_from_the_gateway_and_the_scheduler_only_and_readers_
         assert may_publish == (role in (Role.GATEWAY, Role.SCHEDULER)), role
     assert "sb.fanouts.>" in users[Role.EXECUTOR].publish_deny
     assert "sb.fanouts.>" in users[Role.READER].subscribe
-    # The scheduler requests each host's run of a fan-out.
+    # The scheduler requests each host's run of a fan-out, and a `fan_out` step's fan-out (and its stop).
     assert "sb.runs.>" in users[Role.SCHEDULER].publish
 
 
