@@ -287,6 +287,15 @@ async def wfrun_step_dispatched(conn: asyncpg.Connection, e: WfRunStepDispatched
         }
     )
     step.status = StepStatus.QUEUED
+    if await conn.fetchval(
+        "SELECT jsonb_typeof(spec->'fan_out') = 'object' FROM workflow_run_steps WHERE wfrun_id = $1 AND name = $2",
+        step.wfrun_id,
+        step.name,
+    ):
+        # A fan-out step's attempt is its fan-out, running from now on: no run of the attempt's own id
+        # will start to say so (its hosts' runs are the fan-out's).
+        step.attempts[-1]["status"] = RunStatus.RUNNING.value
+        step.status = StepStatus.RUNNING
     step.next_retry_at = None
     step.held, step.held_at = False, None  # a hold belongs to the process that asked for it
     await step.save(conn)

@@ -123,6 +123,9 @@ async def test_stopping_the_workflow_run_stops_the_fanouts_runs(fleet: Stack) ->
         return [h["status"] for h in hosts] == ["running", "running", "pending"]
 
     await eventually(two_running, 60, interval=0.2, what="two hosts running")
+    # The step is running while its fan-out is (no run of the attempt's own id says so).
+    roll = steps_of(await get_wfrun(client, wfrun["id"]))["roll"]
+    assert (roll["status"], roll["attempts"][-1]["status"]) == ("running", "running"), roll
     stopped = await client.post(f"/api/v1/workflow-runs/{wfrun['id']}/stop")
     assert stopped.status_code == 202, stopped.text
     end = await wait_wfrun_ended(client, wfrun["id"])
