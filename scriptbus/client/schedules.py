@@ -16,7 +16,11 @@ def _when(s: dict[str, Any]) -> str:
 
 def _target(s: dict[str, Any]) -> str:
     wf = s.get("workflow")
-    return f"workflow {wf['project']}/{wf['workflow']}" if wf else f"command {s.get('command_id')}"
+    return (
+        f"workflow {wf['project']}/{wf['workflow']}"
+        if wf
+        else f"command {s.get('command_name') or s.get('command_id')}"
+    )
 
 
 def table(items: list[dict[str, Any]]) -> str:

@@ -10,7 +10,8 @@ from scriptbus.events.schedules import ScheduleSpec
 from scriptbus.gateway.schedule_schemas import NEXT_TICKS, Schedule, ScheduleFire
 
 _COLUMNS = """id::text AS id, spec, paused, created_at, created_by, updated_at, updated_by, last_tick,
-    last_outcome, last_run_id::text AS last_run_id, fired, skipped"""
+    last_outcome, last_run_id::text AS last_run_id, fired, skipped,
+    (SELECT c.name FROM commands c WHERE c.id::text = schedules.spec->>'command_id') AS command_name"""
 RECENT = 10
 
 

@@ -52,6 +52,7 @@ class Schedule(ScheduleSpec):
     last_tick: datetime | None
     last_outcome: str | None
     last_run_id: str | None
+    command_name: str | None = Field(None, description="The saved command's current name (None once it is deleted).")
     fired: int = Field(description="Ticks that started or queued a run.")
     skipped: int = Field(description="Ticks that made no run (`recent` says why).")
     next_ticks: list[datetime] = Field(description=f"The next {NEXT_TICKS} fire times (none while paused).")

@@ -91,7 +91,7 @@ async def test_every_2s_fires_once_per_tick_with_two_schedulers_and_after_one_is
     second.wait_for_log("schedule driver: caught up")
     cmd = await command(c, "tick", "echo tick")
     made = await schedule(c, name="every2", every_s=2, command_id="tick", overlap="allow")
-    assert made["command_id"] == cmd and len(made["next_ticks"]) == 5
+    assert made["command_id"] == cmd and made["command_name"] == "tick" and len(made["next_ticks"]) == 5
     await wait_fires(bus, made["id"], 4)
     stack.services["scheduler"].kill()  # SIGKILL, whatever it was doing
     before = len(await fires(bus, made["id"]))
@@ -329,11 +329,14 @@ async def test_the_cli_creates_lists_shows_pauses_resumes_and_removes_a_schedule
         "world",
     )
     assert code == 0, err
-    assert b"every 2s in UTC; overlap allow, catch-up last" in out and b"command " in out
+    assert b"every 2s in UTC; overlap allow, catch-up last" in out and b"command hello world" in out
     made = (await stack.client.get("/api/v1/schedules/greet")).json()
     await wait_fires(bus, made["id"], 1)
     code, out, err = await cli(api, "schedules", "list")
-    assert code == 0 and b"greet" in out and b"every 2s" in out and b"active" in out, (out, err)
+    assert code == 0 and b"greet" in out and b"every 2s" in out and b"active" in out and b"command hello" in out, (
+        out,
+        err,
+    )
     code, out, err = await cli(api, "schedules", "show", "greet")
     assert code == 0 and b"recent ticks:" in out and b"started" in out, (out, err)
     code, out, err = await cli(api, "schedules", "pause", "greet")
