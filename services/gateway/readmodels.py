@@ -39,11 +39,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset query on release (a round trip per request): pooled connections only
+    run single statements — no SET, LISTEN, advisory lock or prepared cursor; the one LISTEN is on the
+    projection watcher's own connection. asyncpg still rolls back an open transaction and drops
+    listeners before calling this."""
+
+
 async def create_pool(database_url: str) -> asyncpg.Pool:
     """A pool that opens connections on demand, so the gateway starts (and says it is not ready)
     while PostgreSQL is still down."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        database_url, min_size=0, max_size=10, init=_init_connection, command_timeout=30
+        database_url, min_size=0, max_size=10, init=_init_connection, reset=_keep_session, command_timeout=30
     )
     return pool
 
