@@ -65,7 +65,9 @@ async def get_run(pool: asyncpg.Pool, run_id: str) -> Run | None:
         row = await conn.fetchrow(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = $1::uuid", run_id)
         if row is None:
             return None
-        tail = await _output_tail(conn, run_id)
+        # output_bytes counts what run_output holds (updated with it in the recorder's transaction):
+        # a run without output, such as one just requested, needs no second query.
+        tail = await _output_tail(conn, run_id) if row["output_bytes"] else ""
     return Run(**_summary(row), output=tail)
 
 
