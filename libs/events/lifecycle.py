@@ -195,11 +195,18 @@ async def _supervise(name: str, serve: Serve, shutdown_timeout_s: float) -> None
     os._exit(EXIT_FORCED)
 
 
-def run_service(name: str, settings: ServiceSettings, serve: Serve) -> None:
+def run_service(
+    name: str,
+    settings: ServiceSettings,
+    serve: Serve,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> None:
     """Set up logging at `settings.log_level` and run `serve(stop)` until it returns; SIGTERM/SIGINT
     set `stop`. From the first signal `serve` has `settings.shutdown_timeout_s` to return (a second
     signal ends the wait); then what is still pending is logged and cancelled, and the process exits 1.
-    `Stopped` escaping `serve` counts as a clean stop; any other exception exits 1 with its traceback."""
+    `Stopped` escaping `serve` counts as a clean stop; any other exception exits 1 with its traceback.
+    `loop_factory` makes the event loop (e.g. uvloop's); asyncio's default when None."""
     setup_logging(settings.log_level)
     log.debug("%s starting, pid %d", name, os.getpid())
-    asyncio.run(_supervise(name, serve, settings.shutdown_timeout_s))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_supervise(name, serve, settings.shutdown_timeout_s))

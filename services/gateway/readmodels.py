@@ -39,11 +39,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset query on release (a round trip per request): pooled connections only
+    run single statements — no SET, LISTEN, advisory lock or prepared cursor; the one LISTEN is on the
+    projection watcher's own connection. asyncpg still rolls back an open transaction and drops
+    listeners before calling this."""
+
+
 async def create_pool(database_url: str) -> asyncpg.Pool:
     """A pool that opens connections on demand, so the gateway starts (and says it is not ready)
     while PostgreSQL is still down."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        database_url, min_size=0, max_size=10, init=_init_connection, command_timeout=30
+        database_url, min_size=0, max_size=10, init=_init_connection, reset=_keep_session, command_timeout=30
     )
     return pool
 
@@ -58,7 +65,9 @@ async def get_run(pool: asyncpg.Pool, run_id: str) -> Run | None:
         row = await conn.fetchrow(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = $1::uuid", run_id)
         if row is None:
             return None
-        tail = await _output_tail(conn, run_id)
+        # output_bytes counts what run_output holds (updated with it in the recorder's transaction):
+        # a run without output, such as one just requested, needs no second query.
+        tail = await _output_tail(conn, run_id) if row["output_bytes"] else ""
     return Run(**_summary(row), output=tail)
 
 

@@ -86,7 +86,8 @@ class Gateway:
         return self._secrets
 
 
-def get_gateway(request: Request) -> Gateway:
-    """FastAPI dependency: the process's `Gateway`, set by the app's lifespan."""
+async def get_gateway(request: Request) -> Gateway:
+    """FastAPI dependency: the process's `Gateway`, set by the app's lifespan. Async because FastAPI
+    runs a sync dependency in its thread pool: a thread hop on every request for one attribute read."""
     gateway: Gateway = request.app.state.gateway
     return gateway
