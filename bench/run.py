@@ -1,11 +1,15 @@
 """scriptbus throughput, as ratios of this machine's own limits measured in the same run.
 
     python bench/run.py [--runs 500] [--output-mb 200] [--workflow-steps 20] [--workflow-runs 50] [--workflows-only]
+                        [--peer-rounds 3] [--no-peers]
 
 Starts a real `scriptbus up` (embedded nats-server and PostgreSQL) in a temporary data dir, measures the
 raw limits (bash spawn rate, pipe throughput, PostgreSQL COPY rate), then the same work through
 scriptbus, and prints both with their ratio; workflow figures beside plain runs and a local bash loop
-doing the same steps (bench/workflows.py). Stops everything it started.
+doing the same steps (bench/workflows.py). Beside scriptbus it starts the "toy" peer (bench/peers/toy.py,
+on its own embedded PostgreSQL) and measures both with the same load generator, interleaved, in
+`--peer-rounds` rounds (medians), printing each scriptbus figure also as a ratio to the toy's (`--no-peers`
+skips it). Stops everything it started.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from workflows import (
     step_gaps,
 )
 
-from scriptbus.embedded import free_port
+from scriptbus.embedded import EmbeddedPostgres, free_port
 
 TERMINAL = {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
 
@@ -70,6 +74,33 @@ def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str
     os.environ["PGPASSFILE"] = str(data_dir / "credentials" / "pgpass")
     os.environ[READER_SEED] = str(data_dir / "credentials" / "nats-reader.nk")
     return proc, nats_url.group(1), pg_url.group(1)
+
+
+def start_toy(data_dir: Path, port: int) -> tuple[EmbeddedPostgres, subprocess.Popen[bytes]]:
+    """The toy peer on its own embedded PostgreSQL (trusting loopback), ready to take requests."""
+    pg = EmbeddedPostgres(data_dir / "postgres", database="toy")
+    url = pg.start()
+    toy = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "peers" / "toy.py"), "--port", str(port),
+         "--database-url", url],
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", params={"status": "running"}).raise_for_status()
+            return pg, toy
+        except httpx.HTTPError:
+            if toy.poll() is not None or time.monotonic() > deadline:
+                stop_toy(pg, toy)
+                sys.exit("the toy peer did not start")
+            time.sleep(0.1)
+
+
+def stop_toy(pg: EmbeddedPostgres, toy: subprocess.Popen[bytes]) -> None:
+    toy.terminate()
+    toy.wait(30)
+    pg.stop()
 
 
 async def wait_all(client: httpx.AsyncClient, timeout: float = 600) -> None:
@@ -158,6 +189,8 @@ async def main() -> None:
     parser.add_argument("--workflow-steps", type=int, default=20, help="sequential steps of the chained workflow")
     parser.add_argument("--workflow-runs", type=int, default=50, help="concurrent workflow runs")
     parser.add_argument("--workflows-only", action="store_true", help="skip the plain-run and output figures")
+    parser.add_argument("--peer-rounds", type=int, default=3, help="interleaved rounds of scriptbus and the toy peer")
+    parser.add_argument("--no-peers", action="store_true", help="measure scriptbus alone (one round)")
     args = parser.parse_args()
     if args.workflows_only:
         await workflows_only(args.workflow_steps, args.workflow_runs)
@@ -166,17 +199,31 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scriptbus-bench-") as tmp:
         port = free_port()
         up, nats_url, pg_url = start_up(Path(tmp) / "data", port)
+        toy_port = free_port()
+        toy = None if args.no_peers else start_toy(Path(tmp) / "toy", toy_port)
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            async with (
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{toy_port}", timeout=60) as toy_client,
+            ):
                 spawn = await bash_spawn_rate()
                 pipe = await pipe_throughput()
                 copy = await copy_rate(pg_url)
-                idle_latency = await post_latency(client)
-                runs, busy_latency = await run_rate(client, args.runs)
+                # Interleaved, so a neighbour's load on the shared cores falls on both alike.
+                ours: list[tuple[float, float, float]] = []
+                theirs: list[tuple[float, float, float]] = []
+                for _ in range(1 if toy is None else max(args.peer_rounds, 1)):
+                    ours.append((await post_latency(client), *await run_rate(client, args.runs)))
+                    if toy is not None:
+                        theirs.append((await post_latency(toy_client), *await run_rate(toy_client, args.runs)))
+                idle_latency, runs, busy_latency = (statistics.median(column) for column in zip(*ours, strict=True))
+                peer = tuple(statistics.median(column) for column in zip(*theirs, strict=True)) if theirs else None
                 output = await output_rate(client, args.output_mb * 1_000_000)
                 p50, p99 = await live_latency(client, nats_url)
                 wf = await workflow_figures(client, nats_url, args.workflow_steps, args.workflow_runs)
         finally:
+            if toy is not None:
+                stop_toy(*toy)
             up.send_signal(signal.SIGTERM)
             up.wait(120)
 
@@ -189,7 +236,20 @@ async def main() -> None:
     print(f"{'POST /runs latency, one at a time, median (ms)':44} {idle_latency * 1000:12.1f}")
     print(f"{'POST /runs latency, 32 at a time, median (ms)':44} {busy_latency * 1000:12.1f}")
     print(f"{'line printed -> on NATS, p50 / p99 (ms)':44} {p50:12.1f} / {p99:.1f}")
+    if peer is not None:
+        print_peer_figures((idle_latency, runs, busy_latency), peer, len(ours))
     print_workflow_figures(*wf)
+
+
+def print_peer_figures(ours: tuple[float, float, float], toy: tuple[float, ...], rounds: int) -> None:
+    """Each figure beside the toy peer's; the ratio is scriptbus / toy (above 1 is better for runs/s only)."""
+    print(f"{'':44} {'scriptbus':>12} {'toy peer':>16} {'ratio':>7}   (medians of {rounds} interleaved rounds)")
+    label = "runs of `true`, POST to finished (runs/s)"
+    print(f"{label:44} {ours[1]:12.0f} {toy[1]:16.0f} {ours[1] / toy[1]:7.2f}")
+    label = "POST /runs latency, one at a time, p50 (ms)"
+    print(f"{label:44} {ours[0] * 1000:12.1f} {toy[0] * 1000:16.1f} {ours[0] / toy[0]:7.2f}")
+    label = "POST /runs latency, 32 at a time, p50 (ms)"
+    print(f"{label:44} {ours[2] * 1000:12.1f} {toy[2] * 1000:16.1f} {ours[2] / toy[2]:7.2f}")
 
 
 WorkflowFigures = tuple[StepGaps, tuple[float, float], float, Concurrent, float, float]
