@@ -14,7 +14,6 @@ Finished fan-outs stay in memory (a few hundred bytes each), since a retry can r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, Header
+from nats.js.api import Header
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -43,12 +42,11 @@ from scriptbus.events.statuses import RunStatus
 from scriptbus.events.streams import claims_bucket
 from scriptbus.events.subjects import Subjects
 from scriptbus.scheduler.fanouts.state import FanoutState, HostState
+from scriptbus.scheduler.following import RETRY_S, drive, follow, unfollow
 
 log = logging.getLogger(__name__)
 
 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-RETRY_S = 1.0
-MAX_RETRY_S = 10.0
 TICK_S = 0.5
 BATCH = 2000
 
@@ -87,32 +85,13 @@ class FanoutDriver:
         s = self._s
         self._claims = await claims_bucket(self._js, s)
         filters = [f"{s.prefix}.fanouts.>", s.all_run_finishes]
-        for subject in filters:
-            try:
-                msg = await self._js.get_last_msg(s.events_stream, subject)
-            except nats.js.errors.NotFoundError:
-                continue
-            self._mark = max(self._mark, msg.seq or 0)
+        self._mark, self._sub = await follow(self._js, s, filters, self._inbox)
         self._caught_up = self._mark == 0
 
-        async def take(msg: Msg) -> None:
-            self._inbox.put_nowait(msg)
-
-        self._sub = await self._js.subscribe(
-            "",
-            stream=s.events_stream,
-            ordered_consumer=True,
-            cb=take,
-            config=ConsumerConfig(filter_subjects=filters, deliver_policy=DeliverPolicy.ALL),
-        )
         log.info("fan-out driver: folding the stream up to sequence %d", self._mark)
 
     async def close(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except BUS_ERRORS as exc:
-                log.debug("unsubscribe: %s", exc)
+        await unfollow(self._sub)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -329,21 +308,7 @@ class FanoutDriver:
 
 async def drive_fanouts(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
     """Drive fan-outs until `stop` is set; while the stream cannot be read, start over from a fresh state."""
-    delay = RETRY_S
-    while not stop.is_set():
-        driver = FanoutDriver(js, subjects)
-        try:
-            await driver.start()
-            delay = RETRY_S
-            await driver.run(stop)
-            return
-        except BUS_ERRORS as exc:
-            log.warning("fan-out driver: cannot follow the stream (%s); starting over in %.0fs", exc, delay)
-        finally:
-            await driver.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, MAX_RETRY_S)
+    await drive(lambda: FanoutDriver(js, subjects), "fan-out driver", stop)
 
 
 def start_fanout_driver(js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> asyncio.Task[None]:

@@ -29,7 +29,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, Header
+from nats.js.api import Header
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -59,13 +59,12 @@ from scriptbus.events.schedules import (
 from scriptbus.events.streams import wfactive_bucket
 from scriptbus.events.subjects import Subjects
 from scriptbus.events.workflows import WfRunRequested, WorkflowDefined, workflow_id
+from scriptbus.scheduler.following import RETRY_S, drive, follow, unfollow
 from scriptbus.scheduler.schedules.state import ScheduleState, Tick
 
 log = logging.getLogger(__name__)
 
 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-RETRY_S = 1.0
-MAX_RETRY_S = 10.0
 TICK_S = 0.5
 BATCH = 2000
 # How long after another scheduler's decision we look for its run request before making it ourselves.
@@ -106,31 +105,14 @@ class ScheduleDriver:
         s = self._s
         self._active = await wfactive_bucket(self._js, s)
         filters = [f"{s.prefix}.schedules.>", s.all_run_finishes, s.wfrun_event("*", "finished")]
-        for subject in filters:
-            try:
-                msg = await self._js.get_last_msg(s.events_stream, subject)
-            except nats.js.errors.NotFoundError:
-                continue
-            self._mark = max(self._mark, msg.seq or 0)
+        self._mark, self._sub = await follow(self._js, s, filters, self._inbox)
 
-        async def take(msg: Msg) -> None:
-            self._inbox.put_nowait(msg)
-
-        self._sub = await self._js.subscribe(
-            "",
-            stream=s.events_stream,
-            ordered_consumer=True,
-            cb=take,
-            config=ConsumerConfig(filter_subjects=filters, deliver_policy=DeliverPolicy.ALL),
-        )
         log.info("schedule driver: folding the stream up to sequence %d", self._mark)
         if self._mark == 0:
             self._became_caught_up(0)
 
     async def close(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(*BUS_ERRORS):
-                await self._sub.unsubscribe()
+        await unfollow(self._sub)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -446,21 +428,7 @@ async def drive_schedules(
     js: JetStreamContext, subjects: Subjects, stop: asyncio.Event, late_after_s: float = DEFAULT_LATE_AFTER_S
 ) -> None:
     """Drive schedules until `stop` is set; a stream that cannot be read is followed again from scratch."""
-    delay = RETRY_S
-    while not stop.is_set():
-        driver = ScheduleDriver(js, subjects, late_after_s)
-        try:
-            await driver.start()
-            delay = RETRY_S
-            await driver.run(stop)
-            return
-        except BUS_ERRORS as exc:
-            log.warning("schedule driver: cannot follow the stream (%s); starting over in %.0fs", exc, delay)
-        finally:
-            await driver.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, MAX_RETRY_S)
+    await drive(lambda: ScheduleDriver(js, subjects, late_after_s), "schedule driver", stop)
 
 
 def start_schedule_driver(

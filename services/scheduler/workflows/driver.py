@@ -23,7 +23,6 @@ consumer has brought that event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, Header
+from nats.js.api import Header
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -63,6 +62,7 @@ from scriptbus.events.workflows import (
     step_fanout_id,
 )
 from scriptbus.scheduler.fleet import Fleet
+from scriptbus.scheduler.following import RETRY_S, drive, follow, unfollow
 from scriptbus.scheduler.workflows.decide import decide
 from scriptbus.scheduler.workflows.state import StepState, WorkflowRunState
 from scriptbus.scheduler.workflows.step_fanouts import FleetNotHeard, attempt_event, fanout_step_request
@@ -71,10 +71,6 @@ from scriptbus.scheduler.workflows.step_runs import find_command, step_request
 log = logging.getLogger(__name__)
 
 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-# NATS trouble a publish or a KV call may meet; the driver retries after RETRY_S.
-RETRY_S = 1.0
-# Most time between attempts to follow the stream again.
-MAX_RETRY_S = 10.0
 # The longest the loop sleeps without looking at the stop signal and the timers.
 TICK_S = 0.5
 # Trouble that passes: NATS, or a fleet not heard yet; the driver retries after RETRY_S.
@@ -145,32 +141,13 @@ class WorkflowDriver:
         # A fan-out step's attempt starts and ends with its fan-out (see step_fanouts.py).
         fanouts = [s.fanout_event("*", "host_dispatched"), s.fanout_event("*", "finished")]
         filters = [s.all_wfruns(), s.all_run_finishes, *fanouts]
-        for subject in filters:
-            try:
-                msg = await self._js.get_last_msg(s.events_stream, subject)
-            except nats.js.errors.NotFoundError:
-                continue
-            self._mark = max(self._mark, msg.seq or 0)
+        self._mark, self._sub = await follow(self._js, s, filters, self._inbox)
         self._caught_up = self._mark == 0
 
-        async def take(msg: Msg) -> None:
-            self._inbox.put_nowait(msg)
-
-        self._sub = await self._js.subscribe(
-            "",
-            stream=s.events_stream,
-            ordered_consumer=True,
-            cb=take,
-            config=ConsumerConfig(filter_subjects=filters, deliver_policy=DeliverPolicy.ALL),
-        )
         log.info("workflow driver: folding the stream up to sequence %d", self._mark)
 
     async def close(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except BUS_ERRORS as exc:
-                log.debug("unsubscribe: %s", exc)
+        await unfollow(self._sub)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fold, decide, record and act until `stop` is set."""
@@ -502,21 +479,7 @@ async def drive_workflows(
     """Drive workflow runs until `stop` is set. While the stream cannot be read (NATS down, the stream not
     there yet) keep trying, each time from a fresh state: state comes from the stream, so starting late
     loses nothing, and one NATS outage must not take the scheduler down."""
-    delay = RETRY_S
-    while not stop.is_set():
-        driver = WorkflowDriver(js, subjects, fleet=fleet)
-        try:
-            await driver.start()
-            delay = RETRY_S
-            await driver.run(stop)
-            return
-        except BUS_ERRORS as exc:
-            log.warning("workflow driver: cannot follow the stream (%s); starting over in %.0fs", exc, delay)
-        finally:
-            await driver.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, MAX_RETRY_S)
+    await drive(lambda: WorkflowDriver(js, subjects, fleet=fleet), "workflow driver", stop)
 
 
 def start_workflow_driver(
