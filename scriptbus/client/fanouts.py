@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from scriptbus.client import render
-from scriptbus.client.api import Api, ClientError, NotFound, Unreachable
+from scriptbus.client.api import Api, ClientError, Unreachable
 from scriptbus.client.commands import Context, UsageError, parse_env, read_script
-from scriptbus.client.follow import RunFollower
-from scriptbus.client.workflow_follow import Line, LineSink
+from scriptbus.client.prefixed_output import PrefixedOutputs
 
 POLL_S = 0.25
-# A host's run may be dispatched a moment before its first event is readable.
-_NOT_YET_S = 30.0
 _OUTPUT_GRACE_S = 30.0
 
 
@@ -102,8 +97,7 @@ class FanoutFollower:
         self.fanout_id = fanout_id
         self.out = out
         self.err = err
-        self._lines: queue.Queue[Line] = queue.Queue()
-        self._threads: dict[str, threading.Thread] = {}
+        self._outputs = PrefixedOutputs(api)
 
     def follow(self) -> dict[str, Any]:
         fanout: dict[str, Any] | None = None
@@ -119,50 +113,21 @@ class FanoutFollower:
             width = max((len(h) for h in fanout.get("hosts", [])), default=0)
             for run in fanout.get("runs", []):
                 run_id = run.get("run_id")
-                if run_id and run["status"] != "pending" and run_id not in self._threads and run_id not in self.ignore:
-                    prefix = f"{run['host']:<{width}} | "
-                    thread = threading.Thread(target=self._follow_one, args=(run_id, prefix), daemon=True)
-                    self._threads[run_id] = thread
-                    thread.start()
+                if run_id and run["status"] != "pending" and run_id not in self.ignore:
+                    self._outputs.follow(run_id, f"{run['host']:<{width}} | ")
             if fanout.get("finished_at"):
                 ended_at = ended_at or time.monotonic()
-                alive = any(t.is_alive() for t in self._threads.values())
-                if not alive or time.monotonic() - ended_at > _OUTPUT_GRACE_S:
+                if self._outputs.done() or time.monotonic() - ended_at > _OUTPUT_GRACE_S:
                     break
             self._pump(POLL_S)
         self._pump(0)
         return fanout
 
-    def _follow_one(self, run_id: str, prefix: str) -> None:
-        out = LineSink(prefix, False, self._lines.put)
-        err = LineSink(prefix, True, self._lines.put)
-        since = time.monotonic()
-        try:
-            with Api(self.api.base_url, self.api.token) as api:
-                while True:
-                    try:
-                        RunFollower(api, run_id, out, err).follow()
-                        return
-                    except NotFound as exc:
-                        if exc.no_route or time.monotonic() - since > _NOT_YET_S:
-                            raise
-                        time.sleep(POLL_S)
-        except ClientError as exc:
-            self._lines.put(Line(True, f"{prefix}(its output is not available: {exc.message})"))
-        finally:
-            out.close()
-            err.close()
-
     def _pump(self, wait_s: float) -> None:
-        try:
-            line = self._lines.get(timeout=wait_s) if wait_s > 0 else self._lines.get_nowait()
-            while True:
-                target = self.err if line.stderr else self.out
-                target.write(line.text + "\n")
-                target.flush()
-                line = self._lines.get_nowait()
-        except queue.Empty:
-            pass
+        for line in self._outputs.take(wait_s):
+            target = self.err if line.stderr else self.out
+            target.write(line.text + "\n")
+            target.flush()
 
 
 def hosts_table(fanout: dict[str, Any], colour: bool) -> str:

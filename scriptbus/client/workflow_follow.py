@@ -1,63 +1,26 @@
 """Following a workflow run live (`scriptbus wf run --follow`): a table of its steps, polled from
 `GET /workflow-runs/{id}`, and the output of every step attempt, each line prefixed by its step.
 
-Each attempt's output is followed by the plain runs' `RunFollower` (SSE, resumed after a dropped
-connection) in a thread of its own; the threads hand whole lines to the main thread, which alone writes
-to the terminal: on a terminal the table stays under the output and is redrawn in place, elsewhere each
-step's changes are one line on stderr and the table is printed once at the end."""
+Each attempt's output is followed in a thread of its own (`PrefixedOutputs`) that hands whole lines to
+the main thread, which alone writes to the terminal: on a terminal the table stays under the output and
+is redrawn in place, elsewhere each step's changes are one line on stderr and the table is printed once
+at the end."""
 
 from __future__ import annotations
 
-import queue
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from scriptbus.client import workflow_render
 from scriptbus.client.api import Api, ClientError, NotFound, Unreachable
-from scriptbus.client.follow import RunFollower
+from scriptbus.client.prefixed_output import PrefixedOutputs
 from scriptbus.client.render import visible_len
 
 POLL_S = 0.25
 # How long the output of steps may trail the run's end (the recorder lags the stream a little).
 _OUTPUT_GRACE_S = 30.0
-# A step's run may be dispatched a moment before its first event is readable.
-_NOT_YET_S = 30.0
-
-
-@dataclass(frozen=True)
-class Line:
-    stderr: bool
-    text: str
-
-
-class LineSink:
-    """Takes a run's bytes (as `RunFollower` writes them) and hands each whole line, prefixed, to `emit`;
-    `close()` hands over a last line that had no newline."""
-
-    def __init__(self, prefix: str, stderr: bool, emit: Callable[[Line], None]) -> None:
-        self._prefix = prefix
-        self._stderr = stderr
-        self._emit = emit
-        self._partial = b""
-
-    def write(self, data: bytes, /) -> int:
-        self._partial += data
-        *lines, self._partial = self._partial.split(b"\n")
-        for line in lines:
-            self._emit(Line(self._stderr, self._prefix + line.decode("utf-8", errors="replace")))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if self._partial:
-            self._emit(Line(self._stderr, self._prefix + self._partial.decode("utf-8", errors="replace")))
-            self._partial = b""
 
 
 def step_prefix(step: str, attempt: int, width: int) -> str:
@@ -125,11 +88,13 @@ class WorkflowFollower:
     colour: bool = False
     width: int = 120
     reconnect_for_s: float = 60.0
-    # Lines from the output threads, the threads by step run id, the table on screen and its rows.
-    _lines: queue.Queue[Line] = field(default_factory=queue.Queue, init=False)
-    _threads: dict[str, threading.Thread] = field(default_factory=dict, init=False)
+    # The steps' output being followed, the table on screen and its rows.
+    _outputs: PrefixedOutputs = field(init=False)
     _table: str = field(default="", init=False)
     _drawn: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self._outputs = PrefixedOutputs(self.api)
 
     def follow(self) -> dict[str, Any]:
         run: dict[str, Any] | None = None
@@ -150,7 +115,7 @@ class WorkflowFollower:
                     run = latest
                 if run is not None and run.get("status") in workflow_render.TERMINAL:
                     ended_at = ended_at or time.monotonic()
-                    if self._outputs_done() or time.monotonic() - ended_at > _OUTPUT_GRACE_S:
+                    if self._outputs.done() or time.monotonic() - ended_at > _OUTPUT_GRACE_S:
                         break
                 self._pump(POLL_S)
             self._pump(0)
@@ -185,49 +150,13 @@ class WorkflowFollower:
     def _follow_outputs(self, run: dict[str, Any]) -> None:
         width = prefix_width(run)
         for step, attempt, run_id in step_attempts(run):
-            if run_id in self._threads:
-                continue
-            prefix = step_prefix(step, attempt, width)
-            thread = threading.Thread(
-                target=self._follow_one, args=(run_id, prefix), name=f"wf-output-{step}-{attempt}", daemon=True
-            )
-            self._threads[run_id] = thread
-            thread.start()
-
-    def _follow_one(self, run_id: str, prefix: str) -> None:
-        out = LineSink(prefix, False, self._lines.put)
-        err = LineSink(prefix, True, self._lines.put)
-        since = time.monotonic()
-        try:
-            with Api(self.api.base_url, self.api.token) as api:
-                while True:
-                    try:
-                        RunFollower(api, run_id, out, err).follow()
-                        return
-                    except NotFound as exc:
-                        if exc.no_route or time.monotonic() - since > _NOT_YET_S:
-                            raise
-                        time.sleep(POLL_S)
-        except ClientError as exc:
-            self._lines.put(Line(True, f"{prefix}(its output is not available: {exc.message})"))
-        finally:
-            out.close()
-            err.close()
-
-    def _outputs_done(self) -> bool:
-        return not any(t.is_alive() for t in self._threads.values())
+            self._outputs.follow(run_id, step_prefix(step, attempt, width), name=f"wf-output-{step}-{attempt}")
 
     # the terminal ------------------------------------------------------------------------------------
 
     def _pump(self, wait_s: float) -> None:
         """Write the lines the threads have handed over, waiting up to `wait_s` for the first."""
-        lines: list[Line] = []
-        try:
-            lines.append(self._lines.get(timeout=wait_s) if wait_s > 0 else self._lines.get_nowait())
-            while True:
-                lines.append(self._lines.get_nowait())
-        except queue.Empty:
-            pass
+        lines = self._outputs.take(wait_s)
         if not lines:
             return
         self._erase()

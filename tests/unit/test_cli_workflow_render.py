@@ -11,7 +11,8 @@ import pytest
 
 from scriptbus.client import selection, workflow_render
 from scriptbus.client.commands import UsageError, build_parser
-from scriptbus.client.workflow_follow import Line, LineSink, change_lines, prefix_width, step_attempts, step_prefix
+from scriptbus.client.prefixed_output import Line, LineSink
+from scriptbus.client.workflow_follow import change_lines, prefix_width, step_attempts, step_prefix
 from scriptbus.client.workflows import read_document
 
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
