@@ -21,6 +21,7 @@ from scriptbus.client import render
 from scriptbus.client.api import DEFAULT_API, Api, ClientError, is_full_id
 from scriptbus.client.follow import TERMINAL, InterruptGuard, RunFollower, exit_status
 from scriptbus.client.spinner import Spinner
+from scriptbus.client.verbs import verb_group
 
 CLIENT_COMMANDS = (
     "run",
@@ -619,13 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rm", cmd_rm, help="forget a finished run", description="Delete a finished run and its output.")
     p.add_argument("id", metavar="ID", help="run id, or an unambiguous start of one")
 
-    p = sub.add_parser("commands", help="saved commands", description="Saved commands: named scripts.")
-    csub = p.add_subparsers(dest="sub", metavar="<subcommand>", required=True)
-
-    def cadd(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
-        cp = csub.add_parser(name, parents=[common], **kw)
-        cp.set_defaults(handler=handler)
-        return cp
+    cadd = verb_group(sub, common, "commands", help="saved commands", description="Saved commands: named scripts.")
 
     cp = cadd("list", cmd_commands_list, help="list saved commands")
     cp.add_argument("q", nargs="?", help="only names or descriptions containing this")

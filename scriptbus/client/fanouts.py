@@ -10,13 +10,13 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from scriptbus.client import render
 from scriptbus.client.api import Api, ClientError, Unreachable
 from scriptbus.client.commands import Context, UsageError, parse_env, read_script
 from scriptbus.client.prefixed_output import PrefixedOutputs
+from scriptbus.client.verbs import verb_group
 
 POLL_S = 0.25
 _OUTPUT_GRACE_S = 30.0
@@ -244,18 +244,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """`scriptbus fanouts` and its verbs."""
-    p = sub.add_parser(
+    add = verb_group(
+        sub,
+        common,
         "fanouts",
         help="fan-outs: one script on many hosts (started with `run --all`)",
         description="Fan-outs started with `scriptbus run --all`: list them, show one, stop one, or retry "
         "the hosts that failed.",
     )
-    fsub = p.add_subparsers(dest="sub", metavar="<verb>", required=True)
-
-    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
-        fp: argparse.ArgumentParser = fsub.add_parser(name, parents=[common], **kw)
-        fp.set_defaults(handler=handler)
-        return fp
 
     fp = add("list", cmd_list, help="fan-outs, newest first")
     fp.add_argument("--status", "-s", choices=("running", "succeeded", "failed", "stopped"))

@@ -16,7 +16,6 @@ import stat
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from urllib.parse import quote
 from scriptbus.client import render
 from scriptbus.client.api import ClientError
 from scriptbus.client.commands import Context, UsageError, follow_run
+from scriptbus.client.verbs import verb_group
 
 EPILOG = """examples:
   scriptbus files put ./deploy.sh tools/deploy.sh   # admin; executable when the local file is
@@ -264,20 +264,15 @@ def cmd_cp(ctx: Context, args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """`scriptbus files` and `scriptbus cp`, on the client's subparsers `sub`."""
-    p = sub.add_parser(
+    add = verb_group(
+        sub,
+        common,
         "files",
         help="files runs get in their folder: put, get, ls, rm",
         description="Files in the files store. A run naming one (`files` in the API) finds it in its folder "
         "before it starts. Storing and removing need the admin role; reading, the read role.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fsub = p.add_subparsers(dest="sub", metavar="<verb>", required=True)
-
-    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
-        sp: argparse.ArgumentParser = fsub.add_parser(name, parents=[common], **kw)
-        sp.set_defaults(handler=handler)
-        return sp
 
     sp = add("put", cmd_put, help="store a local file (streamed)")
     sp.add_argument("local", metavar="LOCAL")

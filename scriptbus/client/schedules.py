@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
 from scriptbus.client.api import ClientError, _json, _seg
 from scriptbus.client.commands import Context, _print_json, parse_env
+from scriptbus.client.verbs import verb_group
 
 
 def _when(s: dict[str, Any]) -> str:
@@ -120,17 +120,13 @@ def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """`scriptbus schedules` and its verbs, on the client's subparsers `sub`."""
-    p = sub.add_parser(
+    add = verb_group(
+        sub,
+        common,
         "schedules",
         help="run a command or workflow at cron times or every N seconds (admin to change)",
         description="Schedules: each tick fires once, whatever happens to schedulers.",
     )
-    ssub = p.add_subparsers(dest="sub", metavar="<subcommand>", required=True)
-
-    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
-        sp: argparse.ArgumentParser = ssub.add_parser(name, parents=[common], **kw)
-        sp.set_defaults(handler=handler)
-        return sp
 
     sp = add("create", cmd_create, help="make a schedule")
     sp.add_argument("name", help="unique name")

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from scriptbus.client import render
 from scriptbus.client.api import ClientError
 from scriptbus.client.commands import Context, UsageError
+from scriptbus.client.verbs import verb_group
 from scriptbus.events.secret_box import SecretKeyError, ensure_key_pair
 
 EPILOG = """examples:
@@ -94,20 +95,15 @@ def cmd_keygen(ctx: Context, args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """`scriptbus secrets` and its verbs, on the client's subparsers `sub`."""
-    p = sub.add_parser(
+    add = verb_group(
+        sub,
+        common,
         "secrets",
         help="write-only secrets runs get in their environment",
         description="Secrets: values an admin stores once; runs and commands that name them (--secret NAME) "
         "get them as environment variables. Nobody reads a value back.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ssub = p.add_subparsers(dest="sub", metavar="<verb>", required=True)
-
-    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
-        sp: argparse.ArgumentParser = ssub.add_parser(name, parents=[common], **kw)
-        sp.set_defaults(handler=handler)
-        return sp
 
     sp = add(
         "set",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from scriptbus.client import render
 from scriptbus.client.api import Api, ClientError, is_full_id
 from scriptbus.client.commands import Context, _print_json
+from scriptbus.client.verbs import verb_group
 
 ROLES = ("read", "run", "admin")
 
@@ -64,18 +64,14 @@ def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """`scriptbus tokens` and its verbs, on the client's subparsers `sub`."""
-    p = sub.add_parser(
+    add = verb_group(
+        sub,
+        common,
         "tokens",
         help="API tokens with roles (admin)",
         description="API tokens: `read` sees everything, `run` also starts and stops runs and workflow runs, "
         "`admin` also manages commands, workflows and tokens. Once any token exists, every caller needs one.",
     )
-    tsub = p.add_subparsers(dest="sub", metavar="<subcommand>", required=True)
-
-    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
-        tp: argparse.ArgumentParser = tsub.add_parser(name, parents=[common], **kw)
-        tp.set_defaults(handler=handler)
-        return tp
 
     tp = add("create", cmd_create, help="make a token and print it (only this once)")
     tp.add_argument("--role", required=True, choices=ROLES, help="what the token may do")

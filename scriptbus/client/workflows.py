@@ -14,6 +14,7 @@ from typing import Any
 from scriptbus.client import selection, workflow_render
 from scriptbus.client.api import Api, ClientError, NotFound, is_full_id
 from scriptbus.client.commands import Context, UsageError, _is_tty, _print_json, print_listing
+from scriptbus.client.verbs import verb_group
 from scriptbus.client.workflow_follow import POLL_S, WorkflowFollower
 from scriptbus.client.workflow_render import ACTIVE, EXIT_DETACHED, TERMINAL, exit_status
 
@@ -313,21 +314,15 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """`scriptbus wf` and its verbs, on the client's subparsers `sub`."""
-    p = sub.add_parser(
+    add = verb_group(
+        sub,
+        common,
         "wf",
         help="projects and workflows (seed 004's verbs)",
         description="Projects and workflows, with seed 004's JSON and verbs.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        verbs_show_epilog=True,
     )
-    wsub = p.add_subparsers(dest="sub", metavar="<verb>", required=True)
-
-    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
-        wp: argparse.ArgumentParser = wsub.add_parser(
-            name, parents=[common], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, **kw
-        )
-        wp.set_defaults(handler=handler)
-        return wp
 
     def where(wp: argparse.ArgumentParser, workflow: bool = True, task: bool = True) -> None:
         wp.add_argument("-p", "--project", metavar="P", help="the project (default: the selected one)")
