@@ -28,6 +28,7 @@ from scriptbus.gateway import (
     tokens,
     workflows,
 )
+from scriptbus.gateway import console
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher
@@ -137,6 +138,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(console.router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
