@@ -16,6 +16,7 @@ from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_st
 from scriptbus.gateway import (
     artifacts,
     commands,
+    console,
     docs,
     executors,
     fanouts,
@@ -28,7 +29,6 @@ from scriptbus.gateway import (
     tokens,
     workflows,
 )
-from scriptbus.gateway import console
 from scriptbus.gateway.body_limit import BodyLimit
 from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher

@@ -82,9 +82,7 @@ class SignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # The characters a cookie value holds unquoted; our tokens and SCRIPTBUS_API_TOKENS' sensible ones fit.
-    token: str = Field(
-        min_length=1, max_length=512, pattern=r"^[A-Za-z0-9._~+/=-]+$", description="An API token."
-    )
+    token: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9._~+/=-]+$", description="An API token.")
 
 
 def _whoami(caller: Caller) -> Whoami:
@@ -142,4 +140,3 @@ async def sign_out(request: Request) -> Response:
         CONSOLE_COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
     )
     return response
-
