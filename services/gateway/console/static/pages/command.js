@@ -18,7 +18,7 @@ export async function mount(main, ctx) {
   const description = h("input", { id: "c-description", value: command?.description ?? "", readonly: !editable, size: 60 });
   const script = h("textarea", { id: "c-script", class: "code", spellcheck: "false", readonly: !editable });
   script.value = command?.script ?? "#!/bin/bash\n";
-  const env = h("textarea", { id: "c-env", class: "code", rows: 3, style: "min-height: 4em", spellcheck: "false", readonly: !editable, placeholder: "NAME=value" });
+  const env = h("textarea", { id: "c-env", class: "code short", rows: 3, spellcheck: "false", readonly: !editable, placeholder: "NAME=value" });
   env.value = formatEnv(command?.env);
   const pool = h("input", { id: "c-pool", value: command?.pool ?? "default", readonly: !editable, size: 14 });
   const timeout = h("input", { id: "c-timeout", type: "number", min: "0", step: "any", value: command?.timeout_s ?? "", readonly: !editable, size: 8 });
@@ -83,8 +83,8 @@ export async function mount(main, ctx) {
   }
 
   function runForm() {
-    const args = h("textarea", { id: "r-args", class: "code", rows: 3, style: "min-height: 4em", spellcheck: "false", placeholder: "one argument a line" });
-    const runEnv = h("textarea", { id: "r-env", class: "code", rows: 2, style: "min-height: 3em", spellcheck: "false", placeholder: "NAME=value (over the command's)" });
+    const args = h("textarea", { id: "r-args", class: "code short", rows: 3, spellcheck: "false", placeholder: "one argument a line" });
+    const runEnv = h("textarea", { id: "r-env", class: "code short", rows: 2, spellcheck: "false", placeholder: "NAME=value (over the command's)" });
     const out = h("div", { "aria-live": "polite" });
     const form = h("form", { "data-testid": "run-form" },
       h("h2", {}, "Run it"),

@@ -100,7 +100,7 @@ export async function mount(main, ctx) {
 }
 
 function quickRun(ctx) {
-  const script = h("textarea", { id: "quick-script", class: "code", rows: 3, style: "min-height: 4em", placeholder: "echo hello" });
+  const script = h("textarea", { id: "quick-script", class: "code short", rows: 3, placeholder: "echo hello" });
   const status = h("div");
   const form = h("form", { "data-testid": "quick-run" },
     h("label", { for: "quick-script" }, "Run a script"),
