@@ -143,6 +143,7 @@ async def test_read_token_csrf_and_a_100_mb_log(start_service: Callable[..., Ser
         await expect(page.get_by_test_id("run-meta")).to_contain_text("running", timeout=20_000)
         await expect(page.get_by_role("button", name="Stop")).to_have_count(0)
         await expect(page.get_by_role("button", name="Run again")).to_have_count(0)
+        await expect(page.get_by_role("button", name="Load earlier")).to_be_hidden()  # nothing earlier
         await _shot(page, "run-read-only")
         # The API is the guard: a stop forged with the read token's cookie (and the header) is refused.
         forged = await page.evaluate(

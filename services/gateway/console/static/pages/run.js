@@ -42,7 +42,7 @@ export async function mount(main, ctx) {
     const outcome = run.signal !== null ? `signal ${run.signal}` : run.exit_code !== null ? `exit code ${run.exit_code}` : "";
     const facts = [
       ["Status", h("span", {}, statusBadge(run.status), run.reason ? h("span", { class: "muted" }, ` — ${run.reason}`) : "")],
-      ["Outcome", h("span", { "data-testid": "outcome" }, outcome)],
+      ["Outcome", outcome ? h("span", { "data-testid": "outcome" }, outcome) : ""],
       ["Script", h("code", { class: "mono" }, run.script.length > 400 ? run.script.slice(0, 400) + "…" : run.script)],
       ["Arguments", run.args.length ? run.args.map((a) => JSON.stringify(a)).join(" ") : ""],
       ["Command", run.command_id ? h("a", { href: `#/commands/${run.command_id}` }, run.command_id) : ""],
