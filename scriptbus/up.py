@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         _wait_ready(f"{api}/readyz", children, timeout=90)
         print(
             f"scriptbus is up\n"
+            f"  console    {api}/\n"
             f"  REST API   {api}/api/v1/runs   (docs: {api}/docs)\n"
             f"  NATS       {nats_url}   live output: {watch} '{prefix}.runs.*.out'\n"
             f"  PostgreSQL {database_url}{database_note}\n"

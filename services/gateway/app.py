@@ -16,6 +16,7 @@ from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_st
 from scriptbus.gateway import (
     artifacts,
     commands,
+    console,
     docs,
     executors,
     fanouts,
@@ -137,6 +138,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(console.router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:

@@ -27,12 +27,20 @@ from scriptbus.events.tokens import Role, token_digest
 from scriptbus.gateway.settings import GatewaySettings
 from scriptbus.gateway.token_table import TokenTable
 
-__all__ = ["Caller", "Role", "current_caller", "need", "token_digest"]
+__all__ = ["Caller", "Role", "current_caller", "need", "request_token", "token_digest"]
 
 _bearer = HTTPBearer(
     auto_error=False,
     description="An API token (`SCRIPTBUS_API_TOKENS` or `POST /api/v1/tokens`); required once any token exists.",
 )
+
+# The web console keeps the token it signed in with in this cookie (HttpOnly: the page's scripts never
+# read it). A cookie is sent by the browser on any site's request, so an unsafe method authenticated by
+# it must also carry CONSOLE_HEADER, which only a same-origin script can set (a cross-site form cannot,
+# and a cross-site fetch with a custom header needs a CORS preflight the gateway never grants).
+CONSOLE_COOKIE = "scriptbus_console"
+CONSOLE_HEADER = "x-scriptbus-console"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # The names that go into events for callers without a token of their own.
 ENV_TOKEN_NAME = "admin"
@@ -128,6 +136,22 @@ def identify(request: Request, given: str) -> Caller | None:
     return ANONYMOUS
 
 
+def request_token(request: Request, bearer: str) -> str:
+    """The token a request authenticates with: its bearer header, else the console's cookie.
+
+    Raises 403 for an unsafe method authenticated by the cookie alone without the console's header
+    (a cross-site request forgery, or a client that should send a bearer header instead)."""
+    if bearer:
+        return bearer
+    cookie = request.cookies.get(CONSOLE_COOKIE, "")
+    if cookie and request.method not in SAFE_METHODS and request.headers.get(CONSOLE_HEADER) != "1":
+        raise HTTPException(
+            status_code=403,
+            detail=f"a request authenticated by the console's cookie must send the header {CONSOLE_HEADER}: 1",
+        )
+    return cookie
+
+
 def _given(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials if credentials is not None else ""
 
@@ -135,8 +159,9 @@ def _given(credentials: HTTPAuthorizationCredentials | None) -> str:
 async def current_caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Caller:
-    """FastAPI dependency: who is calling, or a 401. Kept on `request.state.caller`."""
-    caller = identify(request, _given(credentials))
+    """FastAPI dependency: who is calling (bearer header or console cookie), or a 401. Kept on
+    `request.state.caller`."""
+    caller = identify(request, request_token(request, _given(credentials)))
     if caller is None:
         raise unauthorized()
     request.state.caller = caller

@@ -1,7 +1,8 @@
 """`/docs` (Swagger UI) and `/openapi.json`, under the same rule as the API, with every asset served here.
 
 The page loads nothing from elsewhere, so it works offline. A browser cannot send a bearer header to
-`/docs`, so while tokens are required it answers 401 and says how to read the schema instead.
+`/docs`: while tokens are required it needs the console's sign-in cookie, or answers 401 and says how to
+read the schema instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from scriptbus.gateway.auth import Role, identify, unauthorized
+from scriptbus.gateway.auth import Role, identify, request_token, unauthorized
 
 router = APIRouter(include_in_schema=False)
 
@@ -41,11 +42,12 @@ def _assets_dir() -> Path:
 def _authorize(request: Request, what: str) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    caller = identify(request, given.strip() if scheme.lower() == "bearer" else "")
+    # A browser signed in to the console sends its cookie, which opens /docs too.
+    caller = identify(request, request_token(request, given.strip() if scheme.lower() == "bearer" else ""))
     if caller is None:
         raise unauthorized(
             f"{what} needs a valid bearer token while tokens are required (Authorization: Bearer <token>); "
-            "a browser cannot send one to /docs, so read the schema with e.g. "
+            "sign in at / first, or read the schema with e.g. "
             "`curl -H 'Authorization: Bearer <token>' <gateway>/openapi.json`"
         )
     if not caller.may(Role.read):

@@ -41,6 +41,28 @@ async def open_output(
     return _follow(gw, run_id, offset, stream, position)
 
 
+async def tail_offset(gw: Gateway, run_id: str, stream: OutputStream | None, tail: int) -> int:
+    """Where the last `tail` bytes of the stored output (of `stream`, when given) start."""
+    with db_errors():
+        size = await readmodels.output_size(gw.pool, run_id, stream)
+    return max(0, size - tail)
+
+
+async def limited(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """`body` cut after `limit` bytes (a page of a long log: the console loads earlier parts on demand)."""
+    left = limit
+    try:
+        async for data in body:
+            yield data[:left]
+            left -= len(data)
+            if left <= 0:
+                return
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 async def _stored(gw: Gateway, run_id: str, offset: int, stream: OutputStream | None) -> AsyncIterator[bytes]:
     async for _end, data in readmodels.read_output(gw.pool, run_id, offset, stream):
         yield data

@@ -181,6 +181,24 @@ async def _output_tail(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionPro
     return data.decode("utf-8", errors="replace")
 
 
+async def output_size(pool: asyncpg.Pool, run_id: str, stream: OutputStream | None) -> int:
+    """Bytes of output stored for a run: both streams, or only `stream`'s."""
+    if stream is None:
+        end = await pool.fetchval(
+            'SELECT "offset" + length(data) FROM run_output WHERE run_id = $1::uuid ORDER BY "offset" DESC LIMIT 1',
+            run_id,
+        )
+    else:
+        end = await pool.fetchval(
+            # Stream offsets grow with the combined offset: the primary key's order finds the last one.
+            "SELECT stream_offset + length(data) FROM run_output WHERE run_id = $1::uuid AND stream = $2 "
+            'ORDER BY "offset" DESC LIMIT 1',
+            run_id,
+            stream.value,
+        )
+    return int(end or 0)
+
+
 async def read_output(
     pool: asyncpg.Pool, run_id: str, start: int, stream: OutputStream | None, page_bytes: int = PAGE_BYTES
 ) -> AsyncIterator[tuple[int, bytes]]:

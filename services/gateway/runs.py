@@ -182,11 +182,30 @@ async def get_output(
     follow: Annotated[
         bool, Query(description="Keep the response open and send new bytes live until the run ends.")
     ] = False,
+    tail: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_BIGINT,
+            description="Start this many bytes before the end of what is stored (of `stream`, when given) "
+            "instead of at `offset`; the start is in the `X-Output-Offset` header.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_BIGINT, description="Send at most this many bytes, then end.")
+    ] = None,
 ) -> StreamingResponse:
-    """The output as raw bytes (`application/octet-stream`), exactly as written, from `offset` on."""
+    """The output as raw bytes (`application/octet-stream`), exactly as written, from `offset` on
+    (or the last `tail` bytes), at most `limit` of them. `X-Output-Offset` says where the bytes start."""
+    if tail is not None and offset:
+        raise invalid_input(("query", "tail"), "give either offset or tail, not both", tail)
+    if tail is not None:
+        offset = await output.tail_offset(gw, str(run_id), stream, tail)
     body = await output.open_output(gw, str(run_id), offset, stream, follow)
+    if limit is not None:
+        body = output.limited(body, limit)
     # no-transform / X-Accel-Buffering: proxies must pass live bytes through as they come.
-    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "X-Output-Offset": str(offset)}
     return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
 
 

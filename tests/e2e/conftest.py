@@ -9,7 +9,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
+from tests.helpers.browser import chromium_path
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.stack import MakeStack, Stack, running_stack
 
@@ -37,3 +39,18 @@ def up_data_dir() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="scriptbus-up-"))
     yield base / "data"
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium from the system's packages (Playwright downloads no browser here)."""
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no Chromium executable (install chromium, or set SCRIPTBUS_TEST_CHROMIUM to its path)")
+    async with async_playwright() as playwright:
+        # --no-sandbox: the tests may run as root, where Chromium's sandbox refuses to start.
+        launched = await playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            await launched.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,13 +38,15 @@ class MakeStack(Protocol):
 async def running_stack(
     start_service: Callable[..., ServiceProcess],
     executors: Sequence[Sequence[str]] = (("--host", "local"),),
+    gateway_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
-    """A ready stack (the gateway answers /readyz); the processes stop with the test's `start_service`."""
+    """A ready stack (the gateway answers /readyz); the processes stop with the test's `start_service`.
+    `gateway_env` adds to the gateway's environment (e.g. `SCRIPTBUS_API_TOKENS`)."""
     port = free_port()
     services = {
         "recorder": start_service("recorder"),
         "scheduler": start_service("scheduler"),
-        "gateway": start_service("gateway", "--port", str(port)),
+        "gateway": start_service("gateway", "--port", str(port), env=dict(gateway_env or {})),
     }
     api = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=api, timeout=30) as client:
