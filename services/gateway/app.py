@@ -30,6 +30,7 @@ from scriptbus.gateway import (
     workflows,
 )
 from scriptbus.gateway.body_limit import BodyLimit
+from scriptbus.gateway.cross_site import CrossSiteGuard
 from scriptbus.gateway.errors import GatewayError, validation_errors
 from scriptbus.gateway.projection import ProjectionWatcher
 from scriptbus.gateway.settings import GatewaySettings
@@ -125,6 +126,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit)
+    app.add_middleware(CrossSiteGuard)
     app.include_router(runs.router)
     app.include_router(artifacts.router)
     app.include_router(files.router)

@@ -19,11 +19,13 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scriptbus.events.tokens import Role, token_digest
+from scriptbus.gateway.cross_site import SAFE_METHODS
 from scriptbus.gateway.settings import GatewaySettings
 from scriptbus.gateway.token_table import TokenTable
 
@@ -40,7 +42,6 @@ _bearer = HTTPBearer(
 # and a cross-site fetch with a custom header needs a CORS preflight the gateway never grants).
 CONSOLE_COOKIE = "scriptbus_console"
 CONSOLE_HEADER = "x-scriptbus-console"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # The names that go into events for callers without a token of their own.
 ENV_TOKEN_NAME = "admin"
@@ -132,6 +133,15 @@ def identify(request: Request, given: str) -> Caller | None:
             return found
     if tokens_required(settings, table):
         return None
+    host = request.headers.get("host", "")
+    if not is_loopback(urlsplit("//" + host).hostname or ""):
+        # A page whose name was rebound to 127.0.0.1 reaches this gateway as its own origin, with its own
+        # name as Host; anonymous access is for callers that name this machine.
+        raise HTTPException(
+            status_code=403,
+            detail=f"without tokens this gateway answers only requests to a loopback name (127.0.0.1, localhost), "
+            f"not Host {host!r}: create a token (scriptbus tokens create) to reach it by other names",
+        )
     # No token needed here: one that is not (or no longer) valid is ignored like a missing one.
     return ANONYMOUS
 

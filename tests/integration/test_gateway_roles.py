@@ -299,3 +299,26 @@ async def test_revocation_reaches_a_gateway_that_rode_out_a_nats_restart(
             await eventually(refused_by_the_first, 30, interval=0.2, what="the first gateway refusing the token")
     finally:
         nats_server.stop()
+
+
+async def test_no_other_web_site_drives_the_api_through_a_browser(api: Api) -> None:
+    c = api.client
+    # A form on another site POSTing an empty body would run a saved command on a token-less loopback gateway.
+    saved = await c.post("/api/v1/commands", json={"name": "deploy", "script": "echo deployed"})
+    assert saved.status_code == 201, saved.text
+    for forged in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://evil.example"},
+    ):
+        refused = await c.post("/api/v1/commands/deploy/runs", headers=forged)
+        assert refused.status_code == 403 and "another web site" in refused.json()["detail"], (forged, refused.text)
+    # A page whose name was rebound to 127.0.0.1 is same-origin to the browser, but names itself as Host.
+    rebound = await c.get("/api/v1/runs", headers={"Host": "evil.example:8080"})
+    assert rebound.status_code == 403 and "loopback name" in rebound.json()["detail"]
+    assert (await c.get("/api/v1/runs?command_id=deploy")).json()["items"] == []
+    # The console itself (same origin), a typed URL and programs without these headers go through.
+    own_origin = {"Origin": str(c.base_url).rstrip("/"), "Sec-Fetch-Site": "same-origin"}
+    for ok in (own_origin, {"Origin": str(c.base_url).rstrip("/")}, {}):
+        started = await c.post("/api/v1/commands/deploy/runs", json={"pool": "nobody"}, headers=ok)
+        assert started.status_code == 202, (ok, started.text)
