@@ -264,7 +264,6 @@ class Execution:
             Pump(pipe, stream, out, OutputMask(secret_values.values()) if secret_values else None)
             for pipe, stream in ((proc.stdout, OutputStream.STDOUT), (proc.stderr, OutputStream.STDERR))
         ]
-        pumps[0].sibling, pumps[1].sibling = pumps[1], pumps[0]
         for pump in pumps:
             pump.start()
 
