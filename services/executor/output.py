@@ -22,6 +22,10 @@ from scriptbus.executor.masking import OutputMask
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
+# A run's bytes go out at once when it published nothing for this long and no ack of its is awaited;
+# otherwise they are gathered until both hold (or a chunk is full): a flood of short lines leaves in
+# big chunks, a lone line right away.
+QUIET_S = 0.005
 # Unacknowledged chunks per executor: at most this many * 64 KiB in flight. When NATS is slow, reads
 # stop, the pipe fills and the script blocks on its writes: memory stays bounded.
 MAX_PENDING_ACKS = 256
@@ -157,8 +161,11 @@ class RunOutput:
         # Read but not yet published, in read order; consecutive reads of one stream joined.
         self._gathered: list[tuple[OutputStream, bytearray]] = []
         self._gathered_bytes = 0
-        # Flushes started by acks (they queue on the lock behind any other).
+        # Flushes started by acks and timers (they queue on the lock behind any other).
         self._flushers: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._last_sent = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def truncated(self) -> bool:
@@ -166,8 +173,8 @@ class RunOutput:
 
     def add(self, stream: OutputStream, data: bytes) -> bool:
         """Take bytes read from `stream`, in read order across both streams. True when the caller should
-        `flush()` now: nothing of this run awaits its ack (the run is quiet: go out at once) or a chunk's
-        worth is gathered. Otherwise the ack of the chunk in flight flushes them (coalescing under load)."""
+        `flush()` now: the run is quiet (`QUIET_S`) or a chunk's worth is gathered. Otherwise an ack or a
+        timer flushes them (coalescing under load)."""
         if not data:
             return False
         if self._gathered and self._gathered[-1][0] is stream:
@@ -175,11 +182,11 @@ class RunOutput:
         else:
             self._gathered.append((stream, bytearray(data)))
         self._gathered_bytes += len(data)
-        return self._gathered_bytes >= CHUNK_SIZE or not self._in_flight()
+        return self._gathered_bytes >= CHUNK_SIZE or self._ready()
 
     async def flush(self, whole: bool = True) -> None:
         """Publish what is gathered, in order; with `whole` False, while a chunk is still in flight, a
-        last part smaller than a chunk stays gathered for the next ack to send. Waits while the executor
+        last part smaller than a chunk stays gathered for its ack (or a timer) to send. Waits while the executor
         has too many unacked chunks or NATS is away."""
         async with self._lock:
             pieces = self._take()
@@ -202,10 +209,27 @@ class RunOutput:
     def _in_flight(self) -> bool:
         return bool(self.pending) and not self.pending[-1].future.done()
 
+    def _ready(self) -> bool:
+        """Whether gathered bytes may go now; if not, makes sure an ack or a timer looks again."""
+        if self._in_flight():
+            return False  # its ack calls `_wake`
+        wait = self._last_sent + QUIET_S - self._loop.time()
+        if wait <= 0:
+            return True
+        if self._timer is None:
+            self._timer = self._loop.call_later(wait, self._timed_out)
+        return False
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._wake()
+
     def _acked(self, _: object) -> None:
-        """A chunk's ack (or its failure) came: what was gathered meanwhile goes out now."""
-        if self._gathered_bytes and not self._in_flight():
-            task = asyncio.get_running_loop().create_task(self.flush())
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._gathered_bytes and self._ready():
+            task = self._loop.create_task(self.flush())
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
 
@@ -233,6 +257,7 @@ class RunOutput:
         )
         self.offset += len(data)
         self.stream_offsets[stream] += len(data)
+        self._last_sent = self._loop.time()
         await self._resync()
         await self._settle(block=False)
         await self._publisher._send(self, chunk)
@@ -243,6 +268,9 @@ class RunOutput:
         while self._flushers:
             await asyncio.gather(*self._flushers)
         await self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         async with self._lock:
             await self._resync()
             await self._settle(block=True)
