@@ -17,7 +17,7 @@ from scriptbus.executor.execution import ExecutorIdentity
 from scriptbus.executor.heartbeat import Heartbeat
 from scriptbus.executor.journal import Journal, predecessors
 from scriptbus.executor.leftovers import reap_leftovers
-from scriptbus.executor.process import find_bash, watch_children_by_pidfd
+from scriptbus.executor.process import find_bash
 from scriptbus.executor.run_as import resolve
 from scriptbus.executor.secrets import SecretReader, load_key
 from scriptbus.executor.settings import ExecutorSettings
@@ -35,7 +35,6 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
         run_as = resolve(settings.executor_run_as)
     except ValueError as exc:
         raise SystemExit(f"scriptbus executor: {exc}") from None
-    watch_children_by_pidfd()
     open_files = raise_open_files()
     work_dir = Path(settings.work_dir)
     prepare(work_dir, run_as is not None)
