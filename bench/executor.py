@@ -98,7 +98,10 @@ async def main() -> None:
         log = (tmp / "executor.log").open("wb")
         profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
         executor = subprocess.Popen(
-            [sys.executable, *profile, "-m", "scriptbus", "executor", "--host", "bench"], env=env, stdout=log, stderr=log
+            [sys.executable, *profile, "-m", "scriptbus", "executor", "--host", "bench"],
+            env=env,
+            stdout=log,
+            stderr=log,
         )
 
         finished: dict[str, float] = {}
@@ -137,8 +140,10 @@ async def main() -> None:
         elapsed = max(finished[i] for i in ids) - t0
         cpu = _cpu_s(executor.pid) - cpu0
         rate = args.runs / elapsed
-        print(f"runs of true: {rate:.0f}/s, {rate / raw:.2f} of raw spawn ({raw:.0f}/s); "
-              f"executor CPU {cpu * 1000 / args.runs:.2f} ms/run")
+        print(
+            f"runs of true: {rate:.0f}/s, {rate / raw:.2f} of raw spawn ({raw:.0f}/s); "
+            f"executor CPU {cpu * 1000 / args.runs:.2f} ms/run"
+        )
 
         if args.only_runs:
             return
@@ -149,8 +154,10 @@ async def main() -> None:
         await asyncio.wait_for(waiters[rid], 300)
         elapsed = finished[rid] - t0
         cpu = _cpu_s(executor.pid) - cpu0
-        print(f"{args.output_mb} MB of 100-byte lines: {elapsed:.2f} s ({size / elapsed / 1e6:.0f} MB/s), "
-              f"{chunks.get(rid, 0)} chunks, executor CPU {cpu:.2f} s")
+        print(
+            f"{args.output_mb} MB of 100-byte lines: {elapsed:.2f} s ({size / elapsed / 1e6:.0f} MB/s), "
+            f"{chunks.get(rid, 0)} chunks, executor CPU {cpu:.2f} s"
+        )
 
         latencies: list[float] = []
         run_id = new_id()
@@ -170,8 +177,10 @@ async def main() -> None:
         await asyncio.wait_for(waiters[run_id], 120)
         await sub.unsubscribe()
         latencies.sort()
-        print(f"sparse line → subscriber: p50 {statistics.median(latencies):.2f} ms, "
-              f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f} ms ({len(latencies)} lines)")
+        print(
+            f"sparse line → subscriber: p50 {statistics.median(latencies):.2f} ms, "
+            f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f} ms ({len(latencies)} lines)"
+        )
         await nc.close()
     finally:
         if executor is not None:

@@ -200,7 +200,9 @@ class RunOutput:
 
     def _take(self) -> list[tuple[OutputStream, bytes]]:
         pieces = [
-            (stream, bytes(buf[i : i + CHUNK_SIZE])) for stream, buf in self._gathered for i in range(0, len(buf), CHUNK_SIZE)
+            (stream, bytes(buf[i : i + CHUNK_SIZE]))
+            for stream, buf in self._gathered
+            for i in range(0, len(buf), CHUNK_SIZE)
         ]
         self._gathered.clear()
         self._gathered_bytes = 0

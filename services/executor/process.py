@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import enum
 import fcntl
+import functools
 import os
 import pwd
 import shutil
@@ -92,7 +93,7 @@ class Spawned:
         loop = asyncio.get_running_loop()
         for reader, pipe in ((self.stdout, self._popen.stdout), (self.stderr, self._popen.stderr)):
             closed: asyncio.Future[None] = loop.create_future()
-            transport, _ = await loop.connect_read_pipe(lambda r=reader, c=closed: _PipeProtocol(r, c), pipe)
+            transport, _ = await loop.connect_read_pipe(functools.partial(_PipeProtocol, reader, closed), pipe)
             self._pipes.append(transport)
             self._closed.append(closed)
 

@@ -90,8 +90,7 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     if containment.reaper is not None:
         watchers.append(asyncio.create_task(containment.reaper.watch(beats_done)))
     log.info(
-        "executor ready: host=%s id=%s targets=%s max_concurrency=%d (open files %d) runs contained by %s, "
-        "run as %s",
+        "executor ready: host=%s id=%s targets=%s max_concurrency=%d (open files %d) runs contained by %s, run as %s",
         me.host,
         me.executor_id,
         ",".join(settings.targets),
