@@ -1,7 +1,7 @@
-"""A run's output on its way to NATS: what is read is published at once when nothing of the run is
-waiting for its ack, and otherwise gathered (up to 64 KiB) until that ack comes, so a lone line goes out
-immediately and a flood goes out in big chunks; a bounded number of unacknowledged chunks per executor,
-and every chunk acknowledged before the run's finish is published."""
+"""A run's output on its way to NATS: what a quiet run prints is published at once; while the run
+published within `QUIET_S` or one of its chunks awaits its ack, reads are gathered (up to 64 KiB a
+chunk), so a lone line goes out immediately and a flood goes out in big chunks. A bounded number of
+unacknowledged chunks per executor, and every chunk acknowledged before the run's finish is published."""
 
 from __future__ import annotations
 
@@ -182,21 +182,26 @@ class RunOutput:
         else:
             self._gathered.append((stream, bytearray(data)))
         self._gathered_bytes += len(data)
-        return self._gathered_bytes >= CHUNK_SIZE or self._ready()
+        return self.full or self._ready()
 
     async def flush(self, whole: bool = True) -> None:
-        """Publish what is gathered, in order; with `whole` False, while a chunk is still in flight, a
-        last part smaller than a chunk stays gathered for its ack (or a timer) to send. Waits while the executor
-        has too many unacked chunks or NATS is away."""
+        """Publish what is gathered, in order; with `whole` False, a last part smaller than a chunk stays
+        gathered for the ack of what goes now to send. Waits while the executor has too many unacked chunks
+        or NATS is away."""
         async with self._lock:
             pieces = self._take()
-            # A part kept back always has an ack coming to send it: of a chunk in flight, or of one sent now.
-            if not whole and pieces and len(pieces[-1][1]) < CHUNK_SIZE and (len(pieces) > 1 or self._in_flight()):
+            # Only when a chunk's worth was gathered: something goes out now, and its ack sends the rest.
+            if not whole and len(pieces) > 1 and len(pieces[-1][1]) < CHUNK_SIZE:
                 stream, rest = pieces.pop()
                 self._gathered.insert(0, (stream, bytearray(rest)))
                 self._gathered_bytes += len(rest)
             for stream, data in pieces:
                 await self._write_one(stream, data)
+
+    @property
+    def full(self) -> bool:
+        """A chunk's worth is gathered."""
+        return self._gathered_bytes >= CHUNK_SIZE
 
     def _take(self) -> list[tuple[OutputStream, bytes]]:
         pieces = [
@@ -234,13 +239,6 @@ class RunOutput:
             task = self._loop.create_task(self.flush())
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
-
-    async def write(self, pieces: list[tuple[OutputStream, bytes]]) -> None:
-        """Publish each `(stream, data)` after what is gathered, in order; past the cap, count the bytes as
-        dropped instead."""
-        for stream, data in pieces:
-            self.add(stream, data)
-        await self.flush()
 
     async def _write_one(self, stream: OutputStream, data: bytes) -> None:
         room = self.max_bytes - self.offset
@@ -375,7 +373,8 @@ class Pump:
         mask = self._mask
         while data := await self._read():
             if out.add(self._stream, mask.feed(data) if mask is not None else data):
-                await out.flush(whole=False)
+                # Full: whole chunks go, a partial tail waits for their ack; quiet: everything goes.
+                await out.flush(whole=not out.full)
         if mask is not None:
             out.add(self._stream, mask.end())
         await out.flush()
