@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
         help="a pool to serve (repeatable; default: default)",
     )
     p.add_argument("--label", action="append", dest="labels", metavar="K=V", help="a label to report (repeatable)")
-    p.add_argument("--max-concurrency", type=int, help="most runs at once (default 64)")
+    p.add_argument(
+        "--max-concurrency", type=int, help="most runs at once (default: sized from memory, open files and pids)"
+    )
     p.add_argument(
         "--run-as",
         metavar="USER",

@@ -129,6 +129,8 @@ class _TreeRun:
 
     def on_new_members(self, callback: Callable[[list[tuple[int, int]]], None]) -> None:
         self.new_members = callback
+        if self.known:  # found while the run's first journal entry was being written
+            callback(sorted(self.known.items()))
 
     def pids(self) -> list[int]:
         return self._reaper.members(self, all_stats())

@@ -200,14 +200,11 @@ class Execution:
                 RunFinished(run_id=self.run_id, status=RunStatus.FAILED, host=me.host, reason=f"refused: env {refused}")
             )
         try:
-            # Journaled before its folder exists: the next instance removes only folders no journal names.
-            me.journal.record(Entry(run_id=self.run_id, boot_id=boot))
-            cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Disk work (an fsync among it) in a thread: the loop keeps serving the other runs meanwhile.
+            await asyncio.to_thread(self._make_folder, Entry(run_id=self.run_id, boot_id=boot), cwd)
             if me.run_as is None:
                 env = clean_env(req.env)
             else:
-                # The script's own folder, and its HOME: nobody else's can be listed.
-                os.chown(cwd, me.run_as.uid, me.run_as.gid)
                 env = clean_env(req.env, user=me.run_as.name, home=str(cwd))
             if req.files:
                 await place_files(self._js, self._subjects, req.files, cwd, me.run_as)
@@ -217,7 +214,7 @@ class Execution:
             if req.hold_max_s > 0:
                 self._hold_file = cwd / HOLD_FILE_NAME
                 env[HOLD_FILE_ENV] = str(self._hold_file)
-            procs = me.containment.for_run(self.run_id)
+            procs = await asyncio.to_thread(me.containment.for_run, self.run_id)  # a cgroup's mkdir is slow
             with me.containment.spawning():
                 # From before the fork: the script may run for a while before spawn() returns.
                 started = time.monotonic()
@@ -225,7 +222,7 @@ class Execution:
         except _START_ERRORS as exc:
             if procs is not None:
                 await procs.close()
-            shutil.rmtree(cwd, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, cwd, ignore_errors=True)
             log.warning("run %s: could not start: %s", self.run_id, exc)
             return await self._finish(
                 RunFinished(
@@ -239,7 +236,7 @@ class Execution:
         start_time = stat.start_time if stat is not None else 0
         procs.started(proc.pid, start_time)
         self._procs = procs
-        self._journal(Entry(self.run_id, boot, proc.pid, start_time, procs.cgroup_path))
+        await asyncio.to_thread(self._journal, Entry(self.run_id, boot, proc.pid, start_time, procs.cgroup_path))
         procs.on_new_members(
             lambda known: self._journal(
                 Entry(self.run_id, boot, proc.pid, start_time, None, [[pid, t] for pid, t in known])
@@ -264,7 +261,6 @@ class Execution:
             Pump(pipe, stream, out, OutputMask(secret_values.values()) if secret_values else None)
             for pipe, stream in ((proc.stdout, OutputStream.STDOUT), (proc.stderr, OutputStream.STDERR))
         ]
-        pumps[0].sibling, pumps[1].sibling = pumps[1], pumps[0]
         for pump in pumps:
             pump.start()
 
@@ -291,14 +287,14 @@ class Execution:
         if survivors:
             log.warning("run %s: processes survived SIGKILL: %s", self.run_id, survivors)
         if await self._wait_pumps(pumps):
-            # Closing our ends of the pipes lets the transport finish although the holder lives on.
-            proc._transport.close()  # type: ignore[attr-defined]  # asyncio has no public way to close the pipes
+            # Closing our ends of the pipes lets the readers finish although the holder lives on.
+            proc.close_pipes()
         await out.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=PIPE_LINGER_S)
         # Whatever the status: a failed run's logs are often what is wanted most.
         kept = await self._collect_artifacts(cwd)
-        shutil.rmtree(cwd, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, cwd, ignore_errors=True)
 
         result = outcome(returncode, self._cause, self._needed_kill)
         return await self._finish(
@@ -334,6 +330,14 @@ class Execution:
         except BUS_ERRORS as exc:
             log.warning("run %s: artifacts not uploaded: %s", self.run_id, exc)
             return Collected(notes=[f"artifacts not uploaded: {exc or type(exc).__name__}"])
+
+    def _make_folder(self, entry: Entry, cwd: Path) -> None:
+        """Journal the run, then make its folder (so the next instance removes only folders no journal
+        names); when scripts run as another user the folder, their HOME, is theirs alone."""
+        self._me.journal.record(entry)
+        cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self._me.run_as is not None:
+            os.chown(cwd, self._me.run_as.uid, self._me.run_as.gid)
 
     def _journal(self, entry: Entry) -> None:
         try:
@@ -372,7 +376,7 @@ class Execution:
                 log.warning("run %s: could not publish run.finished (%s); retrying", self.run_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        self._me.journal.forget(self.run_id)
+        await asyncio.to_thread(self._me.journal.forget, self.run_id)
         log.info(
             "run %s: finished %s exit_code=%s signal=%s output=%dB",
             self.run_id,

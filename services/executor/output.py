@@ -1,6 +1,7 @@
-"""A run's output on its way to NATS: pipe reads buffered into chunks (flushed on newline, at 64 KiB,
-or on a short timer), published with a bounded number of unacknowledged chunks per executor, and every
-chunk acknowledged before the run's finish is published."""
+"""A run's output on its way to NATS: what a quiet run prints is published at once; while the run
+published within `QUIET_S` or one of its chunks awaits its ack, reads are gathered (up to 64 KiB a
+chunk), so a lone line goes out immediately and a flood goes out in big chunks. A bounded number of
+unacknowledged chunks per executor, and every chunk acknowledged before the run's finish is published."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from scriptbus.executor.masking import OutputMask
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
-FLUSH_AFTER_S = 0.02
+# A run's bytes go out at once when it published nothing for this long and no ack of its is awaited;
+# otherwise they are gathered until both hold (or a chunk is full): a flood of short lines leaves in
+# big chunks, a lone line right away.
+QUIET_S = 0.005
 # Unacknowledged chunks per executor: at most this many * 64 KiB in flight. When NATS is slow, reads
 # stop, the pipe fills and the script blocks on its writes: memory stays bounded.
 MAX_PENDING_ACKS = 256
@@ -98,6 +102,7 @@ class OutputPublisher:
             await self._republish(out.subject, chunk)
             return
         future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(out._acked)
         out.pending.append(_Pending(future, chunk, out.subject))
 
     async def _acquire(self) -> bool:
@@ -153,17 +158,87 @@ class RunOutput:
         self._synced_at = publisher.reconnects
         # Offsets are assigned and chunks handed to NATS in one order, whichever pipe they came from.
         self._lock = asyncio.Lock()
+        # Read but not yet published, in read order; consecutive reads of one stream joined.
+        self._gathered: list[tuple[OutputStream, bytearray]] = []
+        self._gathered_bytes = 0
+        # Flushes started by acks and timers (they queue on the lock behind any other).
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._last_sent = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def truncated(self) -> bool:
         return self.dropped_bytes > 0
 
-    async def write(self, pieces: list[tuple[OutputStream, bytes]]) -> None:
-        """Publish each `(stream, data)` as the next chunk, in order; past the cap, count the bytes as
-        dropped instead. Waits while the executor has too many unacked chunks or NATS is away."""
+    def add(self, stream: OutputStream, data: bytes) -> bool:
+        """Take bytes read from `stream`, in read order across both streams. True when the caller should
+        `flush()` now: the run is quiet (`QUIET_S`) or a chunk's worth is gathered. Otherwise an ack or a
+        timer flushes them (coalescing under load)."""
+        if not data:
+            return False
+        if self._gathered and self._gathered[-1][0] is stream:
+            self._gathered[-1][1].extend(data)
+        else:
+            self._gathered.append((stream, bytearray(data)))
+        self._gathered_bytes += len(data)
+        return self.full or self._ready()
+
+    async def flush(self, whole: bool = True) -> None:
+        """Publish what is gathered, in order; with `whole` False, a last part smaller than a chunk stays
+        gathered for the ack of what goes now to send. Waits while the executor has too many unacked chunks
+        or NATS is away."""
         async with self._lock:
+            pieces = self._take()
+            # Only when a chunk's worth was gathered: something goes out now, and its ack sends the rest.
+            if not whole and len(pieces) > 1 and len(pieces[-1][1]) < CHUNK_SIZE:
+                stream, rest = pieces.pop()
+                self._gathered.insert(0, (stream, bytearray(rest)))
+                self._gathered_bytes += len(rest)
             for stream, data in pieces:
                 await self._write_one(stream, data)
+
+    @property
+    def full(self) -> bool:
+        """A chunk's worth is gathered."""
+        return self._gathered_bytes >= CHUNK_SIZE
+
+    def _take(self) -> list[tuple[OutputStream, bytes]]:
+        pieces = [
+            (stream, bytes(buf[i : i + CHUNK_SIZE]))
+            for stream, buf in self._gathered
+            for i in range(0, len(buf), CHUNK_SIZE)
+        ]
+        self._gathered.clear()
+        self._gathered_bytes = 0
+        return pieces
+
+    def _in_flight(self) -> bool:
+        return bool(self.pending) and not self.pending[-1].future.done()
+
+    def _ready(self) -> bool:
+        """Whether gathered bytes may go now; if not, makes sure an ack or a timer looks again."""
+        if self._in_flight():
+            return False  # its ack calls `_wake`
+        wait = self._last_sent + QUIET_S - self._loop.time()
+        if wait <= 0:
+            return True
+        if self._timer is None:
+            self._timer = self._loop.call_later(wait, self._timed_out)
+        return False
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._wake()
+
+    def _acked(self, _: object) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._gathered_bytes and self._ready():
+            task = self._loop.create_task(self.flush())
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
 
     async def _write_one(self, stream: OutputStream, data: bytes) -> None:
         room = self.max_bytes - self.offset
@@ -182,6 +257,7 @@ class RunOutput:
         )
         self.offset += len(data)
         self.stream_offsets[stream] += len(data)
+        self._last_sent = self._loop.time()
         await self._resync()
         await self._settle(block=False)
         await self._publisher._send(self, chunk)
@@ -189,6 +265,12 @@ class RunOutput:
     async def drain(self) -> None:
         """Return once every chunk published so far is stored in JetStream (republishing any whose ack
         failed or never came), so an event published next comes after all of this run's output."""
+        while self._flushers:
+            await asyncio.gather(*self._flushers)
+        await self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         async with self._lock:
             await self._resync()
             await self._settle(block=True)
@@ -242,8 +324,8 @@ class RunOutput:
 
 
 class Pump:
-    """Copies one pipe into a run's output: 64 KiB reads, flushed when the buffer holds a newline or
-    reaches 64 KiB, and otherwise `FLUSH_AFTER_S` after its first byte so partial lines appear live."""
+    """Copies one pipe into a run's output, read by read (up to 64 KiB each); `RunOutput.add` decides
+    when the bytes go out."""
 
     def __init__(
         self, reader: asyncio.StreamReader, stream: OutputStream, out: RunOutput, mask: OutputMask | None = None
@@ -253,12 +335,9 @@ class Pump:
         self._out = out
         # Hides the run's secret values (`masking.py`).
         self._mask = mask
-        self._buf = bytearray()
         self._reading = False
         self._abandoned = False
         self.task: asyncio.Task[None] | None = None
-        # The run's other pipe, flushed ahead of this one.
-        self.sibling: Pump | None = None
 
     def start(self) -> asyncio.Task[None]:
         self.task = asyncio.create_task(self._run(), name=f"pump-{self._out.run_id}-{self._stream.value}")
@@ -274,15 +353,11 @@ class Pump:
         self.task.cancel()
         return True
 
-    async def _read(self, timeout: float | None) -> bytes | None:
-        """Next bytes from the pipe; b"" at EOF or when abandoned, None when `timeout` passed first."""
+    async def _read(self) -> bytes:
+        """Next bytes from the pipe; b"" at EOF or when abandoned."""
         self._reading = True
         try:
-            if timeout is None:
-                return await self._reader.read(CHUNK_SIZE)
-            return await asyncio.wait_for(self._reader.read(CHUNK_SIZE), timeout)
-        except TimeoutError:
-            return None
+            return await self._reader.read(CHUNK_SIZE)
         except asyncio.CancelledError:
             if self._abandoned:
                 current = asyncio.current_task()
@@ -294,37 +369,12 @@ class Pump:
             self._reading = False
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = 0.0
-        while True:
-            timeout = max(deadline - loop.time(), 0.0) if self._buf else None
-            if timeout == 0.0:
-                await self._flush()
-                continue
-            data = await self._read(timeout)
-            if data is None:
-                await self._flush()
-                continue
-            if not data:
-                break
-            if not self._buf:
-                deadline = loop.time() + FLUSH_AFTER_S
-            self._buf += self._mask.feed(data) if self._mask is not None else data
-            if len(self._buf) >= CHUNK_SIZE or b"\n" in data:
-                await self._flush()
-        if self._mask is not None:
-            self._buf += self._mask.end()
-        await self._flush()
-
-    async def _flush(self) -> None:
-        # The other pipe's buffered bytes were read earlier than a line arriving now: publish them
-        # first, so the run's byte order stays close to the order the script wrote in.
-        pieces = self.sibling._take() if self.sibling is not None else []
-        pieces += self._take()
-        if pieces:
-            await self._out.write(pieces)
-
-    def _take(self) -> list[tuple[OutputStream, bytes]]:
-        pieces = [(self._stream, bytes(self._buf[i : i + CHUNK_SIZE])) for i in range(0, len(self._buf), CHUNK_SIZE)]
-        self._buf.clear()
-        return pieces
+        out = self._out
+        mask = self._mask
+        while data := await self._read():
+            if out.add(self._stream, mask.feed(data) if mask is not None else data):
+                # Full: whole chunks go, a partial tail waits for their ack; quiet: everything goes.
+                await out.flush(whole=not out.full)
+        if mask is not None:
+            out.add(self._stream, mask.end())
+        await out.flush()

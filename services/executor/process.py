@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import enum
 import fcntl
+import functools
 import os
 import pwd
 import shutil
+import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,96 @@ def find_bash() -> str:
     return path
 
 
+class Spawned:
+    """A script's bash: its pid, its stdout and stderr as StreamReaders, and its exit (by pidfd).
+
+    Started in a thread (`spawn`), not by asyncio's subprocess machinery: the fork and the wait until the
+    child execs (long on a busy machine, and a plain fork when a preexec is needed) would otherwise stop
+    the event loop, and Python 3.11's child watcher would add a thread per child."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], pidfd: int) -> None:
+        self._popen = popen
+        self._pidfd = pidfd
+        self.pid = popen.pid
+        self.stdout = asyncio.StreamReader(limit=READ_SIZE)
+        self.stderr = asyncio.StreamReader(limit=READ_SIZE)
+        self._pipes: list[asyncio.ReadTransport] = []
+        self._closed: list[asyncio.Future[None]] = []
+        self._exit: asyncio.Future[int] | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        for reader, pipe in ((self.stdout, self._popen.stdout), (self.stderr, self._popen.stderr)):
+            closed: asyncio.Future[None] = loop.create_future()
+            transport, _ = await loop.connect_read_pipe(functools.partial(_PipeProtocol, reader, closed), pipe)
+            self._pipes.append(transport)
+            self._closed.append(closed)
+
+    async def exited(self, poll_s: float = 0.05) -> int:
+        """The exit status (negative: the signal) as soon as bash exits, however long the pipes stay
+        open (a background child may hold them)."""
+        if self._exit is None:
+            self._exit = asyncio.get_running_loop().create_future()
+            self._watch(poll_s)
+        return await asyncio.shield(self._exit)
+
+    def _watch(self, poll_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._exit is not None
+        exit_future = self._exit
+
+        def done(code: int) -> None:
+            if not exit_future.done():
+                exit_future.set_result(code)
+
+        if self._pidfd >= 0:
+            fd = self._pidfd
+
+            def readable() -> None:
+                loop.remove_reader(fd)
+                os.close(fd)
+                self._pidfd = -1
+                done(self._popen.wait())  # a zombie now: no blocking
+
+            loop.add_reader(fd, readable)
+            return
+
+        def poll() -> None:  # no pidfd (Linux < 5.3)
+            code = self._popen.poll()
+            if code is None:
+                loop.call_later(poll_s, poll)
+            else:
+                done(code)
+
+        poll()
+
+    def close_pipes(self) -> None:
+        """Stop reading (a process outside the run holds a pipe open): the readers see EOF."""
+        for transport in self._pipes:
+            transport.close()
+
+    async def wait(self) -> int:
+        """The exit status, once both pipes are closed too."""
+        code = await self.exited()
+        await asyncio.gather(*self._closed)
+        return code
+
+
+class _PipeProtocol(asyncio.StreamReaderProtocol):
+    def __init__(self, reader: asyncio.StreamReader, closed: asyncio.Future[None]) -> None:
+        super().__init__(reader)
+        self._pipe_closed = closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self._pipe_closed.done():
+            self._pipe_closed.set_result(None)
+
+
 async def spawn(
     bash: str,
     script: str,
@@ -74,10 +166,10 @@ async def spawn(
     cwd: Path,
     preexec: Callable[[], None] | None = None,
     run_as: RunAs | None = None,
-) -> asyncio.subprocess.Process:
+) -> Spawned:
     """Start `bash -c script bash args...` as the leader of a new session (so of its own process group),
     stdin from /dev/null, stdout and stderr piped; `preexec` runs in the child before it execs, and
-    before it becomes `run_as` (when given)."""
+    before it becomes `run_as` (when given). The fork and exec happen in a worker thread."""
     switch: dict[str, Any] = {}
     if run_as is not None and preexec is not None:
         # CPython changes the user before it calls preexec_fn; joining a cgroup needs the executor's
@@ -86,24 +178,40 @@ async def spawn(
     elif run_as is not None:
         # Done in C by _posixsubprocess: no Python runs in the child.
         switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
-    proc = await asyncio.create_subprocess_exec(
-        bash,
-        "-c",
-        script,
-        "bash",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    argv = [bash, "-c", script, "bash", *args]
+    popen, pidfd = await asyncio.to_thread(_start, argv, dict(env), cwd, preexec, switch)
+    proc = Spawned(popen, pidfd)
+    try:
+        await proc._connect()
+    except BaseException:
+        proc.close_pipes()
+        raise
+    return proc
+
+
+def _start(
+    argv: list[str], env: dict[str, str], cwd: Path, preexec: Callable[[], None] | None, switch: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes], int]:
+    popen = subprocess.Popen(
+        argv,
+        bufsize=0,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         cwd=str(cwd),
-        env=dict(env),
+        env=env,
         start_new_session=True,
         preexec_fn=preexec,
-        limit=READ_SIZE,
         **switch,
     )
-    _widen_pipes(proc)
-    return proc
+    for pipe in (popen.stdout, popen.stderr):
+        assert pipe is not None
+        _widen_pipe(pipe.fileno())
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        pidfd = -1  # no pidfd support: exits are polled
+    return popen, pidfd
 
 
 def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
@@ -120,48 +228,16 @@ _F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
 
 
-def _widen_pipes(proc: asyncio.subprocess.Process) -> None:
-    transport = proc._transport  # type: ignore[attr-defined]  # the public Process hides its transport
-    for fd in (1, 2):
-        pipe = transport.get_pipe_transport(fd)
-        file = pipe.get_extra_info("pipe") if pipe is not None else None
-        if file is None:
-            continue
-        try:
-            fcntl.fcntl(file.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
-        except ValueError:
-            pass  # a quick script already closed it
-        except OSError:
-            pass  # over /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
-
-
-async def wait_exit(proc: asyncio.subprocess.Process, poll_s: float = 0.05) -> int:
-    """The exit status of `proc` as soon as it exits.
-
-    `Process.wait()` in Python 3.11 also waits for the pipes to close, which a background child that
-    still holds them can put off forever; a pidfd tells us of the exit itself."""
-    loop = asyncio.get_running_loop()
+def _widen_pipe(fd: int) -> None:
     try:
-        fd = os.pidfd_open(proc.pid)
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
-        fd = -1  # already reaped, or no pidfd support: poll
-    if fd >= 0:
-        ready: asyncio.Future[None] = loop.create_future()
+        pass  # over /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
 
-        def exited() -> None:
-            if not ready.done():
-                ready.set_result(None)
 
-        loop.add_reader(fd, exited)
-        try:
-            await ready
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
-        poll_s = 0.002  # the child watcher reaps it any moment now
-    while proc.returncode is None:
-        await asyncio.sleep(poll_s)
-    return proc.returncode
+async def wait_exit(proc: Spawned, poll_s: float = 0.05) -> int:
+    """The exit status of `proc` as soon as it exits (not when its pipes close)."""
+    return await proc.exited(poll_s)
 
 
 @dataclass(frozen=True)

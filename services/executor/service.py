@@ -21,6 +21,7 @@ from scriptbus.executor.process import find_bash
 from scriptbus.executor.run_as import resolve
 from scriptbus.executor.secrets import SecretReader, load_key
 from scriptbus.executor.settings import ExecutorSettings
+from scriptbus.executor.sizing import raise_open_files
 from scriptbus.executor.work_dir import prepare
 from scriptbus.executor.worker import Worker
 
@@ -34,6 +35,7 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
         run_as = resolve(settings.executor_run_as)
     except ValueError as exc:
         raise SystemExit(f"scriptbus executor: {exc}") from None
+    open_files = raise_open_files()
     work_dir = Path(settings.work_dir)
     prepare(work_dir, run_as is not None)
     executor_id = str(uuid.uuid4())
@@ -88,11 +90,12 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     if containment.reaper is not None:
         watchers.append(asyncio.create_task(containment.reaper.watch(beats_done)))
     log.info(
-        "executor ready: host=%s id=%s targets=%s max_concurrency=%d runs contained by %s, run as %s",
+        "executor ready: host=%s id=%s targets=%s max_concurrency=%d (open files %d) runs contained by %s, run as %s",
         me.host,
         me.executor_id,
         ",".join(settings.targets),
         settings.max_concurrency,
+        open_files,
         containment.mode.value,
         run_as.name if run_as is not None else "the executor's user",
     )

@@ -13,6 +13,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from scriptbus.events import host_token, valid_token
 from scriptbus.events.lifecycle import ServiceSettings
+from scriptbus.executor.sizing import default_max_concurrency
 
 
 def _default_work_dir() -> str:
@@ -33,7 +34,8 @@ class ExecutorSettings(ServiceSettings):
     pools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     # `SCRIPTBUS_LABELS=k=v,k2=v2` (or a JSON object).
     labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    max_concurrency: int = Field(64, ge=1)
+    # Default: what this machine holds (`sizing.py`), over a thousand sleeping runs on a 24 GiB box.
+    max_concurrency: int = Field(default_factory=default_max_concurrency, ge=1)
     heartbeat_interval_s: float = Field(2.0, gt=0)
     work_dir: str = Field(default_factory=_default_work_dir)
     max_output_bytes: int = Field(256 * 1024 * 1024, ge=0)

@@ -13,7 +13,7 @@ import pytest
 from scriptbus.events import RunStatus
 from scriptbus.executor.cgroups import CgroupTree, cgroup2_mount, own_cgroup
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
-from scriptbus.executor.process import StopCause, clean_env, find_bash, outcome, spawn, wait_exit
+from scriptbus.executor.process import Spawned, StopCause, clean_env, find_bash, outcome, spawn, wait_exit
 from scriptbus.executor.procfs import ProcStat, descendants, read_stat
 from tests.helpers.waiting import eventually
 
@@ -31,7 +31,7 @@ async def run_processes() -> AsyncIterator[RunProcesses]:
     await procs.close()
 
 
-async def start(procs: RunProcesses, script: str, cwd: Path) -> asyncio.subprocess.Process:
+async def start(procs: RunProcesses, script: str, cwd: Path) -> Spawned:
     proc = await spawn(find_bash(), script, ["hi"], clean_env({}), cwd, procs.preexec())
     stat = read_stat(proc.pid)  # None when it already ended and was reaped
     procs.started(proc.pid, stat.start_time if stat is not None else 0)

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from scriptbus.executor.settings import ExecutorSettings, parse_labels
+from scriptbus.executor.sizing import default_max_concurrency
 
 
 def test_environment_lists_and_labels(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,7 +26,7 @@ def test_defaults_and_flag_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SCRIPTBUS_HOST", "SCRIPTBUS_POOLS", "SCRIPTBUS_LABELS", "SCRIPTBUS_MAX_CONCURRENCY"):
         monkeypatch.delenv(name, raising=False)
     settings = ExecutorSettings()
-    assert settings.pools == ["default"] and settings.max_concurrency == 64
+    assert settings.pools == ["default"] and settings.max_concurrency == default_max_concurrency()
     assert settings.max_output_bytes == 256 * 1024 * 1024 and settings.heartbeat_interval_s == 2.0
     assert settings.targets[-1] == settings.host
     flagged = ExecutorSettings(host="box", pools=["box"], labels=parse_labels(["a=b=c"]))
