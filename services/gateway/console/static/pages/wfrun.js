@@ -98,7 +98,8 @@ export async function mount(main, ctx) {
       h("td", {}, statusBadge(step.status), step.held ? h("span", { class: "muted" }, " held") : "",
         step.next_retry_at ? h("span", { class: "muted" }, ` next try ${when(step.next_retry_at)}`) : ""),
       h("td", { class: "hide-narrow mono", title: "seed 004's status" }, step.spad_status),
-      h("td", { class: "attempts" }, ...attempts.flatMap((a, i) => (i ? [" ", a] : [a]))),
+      h("td", { class: "attempts" }, ...attempts.flatMap((a, i) => (i ? [" ", a] : [a])),
+        step.fanout_id ? [" ", h("a", { href: `#/fanouts/${step.fanout_id}` }, "fan-out")] : ""),
       h("td", {}, holdable ? h("button", { type: "button", onclick: () => hold(step.name, !step.held) }, step.held ? "Release" : "Hold") : ""));
   }
 
