@@ -12,8 +12,15 @@ const ROUTES = [
   [/^#\/commands\/new$/, "./pages/command.js", null],
   [/^#\/commands\/([^/]+)$/, "./pages/command.js", null],
   [/^#\/commands$/, "./pages/commands.js", "Commands"],
+  [/^#\/workflow-runs\/([0-9a-f-]{36})$/, "./pages/wfrun.js", null],
+  [/^#\/workflows\/([^/]+)\/([^/]+)$/, "./pages/workflow.js", null],
+  [/^#\/workflows$/, "./pages/workflows.js", "Workflows"],
+  [/^#\/fanouts\/([0-9a-f-]{36})$/, "./pages/fanout.js", null],
+  [/^#\/fleet$/, "./pages/fleet.js", "Fleet"],
 ];
 const HOME = "#/runs";
+// Pages without a nav entry of their own light up their section's.
+const SECTIONS = [["#/workflow-runs/", "#/workflows"], ["#/fanouts/", "#/fleet"]];
 const RANKS = { read: 1, run: 2, admin: 3 };
 
 const main = document.getElementById("main");
@@ -30,7 +37,8 @@ function renderNav(current) {
   nav.replaceChildren(
     ...ROUTES.filter(([, , label]) => label).map(([pattern, , label]) => {
       const href = pattern.source.replace(/^\^/, "").replace(/\$$/, "").replace(/\\\//g, "/");
-      const active = current.startsWith(href);
+      const section = SECTIONS.find(([prefix]) => current.startsWith(prefix));
+      const active = current.startsWith(href) || (section !== undefined && section[1] === href);
       return h("a", { href, "aria-current": active ? "page" : null }, label);
     }),
     h("a", { href: "/docs" }, "API"),

@@ -89,7 +89,7 @@ export async function mount(main, ctx) {
   return () => { stopped = true; clearTimeout(timer); log.close(); };
 }
 
-class LogView {
+export class LogView {
   constructor(base) {
     this.base = base;
     this.stream = "";
