@@ -23,19 +23,31 @@ async def read_position(conn: asyncpg.Connection, name: str = POSITION_NAME) -> 
 async def lock_position(conn: asyncpg.Connection, name: str = POSITION_NAME) -> int:
     """Inside a transaction: the position, locked until commit so two recorders never apply the same
     messages twice."""
-    await conn.execute(
-        "INSERT INTO projection_position (name, last_seq) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING", name
-    )
+    # One round trip per batch once the row exists (always, after the first batch).
     value = await conn.fetchval("SELECT last_seq FROM projection_position WHERE name = $1 FOR UPDATE", name)
+    if value is None:
+        await conn.execute(
+            "INSERT INTO projection_position (name, last_seq) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING", name
+        )
+        value = await conn.fetchval("SELECT last_seq FROM projection_position WHERE name = $1 FOR UPDATE", name)
     return int(value)
 
 
 async def store_position(conn: asyncpg.Connection, seq: int, name: str = POSITION_NAME) -> None:
     """Inside the batch's transaction: record `seq` as applied and, for the events stream, tell
     listeners once it commits."""
-    await conn.execute("UPDATE projection_position SET last_seq = $2 WHERE name = $1", name, seq)
     if name == POSITION_NAME:
-        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(seq))
+        # One statement, one round trip: a data-modifying WITH runs whether or not it is read.
+        await conn.execute(
+            """WITH stored AS (UPDATE projection_position SET last_seq = $2 WHERE name = $1)
+               SELECT pg_notify($3, $4)""",
+            name,
+            seq,
+            NOTIFY_CHANNEL,
+            str(seq),
+        )
+    else:
+        await conn.execute("UPDATE projection_position SET last_seq = $2 WHERE name = $1", name, seq)
 
 
 async def projection_lag(conn: asyncpg.Connection, js: JetStreamContext, subjects: Subjects) -> int:

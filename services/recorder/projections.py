@@ -7,6 +7,7 @@ events stream (runs, output, commands) and the executors stream (the fleet).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -366,7 +367,9 @@ def output_run_id(subject: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _valid_uuid(value: str) -> bool:
+    # Cached: every output chunk of a run checks the same id.
     return _uuid_or_none(value) is not None
 
 
