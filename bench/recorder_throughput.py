@@ -1,6 +1,7 @@
 """How fast the recorder stores output, and how soon it projects a lone event, next to raw COPY.
 
-    python bench/recorder_throughput.py [--total-mib 50] [--chunk-kib 20] [--line-bytes 100] [--lone 200]
+    python bench/recorder_throughput.py [--total-mib 50] [--chunk-kib 20] [--line-bytes 100] [--lone 300]
+                                        [--baseline DIR --rounds 3]
 
 Throughput: `--total-mib` of `--line-bytes` lines, published as output chunks of about `--chunk-kib`
 (what the executor sends for a script printing short lines), applied by the real recorder process
@@ -11,6 +12,8 @@ same run, as ratios.
 Latency: `--lone` events published one at a time on an idle stream (a `run.requested`, then a short
 output chunk and a `run.finished`, like a single run), each timed from its publish ack to the
 recorder's NOTIFY of a position that covers it: what the gateway waits for before answering a POST.
+
+This machine is shared and noisy: compare versions with --baseline, which alternates them in one run.
 
 Uses SCRIPTBUS_NATS_URL and SCRIPTBUS_TEST_DATABASE_URL (a superuser URL) when set; otherwise starts
 its own nats-server and PostgreSQL from the wheels on free ports and stops them afterwards.
@@ -84,7 +87,7 @@ async def _publish_output(js: nats.js.JetStreamContext, s: Subjects, run_id: str
     await asyncio.gather(*acks)
 
 
-async def throughput(nats_url: str, admin_url: str, args: argparse.Namespace) -> None:
+async def throughput(nats_url: str, admin_url: str, args: argparse.Namespace, label: str, cwd: str | None) -> None:
     prefix, dbname = "bench" + uuid.uuid4().hex[:8], "bench_" + uuid.uuid4().hex[:8]
     payloads = _line_chunks(args.total_mib * 1024 * 1024, args.chunk_kib * 1024, args.line_bytes)
     total = sum(len(p) for p in payloads)
@@ -119,6 +122,7 @@ async def throughput(nats_url: str, admin_url: str, args: argparse.Namespace) ->
                 "--exit-when-caught-up",
             ],
             env=env,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=600,
@@ -149,7 +153,7 @@ async def throughput(nats_url: str, admin_url: str, args: argparse.Namespace) ->
         finally:
             await conn.close()
         print(f"{'raw COPY, 64 KiB rows (limits.copy_rate)':<52} {limit / 1e6:8.1f} MB/s")
-        _report(f"recorder, NATS to PostgreSQL ({rows_stored} rows)", total, recorder_s, limit)
+        _report(f"{label} recorder, NATS to PostgreSQL ({rows_stored} rows)", total, recorder_s, limit)
         print(f"{'':<52} {total / recorder_s / same:8.2f} of raw COPY of the same chunks")
     finally:
         try:
@@ -162,7 +166,7 @@ async def throughput(nats_url: str, admin_url: str, args: argparse.Namespace) ->
             await admin.close()
 
 
-async def latency(nats_url: str, admin_url: str, args: argparse.Namespace) -> None:
+async def latency(nats_url: str, admin_url: str, args: argparse.Namespace, label: str, cwd: str | None) -> None:
     prefix, dbname = "bench" + uuid.uuid4().hex[:8], "bench_" + uuid.uuid4().hex[:8]
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{dbname}"')
@@ -185,7 +189,7 @@ async def latency(nats_url: str, admin_url: str, args: argparse.Namespace) -> No
         if os.environ.get("BENCH_PG_SETTING"):
             await admin.execute(f'ALTER DATABASE "{dbname}" SET {os.environ["BENCH_PG_SETTING"]}')
         pub_times: list[float] = []
-        recorder = subprocess.Popen([sys.executable, "-m", "scriptbus.recorder"], env=env)  # noqa: ASYNC220
+        recorder = subprocess.Popen([sys.executable, "-m", "scriptbus.recorder"], env=env, cwd=cwd)  # noqa: ASYNC220
         positions: asyncio.Queue[int] = asyncio.Queue()
         for _ in range(600):
             try:
@@ -225,7 +229,7 @@ async def latency(nats_url: str, admin_url: str, args: argparse.Namespace) -> No
         times.sort()
         p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
         print(
-            f"lone event, publish ack to projected (NOTIFY), {len(times)} events: "
+            f"{label} recorder, lone event, publish ack to projected (NOTIFY), {len(times)} events: "
             f"p50 {statistics.median(times):.2f} ms, p99 {p99:.2f} ms "
             f"(of which the publish ack p50 {statistics.median(pub_times):.2f} ms)"
         )
@@ -251,6 +255,12 @@ async def main() -> None:
     parser.add_argument("--chunk-kib", type=int, default=20)
     parser.add_argument("--line-bytes", type=int, default=100)
     parser.add_argument("--lone", type=int, default=300, help="events for the latency measurement (0 skips)")
+    parser.add_argument(
+        "--baseline",
+        help="a tree of another version whose scriptbus/ is run as the baseline, measured in turn with this one "
+        "(e.g. git archive <commit> | tar -x -C DIR)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="alternations of baseline and this version")
     args = parser.parse_args()
     with ExitStack() as stack:
         nats_url = os.environ.get("SCRIPTBUS_NATS_URL")
@@ -265,10 +275,16 @@ async def main() -> None:
             pg = EmbeddedPostgres(tmp / "postgres", database="postgres")
             admin_url = pg.start()
             stack.callback(pg.stop)
-        if args.total_mib:
-            await throughput(nats_url, admin_url, args)
-        if args.lone:
-            await latency(nats_url, admin_url, args)
+        variants: list[tuple[str, str | None]] = [("this", None)]
+        if args.baseline:
+            variants.insert(0, ("baseline", str(Path(args.baseline).resolve())))
+        for round_ in range(args.rounds):
+            for label, cwd in variants:
+                print(f"-- round {round_ + 1}, {label}")
+                if args.total_mib:
+                    await throughput(nats_url, admin_url, args, label, cwd)
+                if args.lone:
+                    await latency(nats_url, admin_url, args, label, cwd)
 
 
 if __name__ == "__main__":
