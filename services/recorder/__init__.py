@@ -6,7 +6,9 @@
 - `feed.py` reads a stream from `projection_position.last_seq + 1` with an ephemeral pull consumer
   (PostgreSQL holds the position), in batches bounded by count and bytes, fetching ahead.
 - `batch.py` applies a batch and the new position in one transaction, skipping what was applied,
-  stopping at a jump in sequence numbers unless the missing messages were deleted.
+  stopping at a jump in sequence numbers unless the missing messages were deleted. The loop applies
+  from the position it knows; `position.store_position` moves it by compare-and-set in the same
+  statement as the counters and the NOTIFY (a lone event: BEGIN, its projection, that, COMMIT).
 - `projections.py` holds one plain function per event type (those of workflow definitions and workflow
   runs in `workflow_projections.py`); `run_output.py` writes a batch's output
   chunks with one COPY; `run_stats.py` adds up the batch's counters for /metrics.

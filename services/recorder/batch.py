@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from scriptbus.recorder.feed import StreamMessage
-from scriptbus.recorder.position import POSITION_NAME, lock_position, store_position
+from scriptbus.recorder.position import POSITION_NAME, lock_position, read_position, store_position
 from scriptbus.recorder.projections import BatchWrites, project_message
 
 log = logging.getLogger(__name__)
@@ -37,24 +37,54 @@ class BatchResult:
     restart_from: int | None = None
 
 
+class _MovedUnderUs(Exception):
+    """The stored position is not the one the batch was applied from: roll it back."""
+
+
 async def apply_batch(
     conn: asyncpg.Connection,
     msgs: Sequence[StreamMessage],
     gap_check: GapCheck,
     *,
     position_name: str = POSITION_NAME,
+    known_position: int | None = None,
 ) -> BatchResult:
     """Project `msgs` (in stream order) and store the new position `position_name`, exactly once.
 
     Messages at or below the stored position are skipped, so a batch delivered again after a crash
     changes nothing. A jump in sequence numbers stops the batch there unless `gap_check` says the
     missing messages no longer exist in the stream.
+
+    `known_position` is the position this caller stored last (or read): the batch is then applied
+    from it without first reading and locking the stored one, and the position moves only if it is
+    still that value at the end (otherwise everything is rolled back and the feed starts again from
+    the stored one). Two round trips fewer per batch, the same exactly-once.
     """
     try:
-        return await _apply(conn, msgs, gap_check, position_name, careful=False)
+        return await _apply(conn, msgs, gap_check, position_name, known_position, careful=False)
     except _CONTENT_ERRORS as exc:
         log.warning("batch of %d failed (%s); applying it message by message", len(msgs), exc)
-        return await _apply(conn, msgs, gap_check, position_name, careful=True)
+        return await _apply(conn, msgs, gap_check, position_name, known_position, careful=True)
+
+
+async def _accept(
+    msgs: Sequence[StreamMessage], last: int, gap_check: GapCheck
+) -> tuple[list[StreamMessage], int | None]:
+    """The messages after position `last` up to any real gap, and where the feed must start again."""
+    accepted: list[StreamMessage] = []
+    expected = last + 1
+    for m in msgs:
+        if m.seq < expected:
+            continue
+        if m.seq > expected and not await gap_check(expected, m.seq):
+            log.warning("seq %d follows %d: messages in between were not delivered", m.seq, expected - 1)
+            return accepted, expected
+        accepted.append(m)
+        expected = m.seq + 1
+    if not accepted and msgs and msgs[-1].seq < last:
+        # Another recorder (or an earlier life of this one) is ahead: skip the rest quickly.
+        return accepted, last + 1
+    return accepted, None
 
 
 async def _apply(
@@ -62,37 +92,40 @@ async def _apply(
     msgs: Sequence[StreamMessage],
     gap_check: GapCheck,
     position_name: str,
+    known_position: int | None,
     *,
     careful: bool,
 ) -> BatchResult:
-    async with conn.transaction():
-        last = await lock_position(conn, position_name)
-        accepted: list[StreamMessage] = []
-        restart_from: int | None = None
-        expected = last + 1
-        for m in msgs:
-            if m.seq < expected:
-                continue
-            if m.seq > expected and not await gap_check(expected, m.seq):
-                log.warning("seq %d follows %d: messages in between were not delivered", m.seq, expected - 1)
-                restart_from = expected
-                break
-            accepted.append(m)
-            expected = m.seq + 1
+    if known_position is not None:
+        accepted, restart_from = await _accept(msgs, known_position, gap_check)
         if not accepted:
-            if msgs and msgs[-1].seq < last:
-                # Another recorder (or an earlier life of this one) is ahead: skip the rest quickly.
-                restart_from = last + 1
-            return BatchResult(position=last, applied=0, restart_from=restart_from)
-        if careful:
-            await _project_one_by_one(conn, accepted)
-        else:
+            return BatchResult(position=known_position, applied=0, restart_from=restart_from)
+    try:
+        async with conn.transaction():
+            if known_position is None:
+                last = await lock_position(conn, position_name)
+                accepted, restart_from = await _accept(msgs, last, gap_check)
+                if not accepted:
+                    return BatchResult(position=last, applied=0, restart_from=restart_from)
             writes = BatchWrites()
-            for m in accepted:
-                await project_message(conn, m, writes)
-            await writes.flush(conn)
-        position = accepted[-1].seq
-        await store_position(conn, position, position_name)
+            if careful:
+                await _project_one_by_one(conn, accepted)
+            else:
+                for m in accepted:
+                    await project_message(conn, m, writes)
+                await writes.flush_output(conn)
+            position = accepted[-1].seq
+            if not await store_position(conn, position, position_name, expected=known_position, stats=writes.stats):
+                raise _MovedUnderUs
+    except _MovedUnderUs:
+        stored = await read_position(conn, position_name)
+        log.warning(
+            "%s: position is %d, not %s: another recorder moved it; batch rolled back",
+            position_name,
+            stored,
+            known_position,
+        )
+        return BatchResult(position=stored, applied=0, restart_from=stored + 1)
     return BatchResult(position=position, applied=len(accepted), restart_from=restart_from)
 
 

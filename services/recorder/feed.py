@@ -157,10 +157,10 @@ class EventFeed:
         # (a pull left open for more would add its whole wait to every POST's read-your-writes).
         msgs = await self._pull(self._batch_size, None)
         if not msgs:
-            # Nothing waiting: long-poll for one message, then add only what is already there.
+            # Nothing waiting: long-poll for one message and hand it over at once. Whatever came with
+            # it is fetched by the read-ahead while that message is applied, not by another round
+            # trip before it.
             msgs = await self._pull(1, self._idle_wait_s)
-            if msgs and self._batch_size > 1:
-                msgs += await self._pull(self._batch_size - 1, None)
         loop = asyncio.get_running_loop()
         if msgs:
             self._idle_since = None

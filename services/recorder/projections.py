@@ -7,6 +7,7 @@ events stream (runs, output, commands) and the executors stream (the fleet).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -43,7 +44,7 @@ from scriptbus.recorder.purges import record_purge
 from scriptbus.recorder.run_output import OutputBatch
 from scriptbus.recorder.run_stats import RunStats
 from scriptbus.recorder.schedule_projections import SCHEDULE_PROJECTIONS, run_schedule
-from scriptbus.recorder.workflow_projections import WORKFLOW_PROJECTIONS, step_run_event
+from scriptbus.recorder.workflow_projections import STEP_COLUMNS, WORKFLOW_PROJECTIONS, step_run_event
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,13 @@ async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: 
 
 async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int, w: BatchWrites) -> None:
     # A stop requested before the start was seen leaves the run `stopping`, not `running`.
-    first_start = await conn.fetchval(
-        """UPDATE runs SET
+    row = await conn.fetchrow(
+        f"""UPDATE runs SET
                status = CASE WHEN runs.stop_requested_at IS NOT NULL THEN 'stopping' ELSE 'running' END,
                host = $2, pid = $3, executor_id = $4, started_at = $5
            FROM (SELECT id, started_at FROM runs WHERE id = $1 FOR UPDATE) AS before
            WHERE runs.id = before.id AND NOT (runs.status = ANY($6::text[]))
-           RETURNING before.started_at IS NULL""",
+           RETURNING before.started_at IS NULL AS first_start, {STEP_COLUMNS}""",
         uuid.UUID(e.run_id),
         e.host,
         e.pid,
@@ -134,9 +135,9 @@ async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int, w: Batc
         _aware(e.occurred_at),
         _TERMINAL,
     )
-    if first_start:
+    if row is not None and row["first_start"]:
         w.stats.count("started", e.host)
-    await step_run_event(conn, e)
+    await step_run_event(conn, e, row)
 
 
 async def run_stop_requested(conn: asyncpg.Connection, e: RunStopRequested, seq: int, w: BatchWrites) -> None:
@@ -154,13 +155,14 @@ async def run_stop_requested(conn: asyncpg.Connection, e: RunStopRequested, seq:
 
 async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: BatchWrites) -> None:
     # The first finish wins: a later one (a lost-executor verdict after the real end) changes nothing.
-    status = await conn.execute(
-        """UPDATE runs SET
+    row = await conn.fetchrow(
+        f"""UPDATE runs SET
                status = $2, exit_code = $3, signal = $4, host = COALESCE($5, host), finished_at = $6,
                duration_s = $7, output_truncated = $8, dropped_bytes = $9, survivors = $10::jsonb,
                reason = $11, stopped_by = CASE WHEN $13::text <> '' THEN $13::text ELSE stopped_by END,
                artifacts = $14::jsonb
-           WHERE id = $1 AND NOT (status = ANY($12::text[]))""",
+           WHERE id = $1 AND NOT (status = ANY($12::text[]))
+           RETURNING {STEP_COLUMNS}""",
         uuid.UUID(e.run_id),
         e.status.value,
         e.exit_code,
@@ -176,11 +178,11 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         e.stopped_by,
         json.dumps([a.model_dump() for a in e.artifacts]),
     )
-    if status == "UPDATE 1":
+    if row is not None:
         w.stats.count("finished", e.status.value)
         if e.duration_s is not None:
             w.stats.observe_duration(e.duration_s)
-    await step_run_event(conn, e)
+    await step_run_event(conn, e, row)
 
 
 async def run_deleted(conn: asyncpg.Connection, e: RunDeleted, seq: int, w: BatchWrites) -> None:
@@ -366,7 +368,9 @@ def output_run_id(subject: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _valid_uuid(value: str) -> bool:
+    # Cached: every output chunk of a run checks the same id.
     return _uuid_or_none(value) is not None
 
 

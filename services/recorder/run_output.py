@@ -37,16 +37,15 @@ class OutputBatch:
         if not self.chunks:
             return 0
         chunks, self.chunks, self.run_ids = self.chunks, [], set()
-        known = {
-            str(r["id"])
+        # Parsed once per run, not per chunk: a batch of short-line output is hundreds of chunks of one run.
+        known: dict[str, uuid.UUID] = {
+            str(r["id"]): r["id"]
             for r in await conn.fetch(
-                "SELECT id FROM runs WHERE id = ANY($1::uuid[])", list({c.run_id for c in chunks})
+                "SELECT id FROM runs WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in {c.run_id for c in chunks}]
             )
         }
         rows = [
-            (uuid.UUID(c.run_id), c.offset, c.stream.value, c.stream_offset, c.data)
-            for c in chunks
-            if c.run_id in known
+            (known[c.run_id], c.offset, c.stream.value, c.stream_offset, c.data) for c in chunks if c.run_id in known
         ]
         if not rows:
             return 0

@@ -5,7 +5,7 @@ Rows: ('requested', <pool>), ('started', <host>), ('finished', <status>), ('outp
 ('duration_bucket', <le>) with cumulative counts, le in DURATION_BUCKETS_S written as `f"{le:g}"`
 (e.g. '0.1', '60', '3600') plus '+Inf'. Deleting a run does not lower any of them.
 
-A batch adds up its increments in memory and writes them in one statement with the batch, so they are
+A batch adds up its increments in memory and writes them with the statement that stores its position, so they are
 exactly-once like everything else the batch changes.
 """
 
@@ -33,16 +33,18 @@ class RunStats:
                 self.count("duration_bucket", f"{le:g}")
         self.count("duration_bucket", "+Inf")
 
+    def take(self) -> tuple[list[str], list[str], list[float]]:
+        """The collected increments as (names, labels, values) for `ADD_STATS_SQL`; empties them."""
+        items, self._add = sorted(self._add.items()), {}
+        return [name for (name, _), _ in items], [label for (_, label), _ in items], [v for _, v in items]
+
     async def flush(self, conn: asyncpg.Connection) -> None:
         """Add the collected increments to `run_stats` (inside the batch's transaction)."""
-        if not self._add:
-            return
-        items, self._add = sorted(self._add.items()), {}
-        await conn.execute(
-            """INSERT INTO run_stats (name, label, value)
+        if self._add:
+            await conn.execute(ADD_STATS_SQL, *self.take())
+
+
+# $1 names, $2 labels, $3 values; also part of the statement that stores a batch's position.
+ADD_STATS_SQL = """INSERT INTO run_stats (name, label, value)
                SELECT * FROM unnest($1::text[], $2::text[], $3::double precision[])
-               ON CONFLICT (name, label) DO UPDATE SET value = run_stats.value + EXCLUDED.value""",
-            [name for (name, _), _ in items],
-            [label for (_, label), _ in items],
-            [v for _, v in items],
-        )
+               ON CONFLICT (name, label) DO UPDATE SET value = run_stats.value + EXCLUDED.value"""

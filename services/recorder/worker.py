@@ -156,7 +156,7 @@ async def project_stream(
                 msgs = await feed.next_batch()
                 if msgs:
                     apply_started = time.perf_counter()
-                    result = await apply_batch(conn, msgs, gap_check, position_name=name)
+                    result = await apply_batch(conn, msgs, gap_check, position_name=name, known_position=position)
                     log.debug(
                         "%s: batch of %d (%d bytes) fetched in %.1f ms, applied in %.1f ms; position %d",
                         name,

@@ -308,12 +308,17 @@ async def wfrun_step_dispatched(conn: asyncpg.Connection, e: WfRunStepDispatched
     )
 
 
-async def step_run_event(conn: asyncpg.Connection, e: RunStarted | RunFinished) -> None:
-    """A step run started or ended: its attempt (and the step, when it is the latest) follows it."""
-    row = await conn.fetchrow(
-        "SELECT workflow_run_id::text AS wfrun_id, workflow_step, attempt FROM runs WHERE id = $1",
-        uuid.UUID(e.run_id),
-    )
+# What step_run_event needs of the run; the run's own UPDATE can return it and spare a query.
+STEP_COLUMNS = "runs.workflow_run_id::text AS wfrun_id, runs.workflow_step, runs.attempt"
+
+
+async def step_run_event(
+    conn: asyncpg.Connection, e: RunStarted | RunFinished, row: asyncpg.Record | None = None
+) -> None:
+    """A step run started or ended: its attempt (and the step, when it is the latest) follows it.
+    `row`: the run's STEP_COLUMNS when the caller has them already."""
+    if row is None:
+        row = await conn.fetchrow(f"SELECT {STEP_COLUMNS} FROM runs WHERE id = $1", uuid.UUID(e.run_id))
     if row is None or row["wfrun_id"] is None or row["workflow_step"] is None or row["attempt"] is None:
         return
     step = await _Step.load(conn, row["wfrun_id"], row["workflow_step"])

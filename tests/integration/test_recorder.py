@@ -356,6 +356,39 @@ async def test_batch_is_exactly_once_and_stops_at_a_real_gap(database_url: str) 
         await conn.close()
 
 
+async def test_batch_from_a_stale_position_changes_nothing(database_url: str) -> None:
+    """A batch applied from a position another recorder has moved since is rolled back whole, counters
+    included, and the feed is sent to the stored position."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn)
+        ids = [new_id() for _ in range(5)]
+        msgs = [
+            StreamMessage(
+                seq=i + 1,
+                subject=f"p.runs.{rid}.requested.default",
+                data=RunRequested(run_id=rid, script=str(i)).model_dump_json().encode(),
+            )
+            for i, rid in enumerate(ids)
+        ]
+
+        async def no_gap(first: int, end: int) -> bool:
+            return True
+
+        result = await apply_batch(conn, msgs[:3], no_gap)
+        assert (result.position, result.applied) == (3, 3)
+        result = await apply_batch(conn, msgs[1:], no_gap, known_position=1)  # this recorder thinks 1
+        assert (result.position, result.applied, result.restart_from) == (3, 0, 4)
+        assert await conn.fetchval("SELECT count(*) FROM runs") == 3
+        assert await conn.fetchval("SELECT value FROM run_stats WHERE name = 'requested'") == 3
+        result = await apply_batch(conn, msgs[3:], no_gap, known_position=3)
+        assert (result.position, result.applied, result.restart_from) == (5, 2, None)
+        assert await conn.fetchval("SELECT count(*) FROM runs") == 5
+        assert await conn.fetchval("SELECT value FROM run_stats WHERE name = 'requested'") == 5
+    finally:
+        await conn.close()
+
+
 async def test_concurrent_starts_and_two_recorders(bus: Bus, database_url: str, start_service: StartService) -> None:
     """Migrations don't race, and two recorders at once still store every chunk once."""
     _, js, s = bus
