@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, fields
 
 import httpx
-from systems import System, cpu_seconds
+from systems import System, cpu_by_role, cpu_seconds
 from workflows import percentile
 
 TERMINAL = {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
@@ -70,6 +70,7 @@ class Rate:
     p99: float
     cpu_per_run: float
     loadgen_share: float
+    by_role: dict[str, float]  # CPU seconds per run, per process role
 
 
 async def run_rate(client: httpx.AsyncClient, system: System, count: int, clients: int = 32) -> Rate:
@@ -81,18 +82,20 @@ async def run_rate(client: httpx.AsyncClient, system: System, count: int, client
         async with gate:
             latencies.append((await post(client, "true"))[1])
 
-    cpu = cpu_seconds(system.pids)
+    cpu, roles = cpu_seconds(system.pids), cpu_by_role(system.pids)
     own = time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(count)))
     await wait_all(client)
     elapsed = time.perf_counter() - start
+    after = cpu_by_role(system.pids)
     return Rate(
         runs_per_s=count / elapsed,
         p50=statistics.median(latencies),
         p99=percentile(latencies, 0.99),
         cpu_per_run=(cpu_seconds(system.pids) - cpu) / count,
         loadgen_share=(time.process_time() - own) / elapsed,
+        by_role={role: (after[role] - roles.get(role, 0.0)) / count for role in after},
     )
 
 
@@ -146,8 +149,8 @@ async def running_together(client: httpx.AsyncClient, system: System, count: int
 async def measure(
     client: httpx.AsyncClient, system: System, *, runs: int, latency_posts: int, lines_bytes: int, sleeps: int,
     sleep_s: float,
-) -> Figures:  # fmt: skip
-    """One round of every figure on one system."""
+) -> tuple[Figures, dict[str, float]]:  # fmt: skip
+    """One round of every figure on one system, and the CPU per run of the runs/s figure by process role."""
     p50_1, p99_1 = await post_latency(client, latency_posts)
     rate = await run_rate(client, system, runs)
     lines = await lines_stored(client, lines_bytes)
@@ -155,7 +158,7 @@ async def measure(
     return Figures(
         runs_per_s=rate.runs_per_s, cpu_per_run=rate.cpu_per_run, p50_1=p50_1, p99_1=p99_1, p50_32=rate.p50,
         p99_32=rate.p99, lines_s=lines, together=together, loadgen_share=rate.loadgen_share,
-    )  # fmt: skip
+    ), rate.by_role  # fmt: skip
 
 
 async def warm_up(client: httpx.AsyncClient, count: int = 20) -> None:

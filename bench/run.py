@@ -118,8 +118,9 @@ def main() -> None:
             else:
                 notes.append(f"Celery peer skipped: {missing}")
         started = time.monotonic()
-        limits, figures, extras = asyncio.run(measure_all(systems, pg_url, nats_url, settings, args))
+        limits, figures, cpu, extras = asyncio.run(measure_all(systems, pg_url, nats_url, settings, args))
     print_table(systems, figures, limits, settings)
+    print_cpu(cpu)
     for note in notes:
         print(f"note: {note}")
     if extras is not None:
@@ -132,7 +133,7 @@ Extras = tuple[float, tuple[float, float], "WorkflowFigures"]
 
 async def measure_all(
     systems: list[System], pg_url: str, nats_url: str, settings: Settings, args: argparse.Namespace
-) -> tuple[Limits, dict[str, Figures], Extras | None]:
+) -> tuple[Limits, dict[str, Figures], dict[str, dict[str, float]], Extras | None]:
     async with AsyncExitStack() as stack:
         clients = {
             s.name: await stack.enter_async_context(httpx.AsyncClient(base_url=s.url, timeout=120)) for s in systems
@@ -144,22 +145,19 @@ async def measure_all(
         for s in systems:
             await warm_up(clients[s.name])
         rounds: dict[str, list[Figures]] = {s.name: [] for s in systems}
+        roles: dict[str, list[dict[str, float]]] = {s.name: [] for s in systems}
         for r in range(settings.rounds):
             # Interleaved and in turn, so a neighbour's load on the shared cores falls on all alike.
             for s in systems[r % len(systems) :] + systems[: r % len(systems)]:
                 print(f"round {r + 1}/{settings.rounds}: {s.name}", file=sys.stderr, flush=True)
-                rounds[s.name].append(
-                    await measure(
-                        clients[s.name],
-                        s,
-                        runs=settings.runs,
-                        latency_posts=settings.latency_posts,
-                        lines_bytes=settings.lines_bytes,
-                        sleeps=settings.sleeps,
-                        sleep_s=settings.sleep_s,
-                    )  # fmt: skip
-                )
-        figures = {name: median_figures(each) for name, each in rounds.items()}
+                figures, by_role = await measure(
+                    clients[s.name], s, runs=settings.runs, latency_posts=settings.latency_posts,
+                    lines_bytes=settings.lines_bytes, sleeps=settings.sleeps, sleep_s=settings.sleep_s,
+                )  # fmt: skip
+                rounds[s.name].append(figures)
+                roles[s.name].append(by_role)
+        medians = {name: median_figures(each) for name, each in rounds.items()}
+        cpu = {name: median_roles(each) for name, each in roles.items()}
         extras: Extras | None = None
         if settings.extras:
             client = clients[systems[0].name]
@@ -167,7 +165,20 @@ async def measure_all(
             live = await live_latency(client, nats_url)
             wf = await workflow_figures(client, nats_url, args.workflow_steps, args.workflow_runs)
             extras = (output, live, wf)
-    return limits, figures, extras
+    return limits, medians, cpu, extras
+
+
+def median_roles(rounds: list[dict[str, float]]) -> dict[str, float]:
+    names = {name for r in rounds for name in r}
+    return {name: statistics.median(r.get(name, 0.0) for r in rounds) for name in names}
+
+
+def print_cpu(cpu: dict[str, dict[str, float]]) -> None:
+    """Where each system's CPU per run of `true` goes, by process (the scripts are "children of" their runner)."""
+    print("\nCPU per run of `true` (ms), by process, medians:")
+    for name, by_role in cpu.items():
+        parts = sorted(((v, role) for role, v in by_role.items() if v >= 0.05e-3), reverse=True)
+        print(f"  {name}: " + ", ".join(f"{role} {v * 1000:.2f}" for v, role in parts))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,44 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _role(proc: psutil.Process) -> str:
+    """What a process is, for the CPU breakdown: the scriptbus service, or the program's name."""
+    cmdline = proc.cmdline()
+    if "scriptbus" in cmdline:
+        after = cmdline[cmdline.index("scriptbus") + 1 :]
+        return after[0] if after else "scriptbus"
+    for arg in cmdline:
+        if arg.endswith("celery_peer.py"):
+            return f"celery_peer {cmdline[cmdline.index(arg) + 1]}"
+        if arg.endswith("toy.py"):
+            return "toy"
+    return proc.name()
+
+
+def cpu_by_role(pids: list[int]) -> dict[str, float]:
+    """Like cpu_seconds, per role; the scripts a process ran (reaped children) are counted apart as "children
+    of <role>"."""
+    found: dict[str, float] = {}
+    seen: set[int] = set()
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            if proc.pid in seen:
+                continue
+            seen.add(proc.pid)
+            try:
+                role, t = _role(proc), proc.cpu_times()
+            except psutil.Error:
+                continue
+            found[role] = found.get(role, 0.0) + t.user + t.system
+            found[f"children of {role}"] = found.get(f"children of {role}", 0.0) + t.children_user + t.children_system
+    return found
+
+
 def stop_process(
     proc: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60
 ) -> None:
