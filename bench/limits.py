@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import time
 
 import asyncpg
@@ -25,6 +26,19 @@ async def bash_spawn_rate(count: int = 400, concurrency: int = 32) -> float:
     start = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(count)))
     return count / (time.perf_counter() - start)
+
+
+async def bash_cpu_per_spawn(count: int = 200) -> float:
+    """Seconds of CPU of one `bash -c true` (its own user + system time, from the reaped children's rusage):
+    the floor of any system's CPU per run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(count):
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", "true", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+        )
+        await proc.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / count
 
 
 async def pipe_throughput(total: int = 256 * 1024 * 1024) -> float:

@@ -1,15 +1,17 @@
-"""scriptbus throughput, as ratios of this machine's own limits measured in the same run.
+"""scriptbus beside the designs a team would build instead, and this machine's limits, in one interleaved run.
 
-    python bench/run.py [--runs 500] [--output-mb 200] [--workflow-steps 20] [--workflow-runs 50] [--workflows-only]
-                        [--peer-rounds 3] [--no-peers]
+    pip install -e '.[bench]' && python bench/run.py [--quick] [--runs 2000] [--peer-rounds 3] [--lines-mb 50]
+        [--sleeps 500] [--sleep-s 10] [--no-peers] [--no-extras] [--workflows-only]
 
-Starts a real `scriptbus up` (embedded nats-server and PostgreSQL) in a temporary data dir, measures the
-raw limits (bash spawn rate, pipe throughput, PostgreSQL COPY rate), then the same work through
-scriptbus, and prints both with their ratio; workflow figures beside plain runs and a local bash loop
-doing the same steps (bench/workflows.py). Beside scriptbus it starts the "toy" peer (bench/peers/toy.py,
-on its own embedded PostgreSQL) and measures both with the same load generator, interleaved, in
-`--peer-rounds` rounds (medians), printing each scriptbus figure also as a ratio to the toy's (`--no-peers`
-skips it). Stops everything it started.
+Starts, on free ports in a temporary folder, a real `scriptbus up`, the toy peer (bench/peers/toy.py) and the
+Celery peer (bench/peers/celery_peer.py, at worker concurrency 2 and 8, each with its own redis-server and
+PostgreSQL; skipped with a note when redis-server or the `bench` extra is missing). It measures the
+machine's limits (raw `bash -c true` spawn rate and its CPU, raw pipe, raw COPY), then every figure of
+issue 9 on every system with the same asyncio load generator, in `--peer-rounds` rounds that take the
+systems in turn (medians), and prints one table: each figure for each system, the limit, and scriptbus as
+a ratio to the best peer and to the limit. The load generator's own CPU is printed too, so a figure it
+bounded shows. Then scriptbus alone: unbroken output, live-output latency and the workflow figures
+(bench/workflows.py; `--no-extras` skips them). Stops everything it started, on Ctrl-C and errors too.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -31,7 +34,9 @@ import nats
 from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from limits import bash_spawn_rate, copy_rate, pipe_throughput
+from figures import TERMINAL, Figures, measure, median_figures, wait_all, warm_up
+from limits import bash_cpu_per_spawn, bash_spawn_rate, copy_rate, pipe_throughput
+from systems import READER_SEED, System, celery_missing, start_celery, start_scriptbus, start_toy
 from workflows import (
     Concurrent,
     Endings,
@@ -43,108 +48,200 @@ from workflows import (
     step_gaps,
 )
 
-from scriptbus.embedded import EmbeddedPostgres, free_port
-
-TERMINAL = {"succeeded", "failed", "terminated", "stopped", "killed", "timed_out", "cancelled", "lost"}
+MB = 1_000_000
 
 
-READER_SEED = "BENCH_NATS_READER_SEED"
+@dataclass(frozen=True)
+class Limits:
+    spawn: float  # `bash -c true` per second, 32 at a time
+    bash_cpu: float  # CPU seconds of one `bash -c true`
+    pipe: float  # bytes/s through a pipe
+    copy: float  # bytes/s of COPY into scriptbus's PostgreSQL
 
 
-def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scriptbus", "up", "--data-dir", str(data_dir), "--api-port", str(port),
-         "--nats-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    banner = ""
-    for line in proc.stdout:
-        banner += line
-        if line.startswith("Ctrl-C"):
-            break
-    nats_url = re.search(r"NATS\s+(\S+)", banner)
-    pg_url = re.search(r"PostgreSQL\s+(\S+)", banner)
-    if not (nats_url and pg_url):
-        proc.kill()
-        sys.exit(f"scriptbus up did not start:\n{banner}")
-    # `up`'s PostgreSQL asks for its password (asyncpg reads the password file PGPASSFILE names) and its
-    # NATS for a key: the bench only watches, as the reader.
-    os.environ["PGPASSFILE"] = str(data_dir / "credentials" / "pgpass")
-    os.environ[READER_SEED] = str(data_dir / "credentials" / "nats-reader.nk")
-    return proc, nats_url.group(1), pg_url.group(1)
+@dataclass(frozen=True)
+class Settings:
+    runs: int
+    rounds: int
+    latency_posts: int
+    lines_bytes: int
+    sleeps: int
+    sleep_s: float
+    extras: bool
 
 
-def start_toy(data_dir: Path, port: int) -> tuple[EmbeddedPostgres, subprocess.Popen[bytes]]:
-    """The toy peer on its own embedded PostgreSQL (trusting loopback), ready to take requests."""
-    pg = EmbeddedPostgres(data_dir / "postgres", database="toy")
-    url = pg.start()
-    toy = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve().parent / "peers" / "toy.py"), "--port", str(port),
-         "--database-url", url],
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", params={"status": "running"}).raise_for_status()
-            return pg, toy
-        except httpx.HTTPError:
-            if toy.poll() is not None or time.monotonic() > deadline:
-                stop_toy(pg, toy)
-                sys.exit("the toy peer did not start")
-            time.sleep(0.1)
+def settings_from(args: argparse.Namespace) -> Settings:
+    quick = args.quick
+    return Settings(
+        runs=args.runs or (300 if quick else 2000),
+        rounds=args.peer_rounds or (1 if quick else 3),
+        latency_posts=60 if quick else 200,
+        lines_bytes=(args.lines_mb or (20 if quick else 50)) * MB,
+        sleeps=args.sleeps or (100 if quick else 500),
+        sleep_s=args.sleep_s or (6 if quick else 10),
+        extras=not (quick or args.no_extras),
+    )
 
 
-def stop_toy(pg: EmbeddedPostgres, toy: subprocess.Popen[bytes]) -> None:
-    toy.terminate()
-    toy.wait(30)
-    pg.stop()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short run (about 2 min): fewer runs, one round")
+    parser.add_argument("--runs", type=int, help="runs of `true` for runs/s (2000; --quick 300)")
+    parser.add_argument("--peer-rounds", type=int, help="interleaved rounds, medians taken (3; --quick 1)")
+    parser.add_argument("--lines-mb", type=int, help="MB of 100-byte lines for the output figure (50; --quick 20)")
+    parser.add_argument("--sleeps", type=int, help="sleeping runs submitted at once (500; --quick 100)")
+    parser.add_argument("--sleep-s", type=float, help="how long each of them sleeps (10; --quick 6)")
+    parser.add_argument("--celery-concurrency", type=int, nargs="+", default=[2, 8], help="Celery workers tried")
+    parser.add_argument("--no-peers", action="store_true", help="measure scriptbus alone")
+    parser.add_argument("--no-extras", action="store_true", help="skip the scriptbus-only and workflow figures")
+    parser.add_argument("--output-mb", type=int, default=200, help="MB of unbroken output (scriptbus alone)")
+    parser.add_argument("--workflow-steps", type=int, default=20, help="sequential steps of the chained workflow")
+    parser.add_argument("--workflow-runs", type=int, default=50, help="concurrent workflow runs")
+    parser.add_argument("--workflows-only", action="store_true", help="only the workflow figures")
+    args = parser.parse_args()
+    settings = settings_from(args)
 
-
-async def wait_all(client: httpx.AsyncClient, timeout: float = 600) -> None:
-    """Until nothing is queued, running or stopping (the bench's instance runs nothing else)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        totals = [
-            (await client.get("/api/v1/runs", params={"status": status, "limit": 1})).json()["total"]
-            for status in ("queued", "running", "stopping")
-        ]
-        if not any(totals):
+    with tempfile.TemporaryDirectory(prefix="scriptbus-bench-") as tmp, ExitStack() as stack:
+        scriptbus, nats_url, pg_url = start_scriptbus(stack, Path(tmp) / "data")
+        if args.workflows_only:
+            wf = asyncio.run(workflows_only(scriptbus, nats_url, args.workflow_steps, args.workflow_runs))
+            print_workflow_figures(*wf)
             return
-        await asyncio.sleep(0.02)
-    raise SystemExit("runs did not finish in time")
+        systems = [scriptbus]
+        notes: list[str] = []
+        if not args.no_peers:
+            systems.append(start_toy(stack, Path(tmp) / "toy"))
+            missing = celery_missing()
+            if missing is None:
+                for c in args.celery_concurrency:
+                    systems.append(start_celery(stack, Path(tmp) / f"celery-c{c}", c))
+            else:
+                notes.append(f"Celery peer skipped: {missing}")
+        started = time.monotonic()
+        limits, figures, cpu, extras = asyncio.run(measure_all(systems, pg_url, nats_url, settings, args))
+    print_table(systems, figures, limits, settings)
+    print_cpu(cpu)
+    for note in notes:
+        print(f"note: {note}")
+    if extras is not None:
+        print_extras(*extras, limits)
+    print(f"\n{date.today()}, {time.monotonic() - started:.0f} s of measuring, {os.cpu_count()} cores")
 
 
-async def post_latency(client: httpx.AsyncClient, count: int = 50) -> float:
-    """Median milliseconds of one POST at a time, read-your-writes included."""
-    latencies = []
-    for _ in range(count):
-        t = time.perf_counter()
-        (await client.post("/api/v1/runs", json={"script": "true"})).raise_for_status()
-        latencies.append(time.perf_counter() - t)
-    await wait_all(client)
-    return statistics.median(latencies)
+Extras = tuple[float, tuple[float, float], "WorkflowFigures"]
 
 
-async def run_rate(client: httpx.AsyncClient, count: int) -> tuple[float, float]:
-    """Runs of `true` per second, POST to finished, and the median POST latency (read-your-writes)."""
-    gate = asyncio.Semaphore(32)
-    latencies: list[float] = []
+async def measure_all(
+    systems: list[System], pg_url: str, nats_url: str, settings: Settings, args: argparse.Namespace
+) -> tuple[Limits, dict[str, Figures], dict[str, dict[str, float]], Extras | None]:
+    async with AsyncExitStack() as stack:
+        clients = {
+            s.name: await stack.enter_async_context(httpx.AsyncClient(base_url=s.url, timeout=120)) for s in systems
+        }
+        limits = Limits(
+            spawn=await bash_spawn_rate(), bash_cpu=await bash_cpu_per_spawn(), pipe=await pipe_throughput(),
+            copy=await copy_rate(pg_url),
+        )  # fmt: skip
+        for s in systems:
+            await warm_up(clients[s.name])
+        rounds: dict[str, list[Figures]] = {s.name: [] for s in systems}
+        roles: dict[str, list[dict[str, float]]] = {s.name: [] for s in systems}
+        for r in range(settings.rounds):
+            # Interleaved and in turn, so a neighbour's load on the shared cores falls on all alike.
+            for s in systems[r % len(systems) :] + systems[: r % len(systems)]:
+                print(f"round {r + 1}/{settings.rounds}: {s.name}", file=sys.stderr, flush=True)
+                figures, by_role = await measure(
+                    clients[s.name], s, runs=settings.runs, latency_posts=settings.latency_posts,
+                    lines_bytes=settings.lines_bytes, sleeps=settings.sleeps, sleep_s=settings.sleep_s,
+                )  # fmt: skip
+                rounds[s.name].append(figures)
+                roles[s.name].append(by_role)
+        medians = {name: median_figures(each) for name, each in rounds.items()}
+        cpu = {name: median_roles(each) for name, each in roles.items()}
+        extras: Extras | None = None
+        if settings.extras:
+            client = clients[systems[0].name]
+            output = await output_rate(client, args.output_mb * MB)
+            live = await live_latency(client, nats_url)
+            wf = await workflow_figures(client, nats_url, args.workflow_steps, args.workflow_runs)
+            extras = (output, live, wf)
+    return limits, medians, cpu, extras
 
-    async def post() -> str:
-        async with gate:
-            t = time.perf_counter()
-            response = await client.post("/api/v1/runs", json={"script": "true"})
-            latencies.append(time.perf_counter() - t)
-            response.raise_for_status()
-            return str(response.json()["id"])
 
-    start = time.perf_counter()
-    await asyncio.gather(*(post() for _ in range(count)))
-    await wait_all(client)
-    return count / (time.perf_counter() - start), statistics.median(latencies)
+def median_roles(rounds: list[dict[str, float]]) -> dict[str, float]:
+    names = {name for r in rounds for name in r}
+    return {name: statistics.median(r.get(name, 0.0) for r in rounds) for name in names}
+
+
+def print_cpu(cpu: dict[str, dict[str, float]]) -> None:
+    """Where each system's CPU per run of `true` goes, by process (the scripts are "children of" their runner)."""
+    print("\nCPU per run of `true` (ms), by process, medians:")
+    for name, by_role in cpu.items():
+        parts = sorted(((v, role) for role, v in by_role.items() if v >= 0.05e-3), reverse=True)
+        print(f"  {name}: " + ", ".join(f"{role} {v * 1000:.2f}" for v, role in parts))
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    value: Callable[[Figures], float]
+    cell: Callable[[float], str]
+    higher_is_better: bool
+    limit: str = ""
+    to_limit: Callable[[float], float] | None = None
+
+
+def rows_for(limits: Limits, settings: Settings) -> list[Row]:
+    ms = 1000
+    mb = settings.lines_bytes / MB
+    copy_mbs = limits.copy / MB
+    return [
+        Row(f"runs of `true`/s, 32 clients, POST → finished and stored, {settings.runs} runs", lambda f: f.runs_per_s,
+            lambda v: f"{v:.0f}", True, f"{limits.spawn:.0f} `bash -c true`/s", lambda v: v / limits.spawn),
+        Row("CPU per run, all the system's processes (ms)", lambda f: f.cpu_per_run * ms, lambda v: f"{v:.1f}",
+            False, f"{limits.bash_cpu * ms:.2f} (bash itself)", lambda v: v / (limits.bash_cpu * ms)),
+        Row("POST latency, 1 client, p50 (ms)", lambda f: f.p50_1 * ms, lambda v: f"{v:.1f}", False),
+        Row("POST latency, 1 client, p99 (ms)", lambda f: f.p99_1 * ms, lambda v: f"{v:.1f}", False),
+        Row("POST latency, 32 clients, p50 (ms)", lambda f: f.p50_32 * ms, lambda v: f"{v:.0f}", False),
+        Row("POST latency, 32 clients, p99 (ms)", lambda f: f.p99_32 * ms, lambda v: f"{v:.0f}", False),
+        Row(f"{mb:.0f} MB of 100-byte lines, POST → fully stored (s)", lambda f: f.lines_s,
+            lambda v: f"{v:.2f} s ({mb / v:.0f} MB/s)", False, f"COPY {copy_mbs:.0f} MB/s",
+            lambda v: (mb / v) / copy_mbs),
+        Row(f"{settings.sleeps} × `sleep {settings.sleep_s:g}` submitted at once: running together",
+            lambda f: f.together, lambda v: f"{v:.0f}", True, f"{settings.sleeps}", lambda v: v / settings.sleeps),
+    ]  # fmt: skip
+
+
+def print_table(systems: list[System], figures: dict[str, Figures], limits: Limits, settings: Settings) -> None:
+    """One markdown table: each figure per system, the limit, and scriptbus / best peer and / limit."""
+    ours = systems[0].name
+    toy = [s.name for s in systems if s.name == "toy"]
+    celery = [s.name for s in systems if s.name.startswith("celery")]
+    celery_head = ["celery (best of " + ", ".join(n.split()[1] for n in celery) + ")"] if celery else []
+    heads = ["figure", ours, *toy, *celery_head, "machine limit", f"{ours} / best peer", f"{ours} / limit"]
+    print(f"\n(medians of {settings.rounds} interleaved round(s); / best peer: above 1 is better for rates and counts,"
+          " below 1 for times and CPU)")  # fmt: skip
+    print("| " + " | ".join(heads) + " |")
+    print("|" + " --- |" * len(heads))
+    for row in rows_for(limits, settings):
+        mine = row.value(figures[ours])
+        cells = [row.label, row.cell(mine)]
+        peers: list[float] = []
+        if toy:
+            peers.append(row.value(figures["toy"]))
+            cells.append(row.cell(peers[-1]))
+        if celery:
+            pick = max if row.higher_is_better else min
+            best = pick(celery, key=lambda n: row.value(figures[n]))
+            peers.append(row.value(figures[best]))
+            cells.append(f"{row.cell(peers[-1])} ({best.split()[1]})")
+        cells.append(row.limit)
+        best_peer = (max if row.higher_is_better else min)(peers) if peers else None
+        cells.append(f"{mine / best_peer:.2f}" if best_peer else "")
+        cells.append(f"{row.to_limit(mine):.2f}" if row.to_limit else "")
+        print("| " + " | ".join(cells) + " |")
+    share = " ".join(f"{s.name} {figures[s.name].loadgen_share:.2f}" for s in systems)
+    print(f"\nload generator's own CPU during runs/s, in cores (of {os.cpu_count()}): {share}")
 
 
 async def output_rate(client: httpx.AsyncClient, total: int) -> float:
@@ -182,76 +279,6 @@ async def live_latency(client: httpx.AsyncClient, nats_url: str, lines: int = 40
     return statistics.median(delays), delays[int(len(delays) * 0.99) - 1]
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=500)
-    parser.add_argument("--output-mb", type=int, default=200)
-    parser.add_argument("--workflow-steps", type=int, default=20, help="sequential steps of the chained workflow")
-    parser.add_argument("--workflow-runs", type=int, default=50, help="concurrent workflow runs")
-    parser.add_argument("--workflows-only", action="store_true", help="skip the plain-run and output figures")
-    parser.add_argument("--peer-rounds", type=int, default=3, help="interleaved rounds of scriptbus and the toy peer")
-    parser.add_argument("--no-peers", action="store_true", help="measure scriptbus alone (one round)")
-    args = parser.parse_args()
-    if args.workflows_only:
-        await workflows_only(args.workflow_steps, args.workflow_runs)
-        return
-
-    with tempfile.TemporaryDirectory(prefix="scriptbus-bench-") as tmp:
-        port = free_port()
-        up, nats_url, pg_url = start_up(Path(tmp) / "data", port)
-        toy_port = free_port()
-        toy = None if args.no_peers else start_toy(Path(tmp) / "toy", toy_port)
-        try:
-            async with (
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{toy_port}", timeout=60) as toy_client,
-            ):
-                spawn = await bash_spawn_rate()
-                pipe = await pipe_throughput()
-                copy = await copy_rate(pg_url)
-                # Interleaved, so a neighbour's load on the shared cores falls on both alike.
-                ours: list[tuple[float, float, float]] = []
-                theirs: list[tuple[float, float, float]] = []
-                for _ in range(1 if toy is None else max(args.peer_rounds, 1)):
-                    ours.append((await post_latency(client), *await run_rate(client, args.runs)))
-                    if toy is not None:
-                        theirs.append((await post_latency(toy_client), *await run_rate(toy_client, args.runs)))
-                idle_latency, runs, busy_latency = (statistics.median(column) for column in zip(*ours, strict=True))
-                peer = tuple(statistics.median(column) for column in zip(*theirs, strict=True)) if theirs else None
-                output = await output_rate(client, args.output_mb * 1_000_000)
-                p50, p99 = await live_latency(client, nats_url)
-                wf = await workflow_figures(client, nats_url, args.workflow_steps, args.workflow_runs)
-        finally:
-            if toy is not None:
-                stop_toy(*toy)
-            up.send_signal(signal.SIGTERM)
-            up.wait(120)
-
-    mb = 1_000_000
-    print(f"{'measure':44} {'scriptbus':>12} {'machine limit':>16} {'ratio':>7}")
-    print(f"{'runs of `true`, POST to finished (runs/s)':44} {runs:12.0f} {spawn:12.0f} bash/s {runs / spawn:7.2f}")
-    label = "output, pipe to PostgreSQL rows (MB/s)"
-    print(f"{label:44} {output / mb:12.1f} {pipe / mb:10.0f} pipe MB/s {output / pipe:7.3f}")
-    print(f"{'':44} {'':12} {copy / mb:10.0f} COPY MB/s {output / copy:7.2f}")
-    print(f"{'POST /runs latency, one at a time, median (ms)':44} {idle_latency * 1000:12.1f}")
-    print(f"{'POST /runs latency, 32 at a time, median (ms)':44} {busy_latency * 1000:12.1f}")
-    print(f"{'line printed -> on NATS, p50 / p99 (ms)':44} {p50:12.1f} / {p99:.1f}")
-    if peer is not None:
-        print_peer_figures((idle_latency, runs, busy_latency), peer, len(ours))
-    print_workflow_figures(*wf)
-
-
-def print_peer_figures(ours: tuple[float, float, float], toy: tuple[float, ...], rounds: int) -> None:
-    """Each figure beside the toy peer's; the ratio is scriptbus / toy (above 1 is better for runs/s only)."""
-    print(f"{'':44} {'scriptbus':>12} {'toy peer':>16} {'ratio':>7}   (medians of {rounds} interleaved rounds)")
-    label = "runs of `true`, POST to finished (runs/s)"
-    print(f"{label:44} {ours[1]:12.0f} {toy[1]:16.0f} {ours[1] / toy[1]:7.2f}")
-    label = "POST /runs latency, one at a time, p50 (ms)"
-    print(f"{label:44} {ours[0] * 1000:12.1f} {toy[0] * 1000:16.1f} {ours[0] / toy[0]:7.2f}")
-    label = "POST /runs latency, 32 at a time, p50 (ms)"
-    print(f"{label:44} {ours[2] * 1000:12.1f} {toy[2] * 1000:16.1f} {ours[2] / toy[2]:7.2f}")
-
-
 WorkflowFigures = tuple[StepGaps, tuple[float, float], float, Concurrent, float, float]
 
 
@@ -287,18 +314,20 @@ def print_workflow_figures(
     print(f"{'':44} {'':12} {spawn:9.0f} bash/s {many.steps_per_s / spawn:7.2f}")
 
 
-async def workflows_only(steps: int, runs: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="scriptbus-bench-") as tmp:
-        port = free_port()
-        up, nats_url, _pg_url = start_up(Path(tmp) / "data", port)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-                wf = await workflow_figures(client, nats_url, steps, runs)
-        finally:
-            up.send_signal(signal.SIGTERM)
-            up.wait(120)
+def print_extras(output: float, live: tuple[float, float], wf: WorkflowFigures, limits: Limits) -> None:
+    print(f"\n{'scriptbus alone':44} {'scriptbus':>12} {'machine limit':>16} {'ratio':>7}")
+    label = "unbroken output, pipe to PostgreSQL rows (MB/s)"
+    print(f"{label:44} {output / MB:12.1f} {limits.pipe / MB:10.0f} pipe MB/s {output / limits.pipe:7.3f}")
+    print(f"{'':44} {'':12} {limits.copy / MB:10.0f} COPY MB/s {output / limits.copy:7.2f}")
+    print(f"{'line printed -> on NATS, p50 / p99 (ms)':44} {live[0]:12.1f} / {live[1]:.1f}")
+    print()
     print_workflow_figures(*wf)
 
 
+async def workflows_only(system: System, nats_url: str, steps: int, runs: int) -> WorkflowFigures:
+    async with httpx.AsyncClient(base_url=system.url, timeout=60) as client:
+        return await workflow_figures(client, nats_url, steps, runs)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
