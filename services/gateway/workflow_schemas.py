@@ -95,7 +95,8 @@ class WorkflowRunStep(BaseModel):
     run_id: str | None = Field(description="The latest attempt's run (or, in a retry, the run that succeeded).")
     attempts: list[StepAttempt]
     next_retry_at: datetime | None = Field(
-        description="When the next attempt starts, while `retrying` (null for the moment until the scheduler has set it)."
+        description="When the next attempt starts, while `retrying` "
+        "(null for the moment until the scheduler has set it)."
     )
     survivors: list[int] = Field(description="Pids of the latest attempt still alive after SIGKILL.")
     held: bool = Field(description="The step holds off a stop (seed 004's `waiting`).")
