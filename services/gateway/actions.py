@@ -22,6 +22,7 @@ from scriptbus.gateway import (
     fanout_readmodels,
     files,
     fleet,
+    idempotency,
     queries,
     readmodels,
     secret_names,
@@ -98,7 +99,14 @@ async def _read_back(gw: Gateway, run_id: str, seq: int) -> Run | None:
         return run
 
 
+def _jsonb_order(d: dict[str, str]) -> dict[str, str]:
+    """`d` in the key order PostgreSQL's jsonb gives back (shorter keys first, then by bytes)."""
+    return dict(sorted(d.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode())))
+
+
 def _from_request(event: RunRequested) -> Run:
+    """The run as the recorder projects `event` into a new row (`run_requested`), before anything else
+    happens to it."""
     return Run(
         id=event.run_id,
         status=RunStatus.QUEUED,
@@ -106,7 +114,7 @@ def _from_request(event: RunRequested) -> Run:
         script=event.script,
         args=event.args,
         description=event.description,
-        env=event.env,
+        env=_jsonb_order(event.env),
         secrets=event.secrets,
         pool=event.pool,
         target_host=event.host,
@@ -207,9 +215,14 @@ async def _request(gw: Gateway, event: RunRequested) -> Run:
         raise BusUnavailable(f"NATS unavailable: could not queue the run: {exc or type(exc).__name__}") from exc
     seq = ack.seq
     log.info("run %s requested on %s (seq %d)", event.run_id, event.target, seq)
-    run = await _read_back(gw, event.run_id, seq)
-    if run is not None:
-        return run
+    if idempotency.id_is_fresh():
+        # A fresh id names no earlier row, so once the projection has applied `seq` the row is the event's
+        # (what GET shows as of that sequence): no read-back query.
+        await readable(gw, seq)
+    else:
+        run = await _read_back(gw, event.run_id, seq)
+        if run is not None:
+            return run
     try:
         return await fleet.explain_one(gw, _from_request(event))
     except GatewayError as exc:

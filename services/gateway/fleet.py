@@ -65,21 +65,37 @@ class LiveTargets:
         return "" if pool in self.pools else f"no live executor serves pool '{pool}'"
 
 
-async def live_targets(gw: Gateway) -> LiveTargets:
-    """What the live part of the fleet serves right now."""
+def live_from_rows(rows: list[dict[str, Any]], lost_after_s: float) -> tuple[LiveTargets, float]:
+    """What the online executors in `rows` serve, and for how many seconds (of the rows' `now`) that
+    stays true by age alone: until the stalest of them would count as lost."""
     live = LiveTargets()
-    lost_after = gw.settings.executor_lost_after_s
-    for row in await _executor_rows(gw):
+    fresh_for = float("inf")
+    for row in rows:
         # Draining executors take no new runs.
-        if effective_state(row, lost_after) is ExecutorState.ONLINE:
+        if effective_state(row, lost_after_s) is ExecutorState.ONLINE:
             live.hosts.add(row["host"])
             live.pools.update(row["pools"] or [])
+            silent = (row["now"] - row["last_heartbeat"]).total_seconds()
+            fresh_for = min(fresh_for, lost_after_s - silent)
+    return live, fresh_for
+
+
+async def live_targets(gw: Gateway) -> LiveTargets:
+    """What the live part of the fleet serves right now (read now, and kept for `gw.live_cache`)."""
+    live, fresh_for = live_from_rows(await _executor_rows(gw), gw.settings.executor_lost_after_s)
+    gw.live_cache.keep(live, fresh_for)
     return live
 
 
 async def explain_queued(gw: Gateway, runs: list[R]) -> list[R]:
     """`runs` with the waiting reason filled in on those queued for a target no live executor serves."""
-    if not any(r.status is RunStatus.QUEUED and not r.reason for r in runs):
+    waiting = [r for r in runs if r.status is RunStatus.QUEUED and not r.reason]
+    if not waiting:
+        return runs
+    # A target the fleet served a moment ago needs no query (most runs, at most a second old); a reason
+    # to wait is always read fresh, so a run never waits on an executor that has just come up.
+    cached = gw.live_cache.get()
+    if cached is not None and all(not cached.waiting_reason(r.pool, r.target_host) for r in waiting):
         return runs
     live = await live_targets(gw)
     out: list[R] = []

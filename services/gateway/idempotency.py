@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -74,7 +75,10 @@ class Outcome:
     def response(self) -> Response:
         if self.body is None:
             return Response(status_code=self.status, headers=self.headers)
-        return JSONResponse(self.body.model_dump(mode="json"), status_code=self.status, headers=self.headers)
+        # pydantic's own encoder: one pass in Rust instead of a dict of Python objects for json.dumps.
+        return Response(
+            self.body.model_dump_json(), status_code=self.status, headers=self.headers, media_type="application/json"
+        )
 
 
 async def fingerprint(request: Request) -> str:
@@ -136,9 +140,13 @@ def _stale(record: dict[str, Any]) -> bool:
     return utcnow() - at > timedelta(seconds=STALE_PENDING_S)
 
 
-async def _act(kv: KeyValue, kv_key: str, revision: int, request: str, resource_id: str, action: Action) -> Response:
+async def _act(
+    kv: KeyValue, kv_key: str, revision: int, request: str, resource_id: str, action: Action, *, reused: bool = False
+) -> Response:
     """Act as the holder of the pending record at `revision`, then store the response (or, when the
-    action failed, drop the record so a retry acts afresh)."""
+    action failed, drop the record so a retry acts afresh). `reused`: the id comes from an earlier attempt."""
+    # Runs in the task `asyncio.shield` made, with a copy of the caller's context: the flag stays here.
+    _reused_id.set(reused)
     try:
         outcome = await action(resource_id)
     except BaseException:
@@ -156,6 +164,16 @@ async def _act(kv: KeyValue, kv_key: str, revision: int, request: str, resource_
 
 
 Action = Callable[[str], Awaitable[Outcome]]
+
+# True while an action runs under an id taken over from a pending record: a gateway that died mid-request
+# may already have stored a resource under that id, so the action must read it back rather than answer
+# from its own event (the recorder keeps the first).
+_reused_id: ContextVar[bool] = ContextVar("reused_id", default=False)
+
+
+def id_is_fresh() -> bool:
+    """False inside an action given an id that an earlier attempt may already have used."""
+    return not _reused_id.get()
 
 
 def bucket_key(scope: str, key: str) -> str:
@@ -225,7 +243,9 @@ async def respond(gw: Gateway, request: Request, key: str | None, action: Action
                     )
                 except nats.js.errors.KeyWrongLastSequenceError:
                     continue
-            return await asyncio.shield(_act(kv, kv_key, revision, request_hash, resource_id, action))
+            return await asyncio.shield(
+                _act(kv, kv_key, revision, request_hash, resource_id, action, reused=resource_id != fresh_id)
+            )
         if loop.time() >= deadline:
             raise IdempotencyInProgress(key)
         await asyncio.sleep(_POLL_S)

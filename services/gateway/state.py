@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 from fastapi import Request
@@ -21,9 +22,13 @@ from scriptbus.events.streams import (
     wfdefs_bucket,
 )
 from scriptbus.events.subjects import Subjects
+from scriptbus.gateway.expiring import Expiring
 from scriptbus.gateway.projection import ProjectionWatcher
 from scriptbus.gateway.settings import GatewaySettings
 from scriptbus.gateway.token_table import TokenTable
+
+if TYPE_CHECKING:
+    from scriptbus.gateway.fleet import LiveTargets
 
 
 @dataclass
@@ -42,6 +47,8 @@ class Gateway:
     queues: set[str] = field(default_factory=set)
     # Seals secret values for the executors; None when no public key is configured.
     secrets_key: PublicKey | None = None
+    # What the live fleet served when last read (`fleet.explain_queued`).
+    live_cache: Expiring[LiveTargets] = field(default_factory=Expiring)
     _claims: KeyValue | None = None
     _command_names: KeyValue | None = None
     _idempotency: KeyValue | None = None

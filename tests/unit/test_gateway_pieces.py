@@ -12,7 +12,8 @@ import pytest
 from scriptbus.events.statuses import RunStatus
 from scriptbus.gateway.catalogue import name_key
 from scriptbus.gateway.events_sse import frame
-from scriptbus.gateway.fleet import LiveTargets, effective_state
+from scriptbus.gateway.expiring import Expiring
+from scriptbus.gateway.fleet import LiveTargets, effective_state, live_from_rows
 from scriptbus.gateway.metrics import _counters
 from scriptbus.gateway.paging import decode_cursor, encode_cursor
 from scriptbus.gateway.schemas import COMMAND_NAME_PATTERN, RunSummary
@@ -102,6 +103,38 @@ def test_an_executor_is_lost_once_silent_past_the_timeout() -> None:
     assert effective_state({**row, "state": "draining", "last_heartbeat": None}, 3) == "lost"
     assert effective_state({**row, "state": "stopped", "last_heartbeat": now - timedelta(days=1)}, 3) == "stopped"
     assert effective_state({**row, "state": "weird"}, 3) == "lost"
+
+
+def test_the_live_fleet_is_kept_only_until_its_stalest_executor_could_be_lost() -> None:
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "host": "h1",
+            "pools": ["default"],
+            "state": "online",
+            "last_heartbeat": now - timedelta(seconds=1),
+            "now": now,
+        },
+        {"host": "h2", "pools": ["gpu"], "state": "online", "last_heartbeat": now - timedelta(seconds=2.5), "now": now},
+        {"host": "h3", "pools": ["old"], "state": "online", "last_heartbeat": now - timedelta(seconds=9), "now": now},
+        {"host": "h4", "pools": ["off"], "state": "stopped", "last_heartbeat": now, "now": now},
+    ]
+    live, fresh_for = live_from_rows(rows, 3)
+    assert (live.hosts, live.pools) == ({"h1", "h2"}, {"default", "gpu"})
+    assert fresh_for == pytest.approx(0.5)
+    assert live_from_rows([], 3)[1] == float("inf")
+
+
+def test_an_expiring_value_is_gone_after_its_freshness_or_max_age() -> None:
+    kept: Expiring[str] = Expiring(max_age_s=60)
+    assert kept.get() is None
+    kept.keep("a")
+    assert kept.get() == "a"
+    kept.keep("b", fresh_for_s=0)
+    assert kept.get() is None
+    never: Expiring[str] = Expiring(max_age_s=0)
+    never.keep("c")
+    assert never.get() is None
 
 
 def test_a_queued_run_waits_for_its_host_not_its_pool() -> None:
