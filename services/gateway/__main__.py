@@ -29,6 +29,9 @@ def fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+KEEP_ALIVE_S = 75
+
+
 def fast_http() -> str:
     """httptools' HTTP parser when it can be imported (cheaper per request than h11), else h11."""
     return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
@@ -55,6 +58,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        # Longer than clients keep idle connections (httpx and aiohttp 5 s, requests forever): a server that
+        # closes first races a client reusing the connection, which then fails with no response.
+        timeout_keep_alive=KEEP_ALIVE_S,
         # Within the skeleton's shutdown deadline, so open requests get their answers before it.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s / 2)),
     )
