@@ -73,7 +73,7 @@ def main() -> None:
 
     def today_cgroup() -> None:  # (a) preexec: join the cgroup, drop to the user — a full fork
         cg = cgroup()
-        fd = cg.open_procs()
+        fd = os.open(cg.procs, os.O_WRONLY | os.O_CLOEXEC)
 
         def pre() -> None:
             join_cgroup(fd)

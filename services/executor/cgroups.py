@@ -67,10 +67,6 @@ class RunCgroup:
         """Its `cgroup.procs`: a process that writes "0" there joins it."""
         return self.path / "cgroup.procs"
 
-    def open_procs(self) -> int:
-        """An fd on `cgroup.procs`, opened before the fork: the child only writes to it."""
-        return os.open(self.procs, os.O_WRONLY | os.O_CLOEXEC)
-
     def pids(self) -> list[int]:
         """Every process in the cgroup (zombies leave it at once)."""
         try:

@@ -183,16 +183,15 @@ async def spawn(
     Normally an exec chain (`sh` joins the cgroup, `setpriv` changes user, each execs the next in the
     same process, so the pid is bash's and its exit status is exact): no Python runs in the child, so
     CPython vforks instead of copying the executor's page tables. Otherwise a preexec_fn does both."""
-    argv: list[str] | None = [bash, "-c", script, "bash", *args]
-    if run_as is not None and argv is not None:
-        argv = run_as.exec_argv(argv)
-    if argv is not None and cgroup_procs is not None:
-        argv = join_argv(cgroup_procs, argv)
-    if argv is not None and not _READ_BY_THE_CHAIN.intersection(env):
-        start = functools.partial(_start, argv, dict(env), cwd, handshake=cgroup_procs is not None)
+    argv = [bash, "-c", script, "bash", *args]
+    chain = run_as.exec_argv(argv) if run_as is not None else argv
+    if chain is not None and cgroup_procs is not None:
+        chain = join_argv(cgroup_procs, chain)
+    if chain is not None and not _READ_BY_THE_CHAIN.intersection(env):
+        start = functools.partial(_start, chain, dict(env), cwd, handshake=cgroup_procs is not None)
         popen, pidfd = await asyncio.to_thread(start)
     else:
-        popen, pidfd = await _spawn_preexec([bash, "-c", script, "bash", *args], env, cwd, cgroup_procs, run_as)
+        popen, pidfd = await _spawn_preexec(argv, env, cwd, cgroup_procs, run_as)
     proc = Spawned(popen, pidfd)
     try:
         await proc._connect()
@@ -206,6 +205,7 @@ async def _spawn_preexec(
     argv: list[str], env: Mapping[str, str], cwd: Path, cgroup_procs: Path | None, run_as: RunAs | None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """The same start with a full fork: the cgroup joined and the user changed by Python in the child."""
+    # Opened before the fork: the child only writes to it.
     fd = os.open(cgroup_procs, os.O_WRONLY | os.O_CLOEXEC) if cgroup_procs is not None else -1
     preexec: Callable[[], None] | None = None
     switch: dict[str, Any] = {}
