@@ -161,7 +161,7 @@ SPAWN_PATHS = {"exec-chain": {}, "preexec": {"LOCPATH": "/nonexistent"}}
 FIRST_LOOK = (
     # Builtins only, on bash's own pid: the state of the script's first process before anything forks.
     'while read -r cg; do [ "${cg#0::}" != "$cg" ] && echo "cgroup=${cg#0::}"; done < /proc/$$/cgroup; '
-    'while read -r k v _; do [ "$k" = Uid: ] && echo "uid=$v"; [ "$k" = Groups: ] && echo "groups=$v"; '
+    'while read -r k v; do case $k in Uid:|Gid:|Groups:|CapPrm:|CapEff:|CapAmb:) echo "${k%:}=$v";; esac; '
     "done < /proc/$$/status; "
     'read -r -a st < /proc/$$/stat; echo "pid=$$ sid=${st[5]} pgrp=${st[4]}"; '
     'echo "stdin=$(readlink /proc/$$/fd/0)"; echo "env=$(env | cut -d= -f1 | sort | tr "\\n" " ")"; '
@@ -186,8 +186,11 @@ async def test_the_scripts_first_process_is_in_its_cgroup_as_the_run_user(
     mount = cgroup2_mount(Path("/proc/self/mounts").read_text())
     assert mount is not None
     assert got["cgroup"] == "/" + str(procs.parent.relative_to(mount))
-    assert got["uid"] == str(who.uid)
-    assert got["groups"].split() == [str(g) for g in who.groups]
+    # real, effective, saved and filesystem ids all the user's, and no capability left
+    assert got["Uid"].split() == [str(who.uid)] * 4
+    assert got["Gid"].split() == [str(who.gid)] * 4
+    assert got["Groups"].split() == [str(g) for g in who.groups]
+    assert int(got["CapPrm"], 16) == int(got["CapEff"], 16) == int(got["CapAmb"], 16) == 0
     assert got["pid"] == f"{proc.pid} sid={proc.pid} pgrp={proc.pid}"
     assert got["stdin"] == "/dev/null"
     assert got["shlvl"] == "1"
