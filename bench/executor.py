@@ -132,7 +132,8 @@ async def main() -> None:
         rid = await run("true")
         await asyncio.wait_for(waiters.get(rid) or asyncio.sleep(0), 60)
 
-        raw = await asyncio.to_thread(raw_spawn_rate)
+        # Raw spawns just before and just after, so a neighbour's load moving meanwhile skews the ratio less.
+        raw_before = await asyncio.to_thread(raw_spawn_rate, 150)
         cpu0 = _cpu_s(executor.pid)
         t0 = time.perf_counter()
         ids = await asyncio.gather(*(run("true") for _ in range(args.runs)))
@@ -140,8 +141,11 @@ async def main() -> None:
         elapsed = max(finished[i] for i in ids) - t0
         cpu = _cpu_s(executor.pid) - cpu0
         rate = args.runs / elapsed
+        raw_after = await asyncio.to_thread(raw_spawn_rate, 150)
+        raw = (raw_before + raw_after) / 2
         print(
-            f"runs of true: {rate:.0f}/s, {rate / raw:.2f} of raw spawn ({raw:.0f}/s); "
+            f"runs of true: {rate:.0f}/s, {rate / raw:.2f} of raw spawn "
+            f"({raw_before:.0f}/s before, {raw_after:.0f}/s after); "
             f"executor CPU {cpu * 1000 / args.runs:.2f} ms/run"
         )
 

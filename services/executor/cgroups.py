@@ -42,15 +42,30 @@ def join_cgroup(procs_fd: int) -> None:
     os.write(procs_fd, b"0")
 
 
+# POSIX sh as the first program of a spawn: it joins the cgroup with a builtin (no fork, so nothing can
+# escape it), then execs the rest in the same process. Its stdin is the spawner's handshake pipe: the
+# exec replaces it with /dev/null, so the spawner sees EOF only once the process is in the cgroup (or the
+# join failed and sh exited).
+_JOIN = 'echo 0 > "$0" || { echo "scriptbus: cannot join the cgroup of $0" >&2; exit 126; }; exec "$@" < /dev/null'
+SH = "/bin/sh"
+
+
+def join_argv(procs: Path, argv: list[str]) -> list[str]:
+    """`argv` run inside the cgroup whose `cgroup.procs` is `procs`, as the same process, with no Python
+    in the child (so CPython can vfork); see `_JOIN` for the stdin it wants."""
+    return [SH, "-c", _JOIN, str(procs), *argv]
+
+
 class RunCgroup:
     """One run's cgroup."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def open_procs(self) -> int:
-        """An fd on `cgroup.procs`, opened before the fork: the child only writes to it."""
-        return os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    @property
+    def procs(self) -> Path:
+        """Its `cgroup.procs`: a process that writes "0" there joins it."""
+        return self.path / "cgroup.procs"
 
     def pids(self) -> list[int]:
         """Every process in the cgroup (zombies leave it at once)."""
@@ -110,13 +125,12 @@ class CgroupTree:
         probe = RunCgroup(base / f"probe-{os.getpid()}")
         probe.path.mkdir(exist_ok=True)
         try:
-            fd = probe.open_procs()
-            try:
-                subprocess.run(["true"], preexec_fn=lambda: join_cgroup(fd), check=True)
-            except subprocess.SubprocessError as exc:
-                raise OSError(errno.EACCES, f"cannot move a process into {probe.path}: {exc}") from exc
-            finally:
-                os.close(fd)
+            done = subprocess.run(
+                join_argv(probe.procs, [SH, "-c", ":"]), stdin=subprocess.DEVNULL, capture_output=True, check=False
+            )
+            if done.returncode != 0:
+                why = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
+                raise OSError(errno.EACCES, f"cannot move a process into {probe.path}: {why}")
         finally:
             probe.remove()
         tree = cls(base)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from scriptbus.executor.cgroups import CgroupTree, RunCgroup, join_cgroup
+from scriptbus.executor.cgroups import CgroupTree, RunCgroup
 from scriptbus.executor.procfs import ProcStat, all_stats, descendants
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ class RunProcesses(Protocol):
     @property
     def cgroup_path(self) -> str | None: ...
 
-    def preexec(self) -> Callable[[], None] | None:
-        """What the forked child runs before it execs the script (None: nothing)."""
+    def cgroup_procs(self) -> Path | None:
+        """The `cgroup.procs` the script's process joins before it execs bash (None: no cgroup)."""
 
     def started(self, pid: int, start_time: int) -> None:
         """The script's bash is running as `pid`."""
@@ -69,18 +69,16 @@ class RunProcesses(Protocol):
 class _CgroupRun:
     def __init__(self, cgroup: RunCgroup) -> None:
         self._cgroup = cgroup
-        self._fd: int | None = None
 
     @property
     def cgroup_path(self) -> str | None:
         return str(self._cgroup.path)
 
-    def preexec(self) -> Callable[[], None]:
-        fd = self._fd = self._cgroup.open_procs()
-        return lambda: join_cgroup(fd)  # so bash starts inside the cgroup
+    def cgroup_procs(self) -> Path:
+        return self._cgroup.procs
 
     def started(self, pid: int, start_time: int) -> None:
-        self._close_fd()
+        pass
 
     def on_new_members(self, callback: Callable[[list[tuple[int, int]]], None]) -> None:
         pass  # the cgroup holds them
@@ -92,18 +90,12 @@ class _CgroupRun:
         self._cgroup.signal(sig)
 
     async def close(self) -> None:
-        self._close_fd()
         # A killed process leaves cgroup.procs at once but keeps the cgroup busy until it is reaped.
         for delay in (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0):
             await asyncio.sleep(delay)
             if self._cgroup.remove():
                 return
         log.warning("cgroup %s still busy; left in place", self._cgroup.path)
-
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class _TreeRun:
@@ -119,7 +111,7 @@ class _TreeRun:
     def cgroup_path(self) -> str | None:
         return None
 
-    def preexec(self) -> None:
+    def cgroup_procs(self) -> None:
         return None
 
     def started(self, pid: int, start_time: int) -> None:
@@ -304,7 +296,7 @@ class _Leftover:
     def cgroup_path(self) -> str | None:
         return None
 
-    def preexec(self) -> None:
+    def cgroup_procs(self) -> None:
         return None
 
     def started(self, pid: int, start_time: int) -> None:

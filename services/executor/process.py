@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scriptbus.events import RunStatus
+from scriptbus.executor.cgroups import join_argv, join_cgroup
 from scriptbus.executor.run_as import RunAs
 
 # Size of one pipe read, and the StreamReader's buffer limit (it pauses the pipe past twice this).
@@ -72,7 +73,7 @@ class Spawned:
     """A script's bash: its pid, its stdout and stderr as StreamReaders, and its exit (by pidfd).
 
     Started in a thread (`spawn`), not by asyncio's subprocess machinery: the fork and the wait until the
-    child execs (long on a busy machine, and a plain fork when a preexec is needed) would otherwise stop
+    child execs (long on a busy machine, and a plain fork on the preexec path) would otherwise stop
     the event loop, and Python 3.11's child watcher would add a thread per child."""
 
     def __init__(self, popen: subprocess.Popen[bytes], pidfd: int) -> None:
@@ -158,28 +159,39 @@ class _PipeProtocol(asyncio.StreamReaderProtocol):
             self._pipe_closed.set_result(None)
 
 
+# Names the programs that run as root before bash in the exec chain (sh, setpriv and glibc in them) read:
+# LOCPATH makes setpriv's setlocale parse locale files from anywhere. (The loader's own, LD_* and
+# GLIBC_TUNABLES among them, are refused for every run.) A run that sets one takes the preexec path,
+# where its environment reaches bash alone.
+_READ_BY_THE_CHAIN = frozenset({"LOCPATH", "NLSPATH"})
+
+
 async def spawn(
     bash: str,
     script: str,
     args: list[str],
     env: Mapping[str, str],
     cwd: Path,
-    preexec: Callable[[], None] | None = None,
+    cgroup_procs: Path | None = None,
     run_as: RunAs | None = None,
 ) -> Spawned:
     """Start `bash -c script bash args...` as the leader of a new session (so of its own process group),
-    stdin from /dev/null, stdout and stderr piped; `preexec` runs in the child before it execs, and
-    before it becomes `run_as` (when given). The fork and exec happen in a worker thread."""
-    switch: dict[str, Any] = {}
-    if run_as is not None and preexec is not None:
-        # CPython changes the user before it calls preexec_fn; joining a cgroup needs the executor's
-        # rights (on kernels before 5.16, which check the writer's, not the opener's), so both go here.
-        preexec = _then(preexec, run_as.drop)
-    elif run_as is not None:
-        # Done in C by _posixsubprocess: no Python runs in the child.
-        switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+    stdin from /dev/null, stdout and stderr piped, already in the cgroup whose `cgroup.procs` is given and
+    running as `run_as` (when given) at its first instruction. Returns once it is in its cgroup; the
+    fork and exec happen in a worker thread.
+
+    Normally an exec chain (`sh` joins the cgroup, `setpriv` changes user, each execs the next in the
+    same process, so the pid is bash's and its exit status is exact): no Python runs in the child, so
+    CPython vforks instead of copying the executor's page tables. Otherwise a preexec_fn does both."""
     argv = [bash, "-c", script, "bash", *args]
-    popen, pidfd = await asyncio.to_thread(_start, argv, dict(env), cwd, preexec, switch)
+    chain = run_as.exec_argv(argv) if run_as is not None else argv
+    if chain is not None and cgroup_procs is not None:
+        chain = join_argv(cgroup_procs, chain)
+    if chain is not None and not _READ_BY_THE_CHAIN.intersection(env):
+        start = functools.partial(_start, chain, dict(env), cwd, handshake=cgroup_procs is not None)
+        popen, pidfd = await asyncio.to_thread(start)
+    else:
+        popen, pidfd = await _spawn_preexec(argv, env, cwd, cgroup_procs, run_as)
     proc = Spawned(popen, pidfd)
     try:
         await proc._connect()
@@ -189,21 +201,62 @@ async def spawn(
     return proc
 
 
-def _start(
-    argv: list[str], env: dict[str, str], cwd: Path, preexec: Callable[[], None] | None, switch: dict[str, Any]
+async def _spawn_preexec(
+    argv: list[str], env: Mapping[str, str], cwd: Path, cgroup_procs: Path | None, run_as: RunAs | None
 ) -> tuple[subprocess.Popen[bytes], int]:
-    popen = subprocess.Popen(
-        argv,
-        bufsize=0,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=str(cwd),
-        env=env,
-        start_new_session=True,
-        preexec_fn=preexec,
-        **switch,
-    )
+    """The same start with a full fork: the cgroup joined and the user changed by Python in the child."""
+    # Opened before the fork: the child only writes to it.
+    fd = os.open(cgroup_procs, os.O_WRONLY | os.O_CLOEXEC) if cgroup_procs is not None else -1
+    preexec: Callable[[], None] | None = None
+    switch: dict[str, Any] = {}
+    if fd >= 0:
+        # CPython changes the user before it calls preexec_fn; joining a cgroup needs the executor's
+        # rights (on kernels before 5.16, which check the writer's, not the opener's), so both go here.
+        preexec = functools.partial(join_cgroup, fd)
+        if run_as is not None:
+            preexec = _then(preexec, run_as.drop)
+    elif run_as is not None:
+        # Done in C by _posixsubprocess: no Python runs in the child.
+        switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+    try:
+        return await asyncio.to_thread(_start, argv, dict(env), cwd, preexec, switch)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _start(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    preexec: Callable[[], None] | None = None,
+    switch: dict[str, Any] | None = None,
+    handshake: bool = False,
+) -> tuple[subprocess.Popen[bytes], int]:
+    # `handshake`: the child's stdin is a pipe it replaces with /dev/null once in its cgroup (cgroups.py).
+    read_end, write_end = os.pipe() if handshake else (-1, -1)
+    try:
+        popen = subprocess.Popen(
+            argv,
+            bufsize=0,
+            stdin=write_end if handshake else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(cwd),
+            env=env,
+            start_new_session=True,
+            preexec_fn=preexec,
+            **(switch or {}),
+        )
+        if handshake:
+            os.close(write_end)
+            write_end = -1
+            while os.read(read_end, 512):
+                pass
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
     for pipe in (popen.stdout, popen.stderr):
         assert pipe is not None
         _widen_pipe(pipe.fileno())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import shutil
 from dataclasses import dataclass
 
 from scriptbus.system_users import ensure_system_user
@@ -15,6 +16,8 @@ from scriptbus.system_users import ensure_system_user
 log = logging.getLogger(__name__)
 
 DEFAULT_RUN_AS = "scriptbus-run"
+# util-linux: changes user in a process that then execs, so the spawn needs no Python in the child.
+SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,14 @@ class RunAs:
         os.setgroups(self.groups)
         os.setgid(self.gid)
         os.setuid(self.uid)
+
+    def exec_argv(self, argv: list[str]) -> list[str] | None:
+        """`argv` exec'd as this user by `setpriv` (same groups, gid, uid as `drop`, in the same process:
+        the program's first instruction already runs as the user); None without setpriv."""
+        if SETPRIV is None:
+            return None
+        groups = f"--groups={','.join(map(str, self.groups))}" if self.groups else "--clear-groups"
+        return [SETPRIV, f"--reuid={self.uid}", f"--regid={self.gid}", groups, "--", *argv]
 
 
 def _own_name() -> str:

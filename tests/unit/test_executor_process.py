@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from scriptbus.events import RunStatus
+from scriptbus.executor import run_as
 from scriptbus.executor.cgroups import CgroupTree, cgroup2_mount, own_cgroup
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
 from scriptbus.executor.process import Spawned, StopCause, clean_env, find_bash, outcome, spawn, wait_exit
@@ -32,7 +34,7 @@ async def run_processes() -> AsyncIterator[RunProcesses]:
 
 
 async def start(procs: RunProcesses, script: str, cwd: Path) -> Spawned:
-    proc = await spawn(find_bash(), script, ["hi"], clean_env({}), cwd, procs.preexec())
+    proc = await spawn(find_bash(), script, ["hi"], clean_env({}), cwd, procs.cgroup_procs())
     stat = read_stat(proc.pid)  # None when it already ended and was reaped
     procs.started(proc.pid, stat.start_time if stat is not None else 0)
     return proc
@@ -151,3 +153,57 @@ async def test_sweep_removes_only_empty_left_over_cgroups(tmp_path: Path, run_pr
     await proc.wait()
     await busy.close()
     assert own.remove()
+
+
+# The exec chain (sh joins, setpriv drops) and the preexec path (taken when a run sets a name the chain
+# would read as root) must give the script the same start.
+SPAWN_PATHS = {"exec-chain": {}, "preexec": {"LOCPATH": "/nonexistent"}}
+FIRST_LOOK = (
+    # Builtins only, on bash's own pid: the state of the script's first process before anything forks.
+    'while read -r cg; do [ "${cg#0::}" != "$cg" ] && echo "cgroup=${cg#0::}"; done < /proc/$$/cgroup; '
+    'while read -r k v; do case $k in Uid:|Gid:|Groups:|CapPrm:|CapEff:|CapAmb:) echo "${k%:}=$v";; esac; '
+    "done < /proc/$$/status; "
+    'read -r -a st < /proc/$$/stat; echo "pid=$$ sid=${st[5]} pgrp=${st[4]}"; '
+    'echo "stdin=$(readlink /proc/$$/fd/0)"; echo "env=$(env | cut -d= -f1 | sort | tr "\\n" " ")"; '
+    'echo "shlvl=$SHLVL"; exit 7'
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a run user needs a root executor")
+@pytest.mark.parametrize("path", list(SPAWN_PATHS))
+async def test_the_scripts_first_process_is_in_its_cgroup_as_the_run_user(
+    tmp_path: Path, run_processes: RunProcesses, path: str
+) -> None:
+    who = run_as.resolve(None)
+    assert who is not None
+    env = clean_env(SPAWN_PATHS[path], user=who.name, home=str(tmp_path))
+    procs = run_processes.cgroup_procs()
+    assert procs is not None
+    proc = await spawn(find_bash(), FIRST_LOOK, [], env, tmp_path, procs, who)
+    assert proc.stdout is not None
+    got = dict(line.split("=", 1) for line in (await proc.stdout.read()).decode().splitlines())
+    assert await proc.wait() == 7  # bash's own exit status: nothing stayed as its parent
+    mount = cgroup2_mount(Path("/proc/self/mounts").read_text())
+    assert mount is not None
+    assert got["cgroup"] == "/" + str(procs.parent.relative_to(mount))
+    # real, effective, saved and filesystem ids all the user's, and no capability left
+    assert got["Uid"].split() == [str(who.uid)] * 4
+    assert got["Gid"].split() == [str(who.gid)] * 4
+    assert got["Groups"].split() == [str(g) for g in who.groups]
+    assert int(got["CapPrm"], 16) == int(got["CapEff"], 16) == int(got["CapAmb"], 16) == 0
+    assert got["pid"] == f"{proc.pid} sid={proc.pid} pgrp={proc.pid}"
+    assert got["stdin"] == "/dev/null"
+    assert got["shlvl"] == "1"
+    assert got["env"].split() == sorted({*env, "PWD", "SHLVL", "_"})  # the last three: bash's own
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a run user needs a root executor")
+async def test_spawn_returns_once_the_script_is_in_its_cgroup(tmp_path: Path, run_processes: RunProcesses) -> None:
+    # So a stop that arrives while spawning, signalled through the cgroup, cannot miss the script.
+    procs = run_processes.cgroup_procs()
+    assert procs is not None
+    for _ in range(20):
+        proc = await spawn(find_bash(), "exec sleep 30", [], clean_env({}), tmp_path, procs, run_as.resolve(None))
+        assert proc.pid in run_processes.pids()
+        run_processes.signal(signal.SIGKILL)
+        assert await proc.wait() == -signal.SIGKILL
