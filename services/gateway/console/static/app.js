@@ -15,9 +15,16 @@ const ROUTES = [
   [/^#\/workflow-runs\/([0-9a-f-]{36})$/, "./pages/wfrun.js", null],
   [/^#\/workflows\/([^/]+)\/([^/]+)$/, "./pages/workflow.js", null],
   [/^#\/workflows$/, "./pages/workflows.js", "Workflows"],
+  [/^#\/fanouts\/new$/, "./pages/fanout-new.js", null],
   [/^#\/fanouts\/([0-9a-f-]{36})$/, "./pages/fanout.js", null],
   [/^#\/fleet$/, "./pages/fleet.js", "Fleet"],
+  [/^#\/schedules$/, "./pages/schedules.js", "Schedules"],
+  // Admin pages: a fourth element is the least role the nav shows them to (the API decides anyway).
+  [/^#\/files$/, "./pages/files.js", "Files", "read"],
+  [/^#\/secrets$/, "./pages/secrets.js", "Secrets", "admin"],
+  [/^#\/tokens$/, "./pages/tokens.js", "Tokens", "admin"],
 ];
+const ADMIN_SECTION = "#/files";
 const HOME = "#/runs";
 // Pages without a nav entry of their own light up their section's.
 const SECTIONS = [["#/workflow-runs/", "#/workflows"], ["#/fanouts/", "#/fleet"]];
@@ -35,11 +42,12 @@ function may(role) {
 function renderNav(current) {
   const nav = document.getElementById("nav");
   nav.replaceChildren(
-    ...ROUTES.filter(([, , label]) => label).map(([pattern, , label]) => {
+    ...ROUTES.filter(([, , label, role]) => label && (!role || may(role))).flatMap(([pattern, , label]) => {
       const href = pattern.source.replace(/^\^/, "").replace(/\$$/, "").replace(/\\\//g, "/");
       const section = SECTIONS.find(([prefix]) => current.startsWith(prefix));
       const active = current.startsWith(href) || (section !== undefined && section[1] === href);
-      return h("a", { href, "aria-current": active ? "page" : null }, label);
+      const link = h("a", { href, "aria-current": active ? "page" : null }, label);
+      return href === ADMIN_SECTION ? [h("span", { class: "nav-group", "aria-hidden": "true" }, "Admin"), link] : link;
     }),
     h("a", { href: "/docs" }, "API"),
   );

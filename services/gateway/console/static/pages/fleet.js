@@ -28,9 +28,11 @@ export async function mount(main, ctx) {
     h("h1", {}, "Fleet"), problem,
     h("h2", {}, "Executors"),
     table("executors", [["Host"], ["State"], ["Pools"], ["Labels", "hide-narrow"], ["Load"], ["Heartbeat"], ["Version", "hide-narrow"]], executors),
-    h("h2", {}, "Fan-outs"),
+    h("div", { class: "toolbar" }, h("h2", {}, "Fan-outs"),
+      ctx.may("run") ? h("a", { class: "button primary", href: "#/fanouts/new" }, "Run on many hosts") : ""),
     table("fanouts", [["Status"], ["What"], ["Hosts"], ["By", "hide-narrow"], ["Created"]], fanouts),
-    h("h2", {}, "Schedules"),
+    h("div", { class: "toolbar" }, h("h2", {}, "Schedules"),
+      h("a", { href: "#/schedules" }, ctx.may("admin") ? "Create and edit schedules" : "All schedules")),
     table("schedules", [["Name"], ["When"], ["Runs"], ["Next fire times"], ["Last", "hide-narrow"], [""]], schedules),
   );
 
