@@ -265,7 +265,13 @@ async def test_chunks_say_which_stream_wrote_each_exact_piece(api: Api) -> None:
     assert '"data":"out1\\n"' in raw[0] and "base64" not in raw[0]  # valid UTF-8 travels as text
     assert '"base64":true' in raw[1]
     # Same query, same bytes as /output: from an offset, a tail, a limit, one stream.
-    for params in [{"offset": 7}, {"tail": 4}, {"offset": 3, "limit": 10}, {"stream": "stderr", "offset": 2}]:
+    queries: list[dict[str, Any]] = [
+        {"offset": 7},
+        {"tail": 4},
+        {"offset": 3, "limit": 10},
+        {"stream": "stderr", "offset": 2},
+    ]
+    for params in queries:
         pieces = await chunks(api, ex.run_id, **params)
         assert b"".join(data for _, _, data in pieces) == await output(api, ex.run_id, **params), params
     assert await chunks(api, ex.run_id, tail=3) == [("stderr", 27, b"\x82"), ("stderr", 28, b"\xac\n")]
