@@ -58,7 +58,9 @@ async function* chunkBatches(response) {
 /** One contiguous range of the log: each stream keeps its own UTF-8 decoder (a character may be cut
  * between chunks) and ANSI state, so a colour set on stderr does not leak into stdout. */
 class Segment {
-  constructor() {
+  /** `midway`: the range may start inside a character (a tail, an earlier page), whose rest is skipped. */
+  constructor(midway = false) {
+    this.midway = { stdout: midway, stderr: midway };
     this.decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
     this.pending = { stdout: false, stderr: false }; // the decoder may hold part of a character
     this.renderers = { stdout: new AnsiRenderer(null), stderr: new AnsiRenderer(null) };
@@ -69,8 +71,13 @@ class Segment {
     const stream = item.stream;
     let text, size;
     if (item.base64) {
-      const raw = base64Bytes(item.data);
+      let raw = base64Bytes(item.data);
       size = raw.length;
+      if (this.midway[stream]) {
+        let skip = 0;
+        while (skip < 3 && skip < raw.length && raw[skip] >= 0x80 && raw[skip] <= 0xbf) skip++;
+        raw = raw.subarray(skip);
+      }
       text = this.decoders[stream].decode(raw, { stream: true });
       this.pending[stream] = true;
     } else {
@@ -79,6 +86,7 @@ class Segment {
       text = this.pending[stream] ? this.decoders[stream].decode(new TextEncoder().encode(item.data), { stream: true }) : item.data;
       this.pending[stream] = false;
     }
+    this.midway[stream] = false;
     const el = document.createElement("span");
     el.className = STREAM_CLASS[stream];
     const fragment = document.createDocumentFragment();
@@ -156,6 +164,7 @@ export class LogView {
       // follow on an ended run just sends what is stored.
       const response = await this.fetchChunks({ tail: TAIL_BYTES, follow: "true" }, controller.signal);
       this.first = Number(response.headers.get("X-Output-Offset") || 0);
+      this.tailSegment = new Segment(this.first > 0);
       this.renderGap();
       for await (const batch of chunkBatches(response)) {
         if (controller !== this.controller) return;
@@ -271,7 +280,7 @@ export class LogView {
   async loadEarlier(button) {
     await this.guarded(button, async (controller) => {
       const from = Math.max(this.headEnd, this.first - PAGE_BYTES);
-      const fragment = await this.loadRange(from, this.first, new Segment());
+      const fragment = await this.loadRange(from, this.first, new Segment(from > 0));
       if (controller !== this.controller) return;
       const height = this.pre.scrollHeight, top = this.pre.scrollTop;
       this.tail.prepend(fragment);
