@@ -1,4 +1,5 @@
-"""A run's output bytes: what is stored, and (with `follow`) what arrives live until the run ends."""
+"""A run's output: what is stored, and (with `follow`) what arrives live until the run ends, as pieces that
+say which stream wrote them."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ from scriptbus.events.publishing import run_ending_subjects
 from scriptbus.events.statuses import TERMINAL_STATUSES
 from scriptbus.gateway import readmodels
 from scriptbus.gateway.errors import BusUnavailable, RunNotFound, db_errors
+from scriptbus.gateway.readmodels import OutputPiece
 from scriptbus.gateway.run_messages import RunMessages
 from scriptbus.gateway.state import Gateway
 
 log = logging.getLogger(__name__)
 
 
-async def open_output(
+async def open_pieces(
     gw: Gateway, run_id: str, offset: int, stream: OutputStream | None, follow: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[OutputPiece]:
     """Check that the run exists, then return an iterator of its output from byte `offset` on
-    (`offset` counts only `stream`'s bytes when a stream is selected).
+    (`offset` counts only `stream`'s bytes when a stream is selected), as pieces that say which stream
+    their bytes came from and where they start.
 
     With `follow`, the iterator goes on with live bytes until the run finishes or is deleted."""
     with db_errors():
@@ -31,10 +34,10 @@ async def open_output(
     if status is None:
         raise RunNotFound(run_id)
     if not follow or status in TERMINAL_STATUSES:
-        stored = _stored(gw, run_id, offset, stream)
+        stored = readmodels.read_output(gw.pool, run_id, offset, stream)
         # Read the first page now: a failing database is then a 503, not a 200 cut short.
         with db_errors():
-            first = await anext(stored, b"")
+            first = await anext(stored, None)
         return _prepend(first, stored)
     if not gw.nc.is_connected:
         raise BusUnavailable("NATS is not connected; live output cannot be followed right now")
@@ -48,13 +51,13 @@ async def tail_offset(gw: Gateway, run_id: str, stream: OutputStream | None, tai
     return max(0, size - tail)
 
 
-async def limited(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def limited(body: AsyncIterator[OutputPiece], limit: int) -> AsyncIterator[OutputPiece]:
     """`body` cut after `limit` bytes (a page of a long log: the console loads earlier parts on demand)."""
     left = limit
     try:
-        async for data in body:
-            yield data[:left]
-            left -= len(data)
+        async for piece in body:
+            yield piece if len(piece.data) <= left else OutputPiece(piece.stream, piece.start, piece.data[:left])
+            left -= len(piece.data)
             if left <= 0:
                 return
     finally:
@@ -63,27 +66,33 @@ async def limited(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes
             await aclose()
 
 
-async def _stored(gw: Gateway, run_id: str, offset: int, stream: OutputStream | None) -> AsyncIterator[bytes]:
-    async for _end, data in readmodels.read_output(gw.pool, run_id, offset, stream):
-        yield data
+async def as_bytes(pieces: AsyncIterator[OutputPiece]) -> AsyncIterator[bytes]:
+    """The pieces' bytes alone: the exact output."""
+    try:
+        async for piece in pieces:
+            yield piece.data
+    finally:
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    if first:
+async def _prepend(first: OutputPiece | None, rest: AsyncIterator[OutputPiece]) -> AsyncIterator[OutputPiece]:
+    if first is not None:
         yield first
-    async for data in rest:
-        yield data
+    async for piece in rest:
+        yield piece
 
 
 async def _follow(
     gw: Gateway, run_id: str, offset: int, stream: OutputStream | None, position: int
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[OutputPiece]:
     # `sent` is the next byte the client expects. Stored and live parts overlap (each chunk may be in
     # both); comparing offsets makes the join exact: no gap, no byte twice.
     sent = offset
-    async for end, data in readmodels.read_output(gw.pool, run_id, sent, stream):
-        yield data
-        sent = end
+    async for piece in readmodels.read_output(gw.pool, run_id, sent, stream):
+        yield piece
+        sent = piece.end
 
     s = gw.subjects
     # Everything at or below `position` is already in PostgreSQL; start the live part just after it.
@@ -105,5 +114,6 @@ async def _follow(
             end = start + len(chunk.data)
             if end <= sent:
                 continue
-            yield chunk.data[max(0, sent - start) :]
+            cut = max(0, sent - start)
+            yield OutputPiece(chunk.stream, start + cut, chunk.data[cut:])
             sent = end

@@ -199,10 +199,23 @@ async def output_size(pool: asyncpg.Pool, run_id: str, stream: OutputStream | No
     return int(end or 0)
 
 
+@dataclass(frozen=True, slots=True)
+class OutputPiece:
+    """Bytes of one stream at `start` (of the combined output, or of that stream alone when one was selected)."""
+
+    stream: OutputStream
+    start: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+
 async def read_output(
     pool: asyncpg.Pool, run_id: str, start: int, stream: OutputStream | None, page_bytes: int = PAGE_BYTES
-) -> AsyncIterator[tuple[int, bytes]]:
-    """The output stored when called, from byte `start` on, as (end position, bytes) pieces in order.
+) -> AsyncIterator[OutputPiece]:
+    """The output stored when called, from byte `start` on, as pieces in order.
 
     Positions count the combined output, or only `stream`'s bytes when it is given. Pages are ranges
     of the combined offset (the primary key's order), so each query is an index range scan and holds
@@ -228,7 +241,7 @@ async def read_output(
     pos = start
     while end is not None and cursor < end:
         rows = await pool.fetch(
-            'SELECT "offset", stream_offset, data FROM run_output WHERE run_id = $1::uuid '
+            'SELECT "offset", stream_offset, stream, data FROM run_output WHERE run_id = $1::uuid '
             'AND "offset" >= $2 AND "offset" < $3 AND ($4::text IS NULL OR stream = $4) ORDER BY "offset"',
             run_id,
             cursor,
@@ -239,7 +252,8 @@ async def read_output(
             at: int = row["offset"] if selected is None else row["stream_offset"]
             data: bytes = row["data"]
             if at + len(data) > pos:
-                yield at + len(data), data[max(0, pos - at) :]
+                cut = max(0, pos - at)
+                yield OutputPiece(OutputStream(row["stream"]), at + cut, data[cut:])
                 pos = at + len(data)
         cursor += page_bytes
 

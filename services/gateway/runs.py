@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from scriptbus.events.output import OutputStream
 from scriptbus.events.statuses import RunStatus
-from scriptbus.gateway import actions, events_sse, idempotency, output, queries
+from scriptbus.gateway import actions, events_sse, idempotency, output, output_chunks, queries
 from scriptbus.gateway.auth import Admin, Role, Runner, need
 from scriptbus.gateway.content_type import require_json
 from scriptbus.gateway.env_access import check_request_env
@@ -29,7 +30,7 @@ from scriptbus.gateway.openapi import (
     conflict,
     not_found,
 )
-from scriptbus.gateway.readmodels import RunFilter
+from scriptbus.gateway.readmodels import OutputPiece, RunFilter
 from scriptbus.gateway.schemas import MAX_BIGINT, NO_NUL_PATTERN, Run, RunCreate, RunList, utc_instant
 from scriptbus.gateway.state import Gateway, get_gateway
 
@@ -155,6 +156,48 @@ async def get_run(run_id: RunId, gw: GatewayDep) -> Run:
     return await queries.get_run(gw, str(run_id))
 
 
+OutputOffset = Annotated[
+    int,
+    Query(ge=0, le=MAX_BIGINT, description="First byte to send, counted within `stream` when one is given."),
+]
+StreamChoice = Annotated[
+    OutputStream | None, Query(description="Only stdout or only stderr; both interleaved if omitted.")
+]
+Follow = Annotated[bool, Query(description="Keep the response open and send new bytes live until the run ends.")]
+Tail = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_BIGINT,
+        description="Start this many bytes before the end of what is stored (of `stream`, when given) "
+        "instead of at `offset`; the start is in the `X-Output-Offset` header.",
+    ),
+]
+Limit = Annotated[int | None, Query(ge=1, le=MAX_BIGINT, description="Send at most this many bytes, then end.")]
+# no-transform / X-Accel-Buffering: proxies must pass live bytes through as they come.
+_LIVE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+
+
+async def _output_pieces(
+    gw: Gateway,
+    run_id: uuid.UUID,
+    offset: int,
+    stream: OutputStream | None,
+    follow: bool,
+    tail: int | None,
+    limit: int | None,
+) -> tuple[int, AsyncIterator[OutputPiece]]:
+    """Where the answer starts, and its pieces: the query of both output routes, applied."""
+    if tail is not None and offset:
+        raise invalid_input(("query", "tail"), "give either offset or tail, not both", tail)
+    if tail is not None:
+        offset = await output.tail_offset(gw, str(run_id), stream, tail)
+    pieces = await output.open_pieces(gw, str(run_id), offset, stream, follow)
+    if limit is not None:
+        pieces = output.limited(pieces, limit)
+    return offset, pieces
+
+
 @router.get(
     "/{run_id}/output",
     summary="Get a run's output bytes",
@@ -166,47 +209,59 @@ async def get_run(run_id: RunId, gw: GatewayDep) -> Run:
         },
         **UNAUTHORIZED,
         **_404,
+        **INVALID,
         **UNAVAILABLE,
     },
 )
 async def get_output(
     run_id: RunId,
     gw: GatewayDep,
-    offset: Annotated[
-        int,
-        Query(ge=0, le=MAX_BIGINT, description="First byte to send, counted within `stream` when one is given."),
-    ] = 0,
-    stream: Annotated[
-        OutputStream | None, Query(description="Only stdout or only stderr; both interleaved if omitted.")
-    ] = None,
-    follow: Annotated[
-        bool, Query(description="Keep the response open and send new bytes live until the run ends.")
-    ] = False,
-    tail: Annotated[
-        int | None,
-        Query(
-            ge=1,
-            le=MAX_BIGINT,
-            description="Start this many bytes before the end of what is stored (of `stream`, when given) "
-            "instead of at `offset`; the start is in the `X-Output-Offset` header.",
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None, Query(ge=1, le=MAX_BIGINT, description="Send at most this many bytes, then end.")
-    ] = None,
+    offset: OutputOffset = 0,
+    stream: StreamChoice = None,
+    follow: Follow = False,
+    tail: Tail = None,
+    limit: Limit = None,
 ) -> StreamingResponse:
     """The output as raw bytes (`application/octet-stream`), exactly as written, from `offset` on
     (or the last `tail` bytes), at most `limit` of them. `X-Output-Offset` says where the bytes start."""
-    if tail is not None and offset:
-        raise invalid_input(("query", "tail"), "give either offset or tail, not both", tail)
-    if tail is not None:
-        offset = await output.tail_offset(gw, str(run_id), stream, tail)
-    body = await output.open_output(gw, str(run_id), offset, stream, follow)
-    if limit is not None:
-        body = output.limited(body, limit)
-    # no-transform / X-Accel-Buffering: proxies must pass live bytes through as they come.
-    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "X-Output-Offset": str(offset)}
-    return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
+    offset, pieces = await _output_pieces(gw, run_id, offset, stream, follow, tail, limit)
+    headers = {**_LIVE_HEADERS, "X-Output-Offset": str(offset)}
+    return StreamingResponse(output.as_bytes(pieces), media_type="application/octet-stream", headers=headers)
+
+
+@router.get(
+    "/{run_id}/output/chunks",
+    summary="Get a run's output as chunks labelled with their stream (NDJSON)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {output_chunks.MEDIA_TYPE: {"schema": {"type": "string"}, "example": output_chunks.EXAMPLE}},
+            "description": "One JSON object a line, in the order written: `stream` (`stdout` or `stderr`), "
+            "`offset` of its first byte (in the combined output, or within `stream` when one is selected), "
+            'and `data`: the bytes as text when they are valid UTF-8, else base64 with `"base64": true`. '
+            "Joined in order, the `data` give back exactly the bytes of `/output` with the same query.",
+        },
+        **UNAUTHORIZED,
+        **_404,
+        **INVALID,
+        **UNAVAILABLE,
+    },
+)
+async def get_output_chunks(
+    run_id: RunId,
+    gw: GatewayDep,
+    offset: OutputOffset = 0,
+    stream: StreamChoice = None,
+    follow: Follow = False,
+    tail: Tail = None,
+    limit: Limit = None,
+) -> StreamingResponse:
+    """The same output as `/output` with the same `offset`, `stream`, `tail`, `limit` and `follow`, as
+    NDJSON chunks that say which stream wrote each piece (the console marks stderr with them).
+    `X-Output-Offset` says where the first chunk starts."""
+    offset, pieces = await _output_pieces(gw, run_id, offset, stream, follow, tail, limit)
+    headers = {**_LIVE_HEADERS, "X-Output-Offset": str(offset)}
+    return StreamingResponse(output_chunks.as_lines(pieces), media_type=output_chunks.MEDIA_TYPE, headers=headers)
 
 
 _SSE_EXAMPLE = (
@@ -258,8 +313,7 @@ async def get_events(
     if body is None:
         # Per the SSE spec, 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
-    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+    return StreamingResponse(body, media_type="text/event-stream", headers=_LIVE_HEADERS)
 
 
 @router.post(

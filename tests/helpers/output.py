@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 import httpx
@@ -14,18 +16,16 @@ from tests.helpers.waiting import eventually
 class Follower:
     """A `?follow=true` response read as it arrives."""
 
-    def __init__(self, api: Api, run_id: str, **params: Any) -> None:
+    def __init__(self, api: Api, run_id: str, *, route: str = "output", **params: Any) -> None:
         self.received = b""
         self.ended = asyncio.Event()
         self.status = 0
         self._opened = asyncio.Event()
-        self._task = asyncio.create_task(self._read(api.client, run_id, params))
+        self._task = asyncio.create_task(self._read(api.client, f"/api/v1/runs/{run_id}/{route}", params))
 
-    async def _read(self, client: httpx.AsyncClient, run_id: str, params: dict[str, Any]) -> None:
+    async def _read(self, client: httpx.AsyncClient, path: str, params: dict[str, Any]) -> None:
         try:
-            async with client.stream(
-                "GET", f"/api/v1/runs/{run_id}/output", params={**params, "follow": "true"}, timeout=60
-            ) as response:
+            async with client.stream("GET", path, params={**params, "follow": "true"}, timeout=60) as response:
                 self.status = response.status_code
                 self._opened.set()
                 async for data in response.aiter_raw():
@@ -59,3 +59,18 @@ class Follower:
             await self._task
         except asyncio.CancelledError:
             pass
+
+
+def parse_chunks(ndjson: bytes) -> list[tuple[str, int, bytes]]:
+    """`/output/chunks` lines as (stream, offset, exact bytes); every line must be whole."""
+    assert ndjson == b"" or ndjson.endswith(b"\n"), ndjson[-200:]
+    chunks = []
+    for line in ndjson.splitlines():
+        item = json.loads(line)
+        if item.get("base64"):
+            data = base64.b64decode(item["data"])
+        else:
+            assert "base64" not in item, item
+            data = item["data"].encode("utf-8")
+        chunks.append((item["stream"], item["offset"], data))
+    return chunks

@@ -224,3 +224,6 @@ async def test_health_readiness_and_docs(api: Api) -> None:
     assert (await api.client.get("/docs")).status_code == 200
     paths = (await api.client.get("/openapi.json")).json()["paths"]
     assert {"/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/output"} <= set(paths)
+    chunks = paths["/api/v1/runs/{run_id}/output/chunks"]["get"]
+    assert "application/x-ndjson" in chunks["responses"]["200"]["content"]
+    assert {p["name"] for p in chunks["parameters"]} >= {"offset", "stream", "follow", "tail", "limit"}

@@ -17,7 +17,7 @@ from scriptbus.events import (
     publish_event,
 )
 from tests.helpers.gateway import Api, create
-from tests.helpers.output import Follower
+from tests.helpers.output import Follower, parse_chunks
 from tests.helpers.waiting import eventually
 
 
@@ -234,3 +234,81 @@ async def test_many_followers_and_a_client_that_leaves(api: Api) -> None:
 async def consumer_count(api: Api) -> int:
     info = await api.js.stream_info(api.subjects.events_stream)
     return int(info.state.consumer_count)
+
+
+async def chunks(api: Api, run_id: str, **params: Any) -> list[tuple[str, int, bytes]]:
+    response = await api.client.get(f"/api/v1/runs/{run_id}/output/chunks", params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-ndjson"
+    return parse_chunks(response.content)
+
+
+async def test_chunks_say_which_stream_wrote_each_exact_piece(api: Api) -> None:
+    ex = await running(api)
+    await ex.write(b"out1\n")
+    await ex.write(b"err \xff\n", OutputStream.STDERR)
+    await ex.write("\x1b[31m\u00e9t\u00e9\x1b[0m\n".encode())
+    await ex.write(b"\xe2\x82", OutputStream.STDERR)  # a character cut between two chunks
+    await ex.write(b"\xac\n", OutputStream.STDERR)
+    await ex.finish()
+    await wait_run(api, ex.run_id, lambda r: r["status"] == "succeeded")
+
+    got = await chunks(api, ex.run_id)
+    assert got == [
+        ("stdout", 0, b"out1\n"),
+        ("stderr", 5, b"err \xff\n"),
+        ("stdout", 11, "\x1b[31m\u00e9t\u00e9\x1b[0m\n".encode()),
+        ("stderr", 26, b"\xe2\x82"),
+        ("stderr", 28, b"\xac\n"),
+    ]
+    raw = (await api.client.get(f"/api/v1/runs/{ex.run_id}/output/chunks")).text.splitlines()
+    assert '"data":"out1\\n"' in raw[0] and "base64" not in raw[0]  # valid UTF-8 travels as text
+    assert '"base64":true' in raw[1]
+    # Same query, same bytes as /output: from an offset, a tail, a limit, one stream.
+    queries: list[dict[str, Any]] = [
+        {"offset": 7},
+        {"tail": 4},
+        {"offset": 3, "limit": 10},
+        {"stream": "stderr", "offset": 2},
+    ]
+    for params in queries:
+        pieces = await chunks(api, ex.run_id, **params)
+        assert b"".join(data for _, _, data in pieces) == await output(api, ex.run_id, **params), params
+    assert await chunks(api, ex.run_id, tail=3) == [("stderr", 27, b"\x82"), ("stderr", 28, b"\xac\n")]
+    assert await chunks(api, ex.run_id, stream="stderr", offset=2) == [
+        ("stderr", 2, b"r \xff\n"),
+        ("stderr", 6, b"\xe2\x82"),
+        ("stderr", 8, b"\xac\n"),
+    ]
+    refused = await api.client.get(f"/api/v1/runs/{ex.run_id}/output/chunks", params={"offset": 1, "tail": 2})
+    assert refused.status_code == 422 and "tail" in refused.text
+    missing = await api.client.get("/api/v1/runs/00000000-0000-0000-0000-000000000000/output/chunks")
+    assert missing.status_code == 404
+
+
+async def test_chunks_follow_stored_then_live_pieces_with_their_streams(api: Api) -> None:
+    ex = await running(api)
+    await ex.write(b"stored\n")
+    await wait_run(api, ex.run_id, lambda r: r["output_bytes"] == len(ex.combined))
+    follower = Follower(api, ex.run_id, route="output/chunks")
+    assert await follower.opened() == 200
+
+    async def seen(expected: list[tuple[str, int, bytes]]) -> None:
+        def arrived() -> bool:
+            whole = follower.received[: follower.received.rfind(b"\n") + 1]
+            assert parse_chunks(whole) == expected
+            return True
+
+        await eventually(arrived, interval=0.01, what=f"{len(expected)} chunks followed")
+
+    await seen([("stdout", 0, b"stored\n")])
+    await ex.write(b"live err\n", OutputStream.STDERR)
+    await seen([("stdout", 0, b"stored\n"), ("stderr", 7, b"live err\n")])
+    await ex.write(b"live out\n")
+    assert not follower.ended.is_set()
+    await ex.finish()
+    assert parse_chunks(await follower.end()) == [
+        ("stdout", 0, b"stored\n"),
+        ("stderr", 7, b"live err\n"),
+        ("stdout", 16, b"live out\n"),
+    ]

@@ -18,6 +18,7 @@ EXPECTED: dict[tuple[str, str], Role] = {
     ("GET", "/api/v1/runs"): R,
     ("GET", "/api/v1/runs/{run_id}"): R,
     ("GET", "/api/v1/runs/{run_id}/output"): R,
+    ("GET", "/api/v1/runs/{run_id}/output/chunks"): R,
     ("GET", "/api/v1/runs/{run_id}/events"): R,
     ("POST", "/api/v1/runs"): X,
     ("POST", "/api/v1/runs/{run_id}/stop"): X,

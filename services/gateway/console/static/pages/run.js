@@ -1,13 +1,12 @@
-// One run: its facts (polled while it runs), Stop and Run again, and its log — the tail first, live
-// bytes after it, earlier parts on demand, so a 100 MB log costs what its last page costs.
+// One run: its facts (polled while it runs), Stop and Run again, its artifacts once it has ended, and its
+// log (log.js: the tail first, live bytes after it, other parts on demand, stderr marked).
 
-import { ApiError, HEADER, get, post } from "../api.js";
-import { AnsiRenderer } from "../ansi.js";
+import { ApiError, get, post } from "../api.js";
 import { TERMINAL, bytes, duration, errorBox, h, runDuration, statusBadge, when } from "../dom.js";
+import { LogView } from "../log.js";
 
+export { LogView };
 export const title = "Run";
-const TAIL_BYTES = 256 * 1024;
-const EARLIER_BYTES = 256 * 1024;
 const POLL_MS = 1500;
 
 export async function mount(main, ctx) {
@@ -20,7 +19,9 @@ export async function mount(main, ctx) {
   const meta = h("dl", { class: "meta", "data-testid": "run-meta" });
   const actions = h("div", { class: "toolbar" });
   const log = new LogView(base);
-  main.append(heading, actions, problem, meta, log.element);
+  const artifacts = h("section", { "aria-label": "Artifacts", "data-testid": "artifacts", hidden: true });
+  let artifactsLoaded = false;
+  main.append(heading, actions, problem, meta, artifacts, log.element);
 
   async function refresh() {
     clearTimeout(timer);
@@ -64,6 +65,19 @@ export async function mount(main, ctx) {
       ctx.may("run") ? h("button", { type: "button", onclick: again }, "Run again") : "",
     );
     if (!log.started) log.open(!ended);
+    if (ended && !artifactsLoaded) { artifactsLoaded = true; showArtifacts(); }
+  }
+
+  /** What the run's `artifacts` patterns kept (listed once it has ended), each a download link. */
+  async function showArtifacts() {
+    let list;
+    try { list = await get(`${base}/artifacts`); } catch (err) { artifacts.hidden = false; artifacts.replaceChildren(errorBox(err)); return; }
+    if (stopped || !list.artifacts.length) return;
+    artifacts.hidden = false;
+    artifacts.replaceChildren(h("h2", {}, "Artifacts"), h("ul", { class: "artifacts" },
+      ...list.artifacts.map((a) => h("li", {},
+        h("a", { href: `${base}/artifacts/${a.path.split("/").map(encodeURIComponent).join("/")}`, download: a.path.split("/").pop() }, a.path),
+        h("span", { class: "muted" }, ` ${bytes(a.size)} · sha256 ${a.sha256.slice(0, 12)}…`)))));
   }
 
   async function stop() {
@@ -87,113 +101,4 @@ export async function mount(main, ctx) {
 
   refresh();
   return () => { stopped = true; clearTimeout(timer); log.close(); };
-}
-
-export class LogView {
-  constructor(base) {
-    this.base = base;
-    this.stream = "";
-    this.started = false;
-    this.paused = false;
-    this.held = [];
-    this.first = 0; // the first loaded byte (of `stream`, or of both)
-    this.controller = null;
-
-    this.pre = h("pre", { class: "log", "data-testid": "log", tabindex: 0, "aria-label": "Output" });
-    this.followBox = h("input", { type: "checkbox", id: "follow", checked: true });
-    this.pauseButton = h("button", { type: "button", "aria-pressed": "false", onclick: () => this.togglePause() }, "Pause");
-    this.earlier = h("button", { type: "button", onclick: () => this.loadEarlier(), hidden: true }, "Load earlier");
-    this.note = h("span", { class: "muted", "aria-live": "polite" });
-    this.download = h("a", { class: "button", href: `${base}/output`, download: "" }, "Download");
-    const select = h("select", { id: "log-stream", onchange: (e) => this.switchStream(e.target.value) },
-      h("option", { value: "" }, "stdout + stderr"), h("option", { value: "stdout" }, "stdout only"), h("option", { value: "stderr" }, "stderr only"));
-    this.element = h("section", { "aria-label": "Log" },
-      h("h2", {}, "Log"),
-      h("div", { class: "toolbar" },
-        h("label", { for: "log-stream", class: "inline" }, "Stream"), select,
-        h("span", {}, this.followBox, h("label", { for: "follow", class: "inline plain" }, " follow")),
-        this.pauseButton,
-        h("button", { type: "button", onclick: () => { this.followBox.checked = false; this.pre.scrollTop = 0; } }, "Jump to start"),
-        h("button", { type: "button", onclick: () => { this.pre.scrollTop = this.pre.scrollHeight; } }, "Jump to end"),
-        this.earlier, this.download, this.note),
-      this.pre);
-  }
-
-  /** Load the tail and, while the run goes on, its live bytes (one request: `tail` + `follow`). */
-  async open(live) {
-    this.started = true;
-    this.controller = new AbortController();
-    const renderer = new AnsiRenderer(this.pre);
-    this.renderer = renderer;
-    const decoder = new TextDecoder();
-    const streamParam = this.stream ? `&stream=${this.stream}` : "";
-    // follow on an ended run just sends what is stored.
-    const url = `${this.base}/output?tail=${TAIL_BYTES}${streamParam}&follow=true`;
-    this.pre.classList.toggle("stderr", this.stream === "stderr");
-    this.download.href = `${this.base}/output${this.stream ? `?stream=${this.stream}` : ""}`;
-    this.note.textContent = live ? "live" : "";
-    try {
-      const response = await fetch(url, { headers: HEADER, signal: this.controller.signal });
-      if (!response.ok) throw new ApiError(response.status, (await response.json().catch(() => ({}))).detail ?? response.statusText);
-      this.first = Number(response.headers.get("X-Output-Offset") || 0);
-      this.earlier.hidden = this.first === 0;
-      const reader = response.body.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        this.show(decoder.decode(value, { stream: true }), renderer);
-      }
-      this.show(decoder.decode(), renderer);
-      this.note.textContent = "";
-    } catch (err) {
-      if (err.name !== "AbortError") this.note.textContent = `log: ${err.message}`;
-    }
-  }
-
-  show(text, renderer) {
-    if (!text || renderer !== this.renderer) return;
-    if (this.paused) { this.held.push(text); return; }
-    renderer.write(text);
-    if (this.followBox.checked) this.pre.scrollTop = this.pre.scrollHeight;
-  }
-
-  togglePause() {
-    this.paused = !this.paused;
-    this.pauseButton.textContent = this.paused ? "Resume" : "Pause";
-    this.pauseButton.setAttribute("aria-pressed", String(this.paused));
-    if (!this.paused) { const held = this.held.join(""); this.held = []; this.show(held, this.renderer); }
-  }
-
-  async loadEarlier() {
-    const from = Math.max(0, this.first - EARLIER_BYTES);
-    const streamParam = this.stream ? `&stream=${this.stream}` : "";
-    this.earlier.disabled = true;
-    try {
-      const response = await fetch(`${this.base}/output?offset=${from}&limit=${this.first - from}${streamParam}`, { headers: HEADER });
-      if (!response.ok) throw new ApiError(response.status, response.statusText);
-      const text = new TextDecoder().decode(await response.arrayBuffer());
-      const fragment = document.createDocumentFragment();
-      new AnsiRenderer(null).writeTo(fragment, text);
-      const height = this.pre.scrollHeight, top = this.pre.scrollTop;
-      this.pre.prepend(fragment);
-      this.pre.scrollTop = top + (this.pre.scrollHeight - height); // keep what the reader was looking at
-      this.first = from;
-      this.earlier.hidden = from === 0;
-    } catch (err) {
-      this.note.textContent = `log: ${err.message}`;
-    }
-    this.earlier.disabled = false;
-  }
-
-  switchStream(stream) {
-    this.close();
-    this.stream = stream;
-    this.pre.replaceChildren();
-    this.held = [];
-    this.open(true);
-  }
-
-  close() {
-    if (this.controller) this.controller.abort();
-  }
 }

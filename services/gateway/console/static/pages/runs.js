@@ -1,7 +1,8 @@
-// Runs: a live list (polled) with the API's filters, cursor paging that stays put, and a quick "run a script".
+// Runs: a live list (polled) with the API's filters, cursor paging that stays put, and a form to run a script
+// with everything the API takes.
 
 import { get, post, query } from "../api.js";
-import { STATUSES, duration, errorBox, firstLine, h, runDuration, statusBadge, when } from "../dom.js";
+import { STATUSES, duration, errorBox, firstLine, h, parseArgs, parseEnv, runDuration, statusBadge, when } from "../dom.js";
 
 export const title = "Runs";
 const POLL_MS = 1500;
@@ -99,23 +100,65 @@ export async function mount(main, ctx) {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
+/** Everything POST /api/v1/runs takes, as a form; the API's 4xx detail shows under it. */
 function quickRun(ctx) {
+  const field = (id, label, control, hint) => h("div", { class: "field" }, h("label", { for: id }, label), control, hint ? h("span", { class: "muted hint" }, hint) : "");
   const script = h("textarea", { id: "quick-script", class: "code short", rows: 3, placeholder: "echo hello" });
-  const status = h("div");
+  const args = h("textarea", { id: "quick-args", class: "code short", rows: 2, placeholder: "one argument a line" });
+  const env = h("textarea", { id: "quick-env", class: "code short", rows: 2, placeholder: "NAME=value, one a line" });
+  const pool = h("input", { id: "quick-pool", value: "default", size: 12 });
+  const host = h("input", { id: "quick-host", size: 14, placeholder: "any host of the pool" });
+  const timeout = h("input", { id: "quick-timeout", type: "number", min: "0", step: "any", size: 8, placeholder: "none" });
+  const artifacts = h("textarea", { id: "quick-artifacts", class: "code short", rows: 2, placeholder: "*.log, one pattern a line" });
+  const secrets = h("fieldset", { class: "choices", "data-testid": "quick-secrets" }, h("legend", {}, "Secrets"));
+  const files = h("fieldset", { class: "choices", "data-testid": "quick-files" }, h("legend", {}, "Files"));
+  const status = h("div", { "aria-live": "polite", "data-testid": "quick-run-problem" });
   const form = h("form", { "data-testid": "quick-run" },
-    h("label", { for: "quick-script" }, "Run a script"),
-    script,
+    field("quick-script", "Run a script", script),
+    h("div", { class: "form-grid" },
+      field("quick-args", "Arguments", args),
+      field("quick-env", "Environment", env),
+      field("quick-artifacts", "Artifacts", artifacts, "glob patterns of files to keep"),
+      field("quick-pool", "Pool", pool),
+      field("quick-host", "Host", host),
+      field("quick-timeout", "Timeout (s)", timeout)),
+    h("div", { class: "row" }, secrets, files),
     h("div", { class: "row" }, h("button", { class: "primary", type: "submit" }, "Run")),
     status);
+
+  // Names to choose from: the stored files and the secrets (a 503 when secrets are off: none to offer).
+  async function choices(box, path, pick, name) {
+    let names = [];
+    try { names = pick(await get(path)); } catch { names = []; }
+    box.replaceChildren(box.firstChild, ...(names.length ? names.map((n, i) => h("span", { class: "choice" },
+      h("input", { type: "checkbox", id: `quick-${name}-${i}`, value: n }),
+      h("label", { for: `quick-${name}-${i}`, class: "inline plain" }, ` ${n}`))) : [h("span", { class: "muted" }, "none stored")]));
+  }
+  const checked = (box) => [...box.querySelectorAll("input:checked")].map((el) => el.value);
+  const lines = (text) => text.split("\n").map((l) => l.trim()).filter((l) => l);
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     status.replaceChildren();
     try {
-      const run = await post("/api/v1/runs", { script: script.value });
+      const body = { script: script.value, args: parseArgs(args.value), env: parseEnv(env.value), pool: pool.value.trim() || "default" };
+      if (host.value.trim()) body.host = host.value.trim();
+      if (timeout.value !== "") body.timeout_s = Number(timeout.value);
+      const chosenSecrets = checked(secrets), chosenFiles = checked(files), patterns = lines(artifacts.value);
+      if (chosenSecrets.length) body.secrets = chosenSecrets;
+      if (chosenFiles.length) body.files = chosenFiles;
+      if (patterns.length) body.artifacts = patterns;
+      const run = await post("/api/v1/runs", body);
       ctx.navigate(`#/runs/${run.id}`);
     } catch (err) {
       status.append(errorBox(err));
     }
   });
-  return h("details", {}, h("summary", {}, "Run a script…"), form);
+  const details = h("details", {}, h("summary", {}, "Run a script…"), form);
+  details.addEventListener("toggle", () => {
+    if (!details.open) return;
+    choices(files, "/api/v1/files", (r) => r.files.map((f) => f.name), "file");
+    choices(secrets, "/api/v1/secrets", (r) => r.items.map((x) => x.name), "secret");
+  });
+  return details;
 }
