@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
-from tests.helpers.browser import artifact
+from tests.helpers.browser import shot, sign_in
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.stack import Stack, running_stack
 from tests.helpers.tokens import bearer, make_token
@@ -27,19 +27,6 @@ async def _run(stack: Stack, run_id: str) -> dict[str, Any]:
     return run
 
 
-async def _sign_in(page: Page, api: str, token: str) -> None:
-    await page.goto(api + "/")
-    await page.get_by_label("API token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_test_id("whoami")).to_be_visible()
-
-
-async def _shot(page: Page, name: str) -> None:
-    path = artifact(name)
-    await page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
-
-
 async def test_sign_in_run_watch_live_stop_and_commands(
     start_service: Callable[..., ServiceProcess], browser: Browser
 ) -> None:
@@ -50,11 +37,11 @@ async def test_sign_in_run_watch_live_stop_and_commands(
         # Signed out: the sign-in form, and the API refuses the page's calls.
         await page.goto(stack.api + "/")
         await expect(page.get_by_test_id("signin")).to_be_visible()
-        await _shot(page, "signin")
+        await shot(page, "signin")
         await page.get_by_label("API token").fill("wrong")
         await page.get_by_role("button", name="Sign in").click()
         await expect(page.get_by_role("alert")).to_contain_text("not valid")
-        await _sign_in(page, stack.api, ADMIN)
+        await sign_in(page, stack.api, ADMIN)
         await expect(page.get_by_test_id("whoami")).to_have_text("admin · admin")
         # The cookie opens /docs too (a browser sends no bearer header there).
         assert (await stack.client.get("/docs")).status_code == 401
@@ -73,14 +60,14 @@ async def test_sign_in_run_watch_live_stop_and_commands(
         assert (await _run(stack, run_id))["status"] == "running"
         await expect(log).to_contain_text("line 8")  # still arriving on the same page
         await expect(log.locator("span.f1").first).to_have_text("red 1\n")
-        await _shot(page, "run-live")
+        await shot(page, "run-live")
 
         await page.get_by_role("button", name="Stop").click()
         await expect(page.get_by_test_id("run-meta")).to_contain_text("stopped", timeout=20_000)
         await expect(page.get_by_role("button", name="Stop")).to_have_count(0)
         assert (await _run(stack, run_id))["status"] == "stopped"
         await expect(page.get_by_test_id("outcome")).to_contain_text("signal 15")
-        await _shot(page, "run-stopped")
+        await shot(page, "run-stopped")
 
         # The runs list shows it; it takes in new runs while open.
         await page.goto(stack.api + "/#/runs")
@@ -88,7 +75,7 @@ async def test_sign_in_run_watch_live_stop_and_commands(
         await expect(runs.locator(f'tr[data-run="{run_id}"]')).to_contain_text("stopped")
         other = await stack.client.post("/api/v1/runs", json={"script": "echo other"}, headers=bearer(ADMIN))
         await expect(runs.locator(f'tr[data-run="{other.json()["id"]}"]')).to_be_visible()
-        await _shot(page, "runs")
+        await shot(page, "runs")
 
         # Commands: create one, run it with an argument and env from the form.
         await page.goto(stack.api + "/#/commands/new")
@@ -96,7 +83,7 @@ async def test_sign_in_run_watch_live_stop_and_commands(
         await page.get_by_label("Script (bash)").fill('echo "hello $1 from $WHERE"')
         await page.get_by_role("button", name="Create").click()
         await expect(page.get_by_role("heading", name="Command greet")).to_be_visible()
-        await _shot(page, "command")
+        await shot(page, "command")
         await page.get_by_label("Arguments").fill("world")
         await page.get_by_label("Environment", exact=True).fill("WHERE=the console")
         await page.get_by_role("button", name="Run", exact=True).click()
@@ -104,7 +91,7 @@ async def test_sign_in_run_watch_live_stop_and_commands(
         await expect(page.get_by_test_id("log")).to_contain_text("hello world from the console", timeout=20_000)
         await page.goto(stack.api + "/#/commands")
         await expect(page.get_by_test_id("commands")).to_contain_text("greet")
-        await _shot(page, "commands")
+        await shot(page, "commands")
 
         # Sign out: the form again, and the cookie no longer opens the API.
         await page.get_by_role("button", name="Sign out").click()
@@ -135,7 +122,7 @@ async def test_read_token_csrf_and_a_100_mb_log(start_service: Callable[..., Ser
         # A phone's viewport: the pages must stay usable there.
         context = await browser.new_context(viewport={"width": 390, "height": 844})
         page = await context.new_page()
-        await _sign_in(page, stack.api, reader)
+        await sign_in(page, stack.api, reader)
         await expect(page.get_by_test_id("whoami")).to_have_text("watcher · read")
         await expect(page.get_by_text("Run a script…")).to_have_count(0)
 
@@ -144,7 +131,7 @@ async def test_read_token_csrf_and_a_100_mb_log(start_service: Callable[..., Ser
         await expect(page.get_by_role("button", name="Stop")).to_have_count(0)
         await expect(page.get_by_role("button", name="Run again")).to_have_count(0)
         await expect(page.get_by_role("button", name="Load earlier")).to_be_hidden()  # nothing earlier
-        await _shot(page, "run-read-only")
+        await shot(page, "run-read-only")
         # The API is the guard: a stop forged with the read token's cookie (and the header) is refused.
         forged = await page.evaluate(
             f"fetch('/api/v1/runs/{sleeper_id}/stop', {{method: 'POST', headers: {{'X-Scriptbus-Console': '1'}}}})"
@@ -155,7 +142,7 @@ async def test_read_token_csrf_and_a_100_mb_log(start_service: Callable[..., Ser
 
         # An admin's cookie without the console's header (what a cross-site form sends) is refused too.
         admin_page = await (await browser.new_context()).new_page()
-        await _sign_in(admin_page, stack.api, ADMIN)
+        await sign_in(admin_page, stack.api, ADMIN)
         no_header = await admin_page.evaluate(
             f"fetch('/api/v1/runs/{sleeper_id}/stop', {{method: 'POST'}}).then(r => r.status)"
         )
@@ -183,7 +170,7 @@ async def test_read_token_csrf_and_a_100_mb_log(start_service: Callable[..., Ser
             return bool(longer > size)
 
         await eventually(grown, what="an earlier part of the log loaded")
-        await _shot(page, "run-100mb")
+        await shot(page, "run-100mb")
         await context.close()
 
 

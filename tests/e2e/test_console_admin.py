@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, Dialog, FilePayload, Page, expect
+from playwright.async_api import Browser, Dialog, FilePayload, expect
 
 from scriptbus.events.secret_box import ensure_key_pair
-from tests.helpers.browser import artifact
+from tests.helpers.browser import api_call, shot, sign_in
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.seed004 import SEED_004_SAMPLE
 from tests.helpers.stack import Stack, running_stack
@@ -33,23 +33,7 @@ WRITE_BUTTONS = ("Upload", "Set", "Create token", "Revoke", "Delete", "Create sc
 
 
 async def _api(stack: Stack, method: str, path: str, token: str = ADMIN, **kwargs: Any) -> Any:
-    headers = {**bearer(token), **kwargs.pop("headers", {})}
-    response = await stack.client.request(method, path, headers=headers, **kwargs)
-    assert response.status_code < 300, response.text
-    return response.json() if response.content else None
-
-
-async def _sign_in(page: Page, api: str, token: str) -> None:
-    await page.goto(api + "/")
-    await page.get_by_label("API token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_test_id("whoami")).to_be_visible()
-
-
-async def _shot(page: Page, name: str) -> None:
-    path = artifact(name)
-    await page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
+    return await api_call(stack, method, path, token, **kwargs)
 
 
 async def _accept(dialog: Dialog) -> None:
@@ -67,7 +51,7 @@ async def test_admin_pages_from_the_console(
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.on("dialog", _accept)
-        await _sign_in(page, stack.api, ADMIN)
+        await sign_in(page, stack.api, ADMIN)
         nav = page.locator("#nav")
         for label in ("Schedules", "Files", "Secrets", "Tokens"):
             await expect(nav.get_by_role("link", name=label, exact=True)).to_be_visible()
@@ -81,7 +65,7 @@ async def test_admin_pages_from_the_console(
         await page.get_by_role("button", name="Upload").click()
         sha = hashlib.sha256(PAYLOAD).hexdigest()
         await expect(page.get_by_test_id("sha-tools/deploy.sh")).to_have_text(sha)
-        await _shot(page, "files")
+        await shot(page, "files")
         async with page.expect_download() as downloading:
             await page.get_by_role("link", name="Download tools/deploy.sh").click()
         download = await downloading.value
@@ -106,7 +90,7 @@ async def test_admin_pages_from_the_console(
         await page.evaluate("document.querySelector('[data-testid=secret-form]').noValidate = true")
         await page.get_by_role("button", name="Set", exact=True).click()
         await expect(page.get_by_role("alert")).to_contain_text("name")  # the API's 422, shown
-        await _shot(page, "secrets")
+        await shot(page, "secrets")
         assert [s["name"] for s in (await _api(stack, "GET", "/api/v1/secrets"))["items"]] == ["DB_PASSWORD"]
 
         # Tokens: a read token made in the console, shown once.
@@ -118,7 +102,7 @@ async def test_admin_pages_from_the_console(
         reader = (await page.get_by_test_id("new-token-value").text_content() or "").strip()
         assert reader.startswith("sb_")
         await expect(page.get_by_test_id("tokens").locator('tr[data-token="watcher"]')).to_contain_text("read")
-        await _shot(page, "tokens")
+        await shot(page, "tokens")
         await page.reload()
         await expect(page.get_by_test_id("tokens").locator('tr[data-token="watcher"]')).to_be_visible()
         assert reader not in await page.content()
@@ -132,7 +116,7 @@ async def test_admin_pages_from_the_console(
         await page.get_by_label("Seed 004's JSON").fill(SEED_004_SAMPLE)
         await page.get_by_role("button", name="Import", exact=True).click()
         await expect(page.locator('[data-project="pr1"] [data-workflow="wf1"]')).to_contain_text("t12")
-        await _shot(page, "workflows-admin")
+        await shot(page, "workflows-admin")
         href = await page.get_by_role("link", name="Export wf1").get_attribute("href")
         exported = json.loads((await (await page.request.get(stack.api + str(href))).body()).decode())
         tasks = exported["context"]["project"]["workflows"][0]["tasks"]
@@ -168,7 +152,7 @@ async def test_admin_pages_from_the_console(
         await expect(page.get_by_test_id("next-nightly")).to_contain_text("4:30:00")
         nightly = await _api(stack, "GET", "/api/v1/schedules/nightly")
         assert (nightly["cron"], nightly["args"], nightly["command_name"]) == ("30 4 * * *", ["7"], "simple")
-        await _shot(page, "schedules")
+        await shot(page, "schedules")
         await page.get_by_role("button", name="Delete often").click()
         await expect(page.get_by_test_id("schedules").locator('tr[data-schedule="often"]')).to_have_count(0)
 
@@ -182,7 +166,7 @@ async def test_admin_pages_from_the_console(
         await expect(page.get_by_role("alert")).to_contain_text("key=value")
         await page.get_by_label("Labels (key=value)").fill("")
         await page.get_by_label("At most at once").fill("2")
-        await _shot(page, "fanout-new")
+        await shot(page, "fanout-new")
         await page.get_by_role("button", name="Run on hosts").click()
         await page.wait_for_url(re.compile(r".*#/fanouts/[0-9a-f-]{36}$"))
         host = page.get_by_test_id("hosts").locator('[data-host="local"]')
@@ -201,7 +185,7 @@ async def test_admin_pages_from_the_console(
 
         # The console-made read token: sign out, sign in with it; none of the write controls is offered.
         await page.get_by_role("button", name="Sign out").click()
-        await _sign_in(page, stack.api, reader)
+        await sign_in(page, stack.api, reader)
         await expect(page.get_by_test_id("whoami")).to_have_text("watcher · read")
         await expect(nav.get_by_role("link", name="Files")).to_be_visible()
         for label in ("Secrets", "Tokens"):
@@ -217,13 +201,13 @@ async def test_admin_pages_from_the_console(
                 await expect(page.get_by_role("button", name=re.compile(f"^{name}\\b"))).to_have_count(0)
             await expect(page.get_by_role("link", name="Run on many hosts")).to_have_count(0)
             await expect(page.locator("main input[type=file], main input[type=password]")).to_have_count(0)
-            await _shot(page, f"read-only-{where.strip('#/').replace('/', '-')}")
+            await shot(page, f"read-only-{where.strip('#/').replace('/', '-')}")
         await page.goto(f"{stack.api}/#/files")
         await expect(page.get_by_role("link", name="Download readme.txt")).to_be_visible()
 
         # Back as the admin: revoke the console-made token; the API refuses it from then on.
         await page.get_by_role("button", name="Sign out").click()
-        await _sign_in(page, stack.api, ADMIN)
+        await sign_in(page, stack.api, ADMIN)
         await page.goto(f"{stack.api}/#/tokens")
         await page.get_by_role("button", name="Revoke watcher").click()
         await expect(page.get_by_role("button", name="Revoke watcher")).to_have_count(0)

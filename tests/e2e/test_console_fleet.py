@@ -10,13 +10,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
-from tests.helpers.browser import artifact
+from tests.helpers.browser import api_call, shot, sign_in
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.seed004 import SEED_004_SAMPLE
 from tests.helpers.stack import Stack, running_stack
-from tests.helpers.tokens import bearer, make_token
+from tests.helpers.tokens import make_token
 from tests.helpers.waiting import eventually
 
 ADMIN = "sb_console-fleet-admin-token"
@@ -31,23 +31,7 @@ LONG = {"context": {"project": {"name": "slow", "workflows": [{"name": "long", "
 
 
 async def _api(stack: Stack, method: str, path: str, **kwargs: Any) -> Any:
-    headers = {**bearer(ADMIN), **kwargs.pop("headers", {})}
-    response = await stack.client.request(method, path, headers=headers, **kwargs)
-    assert response.status_code < 300, response.text
-    return response.json()
-
-
-async def _sign_in(page: Page, api: str, token: str) -> None:
-    await page.goto(api + "/")
-    await page.get_by_label("API token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_test_id("whoami")).to_be_visible()
-
-
-async def _shot(page: Page, name: str) -> None:
-    path = artifact(name)
-    await page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
+    return await api_call(stack, method, path, ADMIN, **kwargs)
 
 
 async def test_workflows_and_fleet_from_the_console(
@@ -63,7 +47,7 @@ async def test_workflows_and_fleet_from_the_console(
         page = await browser.new_page(timezone_id="UTC")
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        await _sign_in(page, stack.api, ADMIN)
+        await sign_in(page, stack.api, ADMIN)
 
         # wf1 drawn as its sequence (t11 in the background), started from the console, watched to its end.
         await page.get_by_role("link", name="Workflows").click()
@@ -71,7 +55,7 @@ async def test_workflows_and_fleet_from_the_console(
         await expect(wf1.locator(".seq-row.background")).to_contain_text("t11")
         await expect(wf1.locator(".seq-row.main")).to_contain_text("t12")
         await expect(wf1.locator('[data-step="t11"]')).to_have_attribute("title", T11_TITLE)
-        await _shot(page, "workflows")
+        await shot(page, "workflows")
         await page.get_by_role("button", name="Start wf1").click()
         await page.wait_for_url("**/#/workflow-runs/*")
         wfrun_id = page.url.rsplit("/", 1)[1]
@@ -81,13 +65,13 @@ async def test_workflows_and_fleet_from_the_console(
         await expect(page.locator('.seq [data-step="t12"]')).to_have_attribute("title", T12_DONE)
         await page.locator('.seq [data-step="t12"]').click()  # its log, from the step's run
         await expect(page.get_by_test_id("log")).to_contain_text("simple 5 start\nsimple 5 done")
-        await _shot(page, "workflow-run")
+        await shot(page, "workflow-run")
         wfrun = await _api(stack, "GET", f"/api/v1/workflow-runs/{wfrun_id}")
         steps = {s["name"]: s["status"] for s in wfrun["steps"]}
         assert steps == {"t11": "succeeded", "t12": "succeeded"}
         await page.get_by_role("link", name="pr1/wf1").click()
         await expect(page.get_by_test_id("wfruns").locator(f'tr[data-wfrun="{wfrun_id}"]')).to_contain_text("succeeded")
-        await _shot(page, "workflow")
+        await shot(page, "workflow")
 
         # A long workflow, started from its page: running, then held and released, later stopped.
         await page.goto(stack.api + "/#/workflows/slow/long")
@@ -110,25 +94,25 @@ async def test_workflows_and_fleet_from_the_console(
         await expect(page.get_by_test_id("fanouts").locator(f'tr[data-fanout="{fanout["id"]}"]')).to_contain_text(
             "failed", timeout=30_000
         )
-        await _shot(page, "fleet")
+        await shot(page, "fleet")
         await page.goto(f"{stack.api}/#/fanouts/{fanout['id']}")
         host = page.get_by_test_id("hosts").locator('[data-host="local"]')
         await expect(host).to_contain_text("failed")
         await expect(host).to_contain_text("exit 3")
         await expect(page.get_by_role("button", name="Retry failed hosts")).to_be_visible()
-        await _shot(page, "fanout")
+        await shot(page, "fanout")
 
         # A `read` token, on a phone: it sees all of it and is offered none of the actions.
         context = await browser.new_context(viewport={"width": 390, "height": 844})
         watcher = await context.new_page()
         watcher.on("pageerror", lambda error: errors.append(str(error)))
-        await _sign_in(watcher, stack.api, reader)
+        await sign_in(watcher, stack.api, reader)
         await watcher.goto(f"{stack.api}/#/workflow-runs/{long_id}")
         await expect(watcher.get_by_test_id("step-status-wait")).to_have_text("running")
-        await _shot(watcher, "workflow-run-read-only")
+        await shot(watcher, "workflow-run-read-only")
         await watcher.goto(f"{stack.api}/#/fleet")
         await expect(watcher.get_by_test_id("next-nightly")).to_be_visible()
-        await _shot(watcher, "fleet-read-only")
+        await shot(watcher, "fleet-read-only")
         await watcher.goto(f"{stack.api}/#/fanouts/{fanout['id']}")
         await expect(watcher.get_by_test_id("hosts")).to_contain_text("exit 3")
         await watcher.goto(f"{stack.api}/#/workflows")

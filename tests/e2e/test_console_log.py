@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
-from tests.helpers.browser import artifact
+from tests.helpers.browser import shot
 from tests.helpers.stack import Stack
 from tests.helpers.waiting import eventually
 
@@ -21,12 +21,6 @@ BOTH_STREAMS = (
 BIG = "echo FIRST-LINE; yes 'filler line of the big log .........' | head -c 2000000; echo; echo LAST-LINE"
 # 45,000 lines, a part at a time, so some of them arrive live; then it stays running.
 LONG_LIVE = "for i in 1 2 3; do seq $((i*15000-14999)) $((i*15000)); sleep 0.3; done; echo LIVE-END; sleep 600"
-
-
-async def _shot(page: Page, name: str) -> None:
-    path = artifact(name)
-    await page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
 
 
 async def _finished(stack: Stack, run_id: str) -> dict[str, Any]:
@@ -83,7 +77,7 @@ async def test_streams_artifacts_jump_to_start_and_a_bounded_live_log(stack: Sta
     assert href is not None
     download = await page.request.get(stack.api + href)
     assert download.status == 200 and await download.body() == b"report\n"
-    await _shot(page, "run-streams-artifacts")
+    await shot(page, "run-streams-artifacts")
 
     # Jump to start on a large log: its first line, then the gap, then the tail.
     big_id = big.json()["id"]
@@ -100,9 +94,9 @@ async def test_streams_artifacts_jump_to_start_and_a_bounded_live_log(stack: Sta
     assert text.startswith("FIRST-LINE\n")
     assert text.index("FIRST-LINE") < text.index("not loaded") < text.index("LAST-LINE")
     missing = int(await gap.get_attribute("data-bytes") or 0)
-    await _shot(page, "run-jump-to-start")
+    await shot(page, "run-jump-to-start")
     await gap.scroll_into_view_if_needed()
-    await _shot(page, "run-log-gap")
+    await shot(page, "run-log-gap")
     await gap.get_by_role("button", name="Load more").click()
     await expect(gap).not_to_have_attribute("data-bytes", str(missing))
     assert int(await gap.get_attribute("data-bytes") or 0) < missing
@@ -116,6 +110,6 @@ async def test_streams_artifacts_jump_to_start_and_a_bounded_live_log(stack: Sta
     assert "45000\n" in text and text.count("\n") <= MAX_LINES + 2  # + the gap's own line
     assert not text.startswith("1\n")
     await expect(gap.get_by_role("button", name="Load earlier")).to_be_visible()
-    await _shot(page, "run-live-bounded")
+    await shot(page, "run-live-bounded")
     await stack.client.post(f"/api/v1/runs/{live_id}/stop")
     assert errors == []

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Page, expect
+
+from tests.helpers.stack import Stack
+from tests.helpers.tokens import bearer
 
 # Screenshots of each page, kept after the run (gitignored).
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
@@ -25,3 +31,26 @@ def chromium_path() -> str | None:
 def artifact(name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / f"{name}.png"
+
+
+async def sign_in(page: Page, api: str, token: str) -> None:
+    """Sign the page in to the console at `api` with `token`."""
+    await page.goto(api + "/")
+    await page.get_by_label("API token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_test_id("whoami")).to_be_visible()
+
+
+async def shot(page: Page, name: str) -> None:
+    """A full-page screenshot kept as a test artifact."""
+    path = artifact(name)
+    await page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+async def api_call(stack: Stack, method: str, path: str, token: str, **kwargs: Any) -> Any:
+    """An API call the test makes beside the browser: its JSON (None when empty), or a failed assert."""
+    headers = {**bearer(token), **kwargs.pop("headers", {})}
+    response = await stack.client.request(method, path, headers=headers, **kwargs)
+    assert response.status_code < 300, response.text
+    return response.json() if response.content else None
