@@ -95,6 +95,7 @@ class RunFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     workflow_run: str | None = None
+    schedule: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         """The WHERE clause (or "") and its parameters, numbered from $1."""
@@ -119,6 +120,8 @@ class RunFilter:
             add("created_at < $?", self.created_before)
         if self.workflow_run is not None:
             add("workflow_run_id = $?::uuid", self.workflow_run)
+        if self.schedule is not None:
+            add("schedule_id = $?::uuid", self.schedule)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 

@@ -135,6 +135,7 @@ async def list_runs(
         ),
     ] = None,
     workflow_run: Annotated[uuid.UUID | None, Query(description="Only the step runs of this workflow run.")] = None,
+    schedule_id: Annotated[uuid.UUID | None, Query(description="Only the runs this schedule started.")] = None,
 ) -> RunList:
     """Runs newest first (by creation time, then id), without their output."""
     where = RunFilter(
@@ -145,6 +146,7 @@ async def list_runs(
         created_after=_utc("created_after", created_after),
         created_before=_utc("created_before", created_before),
         workflow_run=str(workflow_run) if workflow_run is not None else None,
+        schedule=str(schedule_id) if schedule_id is not None else None,
     )
     return await queries.list_runs(gw, where, limit, offset, cursor)
 

@@ -5,6 +5,7 @@ downtime, pause and resume, and the API's refusals. Ticks are read back from the
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,6 +121,12 @@ async def test_every_2s_fires_once_per_tick_with_two_schedulers_and_after_one_is
 
     run = await eventually(done, timeout=30, what="the last scheduled run succeeded")
     assert run["schedule_id"] == made["id"] and run["command_id"] == cmd and "tick" in run["output"]
+    # The runs list finds them all by their schedule (projected: the last one has succeeded).
+    listed = (await c.get("/api/v1/runs", params={"schedule_id": made["id"], "limit": 1000})).json()["items"]
+    assert sorted(r["id"] for r in listed) == sorted(by_run)
+    other = (await c.get("/api/v1/runs", params={"schedule_id": str(uuid.uuid4())})).json()["items"]
+    assert other == []
+    assert (await c.get("/api/v1/runs", params={"schedule_id": "nightly"})).status_code == 422
 
 
 async def test_overlap_skip_skips_while_the_previous_run_runs_and_queue_waits_for_it(stack: Stack, bus: Bus) -> None:
