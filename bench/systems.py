@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +39,8 @@ class System:
     notes: list[str] = field(default_factory=list)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of every live process in the trees, plus what their ended children used (a bash that
-    exited is counted in its parent's children times once reaped)."""
-    total = 0.0
+def _processes(pids: list[int]) -> Iterator[psutil.Process]:
+    """Every live process of the trees rooted at `pids`, once each."""
     seen: set[int] = set()
     for pid in pids:
         try:
@@ -50,14 +49,21 @@ def cpu_seconds(pids: list[int]) -> float:
         except psutil.NoSuchProcess:
             continue
         for proc in procs:
-            if proc.pid in seen:
-                continue
-            seen.add(proc.pid)
-            try:
-                t = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += t.user + t.system + t.children_user + t.children_system
+            if proc.pid not in seen:
+                seen.add(proc.pid)
+                yield proc
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of every live process in the trees, plus what their ended children used (a bash that
+    exited is counted in its parent's children times once reaped)."""
+    total = 0.0
+    for proc in _processes(pids):
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
     return total
 
 
@@ -79,23 +85,13 @@ def cpu_by_role(pids: list[int]) -> dict[str, float]:
     """Like cpu_seconds, per role; the scripts a process ran (reaped children) are counted apart as "children
     of <role>"."""
     found: dict[str, float] = {}
-    seen: set[int] = set()
-    for pid in pids:
+    for proc in _processes(pids):
         try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
+            role, t = _role(proc), proc.cpu_times()
+        except psutil.Error:
             continue
-        for proc in procs:
-            if proc.pid in seen:
-                continue
-            seen.add(proc.pid)
-            try:
-                role, t = _role(proc), proc.cpu_times()
-            except psutil.Error:
-                continue
-            found[role] = found.get(role, 0.0) + t.user + t.system
-            found[f"children of {role}"] = found.get(f"children of {role}", 0.0) + t.children_user + t.children_system
+        found[role] = found.get(role, 0.0) + t.user + t.system
+        found[f"children of {role}"] = found.get(f"children of {role}", 0.0) + t.children_user + t.children_system
     return found
 
 
