@@ -31,7 +31,9 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -74,6 +76,46 @@ def _report(label: str, nbytes: int, seconds: float, ref: float | None = None) -
     return rate
 
 
+@dataclass
+class _Scratch:
+    """A fresh database and stream prefix for one measurement."""
+
+    nats_url: str
+    js: nats.js.JetStreamContext
+    s: Subjects
+    admin: asyncpg.Connection
+    dbname: str
+    db_url: str
+
+    @property
+    def prefix(self) -> str:
+        return self.s.prefix
+
+
+@asynccontextmanager
+async def _scratch(nats_url: str, admin_url: str) -> AsyncIterator[_Scratch]:
+    """A new database and stream prefix, both removed afterwards."""
+    prefix, dbname = "bench" + uuid.uuid4().hex[:8], "bench_" + uuid.uuid4().hex[:8]
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{dbname}"')
+    base, _, _ = admin_url.rpartition("/")
+    nc = await nats.connect(nats_url)
+    s = Subjects(prefix)
+    js = nc.jetstream(timeout=30)
+    try:
+        await ensure_streams(js, s)
+        yield _Scratch(nats_url, js, s, admin, dbname, f"{base}/{dbname}")
+    finally:
+        try:
+            await js.delete_stream(s.events_stream)
+            await js.delete_stream(s.executors_stream)
+            await js.delete_stream(f"KV_{s.claims_bucket}")
+        finally:
+            await nc.close()
+            await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            await admin.close()
+
+
 async def _publish_output(js: nats.js.JetStreamContext, s: Subjects, run_id: str, payloads: list[bytes]) -> None:
     acks = []
     offset = 0
@@ -88,18 +130,10 @@ async def _publish_output(js: nats.js.JetStreamContext, s: Subjects, run_id: str
 
 
 async def throughput(nats_url: str, admin_url: str, args: argparse.Namespace, label: str, cwd: str | None) -> None:
-    prefix, dbname = "bench" + uuid.uuid4().hex[:8], "bench_" + uuid.uuid4().hex[:8]
     payloads = _line_chunks(args.total_mib * 1024 * 1024, args.chunk_kib * 1024, args.line_bytes)
     total = sum(len(p) for p in payloads)
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{dbname}"')
-    base, _, _ = admin_url.rpartition("/")
-    db_url = f"{base}/{dbname}"
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream(timeout=30)
-    s = Subjects(prefix)
-    try:
-        await ensure_streams(js, s)
+    async with _scratch(nats_url, admin_url) as scratch:
+        js, s, db_url, prefix = scratch.js, scratch.s, scratch.db_url, scratch.prefix
         run_id = str(uuid.uuid4())
         await publish_event(js, s, RunRequested(run_id=run_id, script="bench"))
         await _publish_output(js, s, run_id, payloads)
@@ -155,39 +189,27 @@ async def throughput(nats_url: str, admin_url: str, args: argparse.Namespace, la
         print(f"{'raw COPY, 64 KiB rows (limits.copy_rate)':<52} {limit / 1e6:8.1f} MB/s")
         _report(f"{label} recorder, NATS to PostgreSQL ({rows_stored} rows)", total, recorder_s, limit)
         print(f"{'':<52} {total / recorder_s / same:8.2f} of raw COPY of the same chunks")
-    finally:
-        try:
-            await js.delete_stream(s.events_stream)
-            await js.delete_stream(s.executors_stream)
-            await js.delete_stream(f"KV_{s.claims_bucket}")
-        finally:
-            await nc.close()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-            await admin.close()
 
 
 async def latency(nats_url: str, admin_url: str, args: argparse.Namespace, label: str, cwd: str | None) -> None:
-    prefix, dbname = "bench" + uuid.uuid4().hex[:8], "bench_" + uuid.uuid4().hex[:8]
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{dbname}"')
-    base, _, _ = admin_url.rpartition("/")
-    db_url = f"{base}/{dbname}"
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream(timeout=30)
-    s = Subjects(prefix)
+    async with _scratch(nats_url, admin_url) as scratch:
+        await _latency(scratch, args, label, cwd)
+
+
+async def _latency(scratch: _Scratch, args: argparse.Namespace, label: str, cwd: str | None) -> None:
+    js, s, db_url = scratch.js, scratch.s, scratch.db_url
     env = {
         **os.environ,
-        "SCRIPTBUS_NATS_URL": nats_url,
+        "SCRIPTBUS_NATS_URL": scratch.nats_url,
         "SCRIPTBUS_DATABASE_URL": db_url,
-        "SCRIPTBUS_PREFIX": prefix,
+        "SCRIPTBUS_PREFIX": s.prefix,
         "SCRIPTBUS_LOG_LEVEL": os.environ.get("BENCH_RECORDER_LOG_LEVEL", "WARNING"),
     }
     recorder = None
     listener = None
     try:
-        await ensure_streams(js, s)
         if os.environ.get("BENCH_PG_SETTING"):
-            await admin.execute(f'ALTER DATABASE "{dbname}" SET {os.environ["BENCH_PG_SETTING"]}')
+            await scratch.admin.execute(f'ALTER DATABASE "{scratch.dbname}" SET {os.environ["BENCH_PG_SETTING"]}')
         pub_times: list[float] = []
         recorder = subprocess.Popen([sys.executable, "-m", "scriptbus.recorder"], env=env, cwd=cwd)  # noqa: ASYNC220
         positions: asyncio.Queue[int] = asyncio.Queue()
@@ -239,14 +261,6 @@ async def latency(nats_url: str, admin_url: str, args: argparse.Namespace, label
         if recorder is not None:
             recorder.terminate()
             recorder.wait(30)
-        try:
-            await js.delete_stream(s.events_stream)
-            await js.delete_stream(s.executors_stream)
-            await js.delete_stream(f"KV_{s.claims_bucket}")
-        finally:
-            await nc.close()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-            await admin.close()
 
 
 async def main() -> None:
