@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -258,8 +259,16 @@ class Execution:
             log.error("run %s: could not publish run.started: %s", self.run_id, exc)
         log.info("run %s: started pid %d", self.run_id, proc.pid)
         pumps = [
-            Pump(pipe, stream, out, OutputMask(secret_values.values()) if secret_values else None)
-            for pipe, stream in ((proc.stdout, OutputStream.STDOUT), (proc.stderr, OutputStream.STDERR))
+            Pump(
+                pipe,
+                stream,
+                out,
+                OutputMask(secret_values.values()) if secret_values else None,
+                functools.partial(proc.close_pipe, index),
+            )
+            for index, (pipe, stream) in enumerate(
+                ((proc.stdout, OutputStream.STDOUT), (proc.stderr, OutputStream.STDERR))
+            )
         ]
         for pump in pumps:
             pump.start()
@@ -286,9 +295,7 @@ class Execution:
         await procs.close()
         if survivors:
             log.warning("run %s: processes survived SIGKILL: %s", self.run_id, survivors)
-        if await self._wait_pumps(pumps):
-            # Closing our ends of the pipes lets the readers finish although the holder lives on.
-            proc.close_pipes()
+        await self._wait_pumps(pumps)
         await out.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=PIPE_LINGER_S)
@@ -345,20 +352,16 @@ class Execution:
         except OSError as exc:
             log.error("run %s: not journaled (a restart could not reap it): %s", self.run_id, exc)
 
-    async def _wait_pumps(self, pumps: list[Pump]) -> bool:
-        """Wait for the pumps to reach EOF; True when some pipe had to be abandoned."""
-        tasks = {p.task for p in pumps if p.task is not None}
-        abandoned = False
-        _, pending = await asyncio.wait(tasks, timeout=PIPE_LINGER_S)
+    async def _wait_pumps(self, pumps: list[Pump]) -> None:
+        """Wait for the pumps to reach EOF. One whose pipe brought nothing for `PIPE_LINGER_S` after the
+        run's processes are gone is held open by a process outside the group, and would wait forever:
+        its pipe is closed (what was read still goes out). A busy or a late-scheduled pump is never cut."""
+        pending = {p.task for p in pumps if p.task is not None}
         while pending:
-            # A pump still publishing is making progress; one waiting on a pipe that some process
-            # outside the group still holds would wait forever.
-            for pump in pumps:
-                if pump.task in pending and pump.abandon():
-                    abandoned = True
-                    log.warning("run %s: a process outside the group holds its output open", self.run_id)
             _, pending = await asyncio.wait(pending, timeout=PIPE_LINGER_S)
-        return abandoned
+            for pump in pumps:
+                if pump.task in pending and pump.idle_s() >= PIPE_LINGER_S and pump.abandon():
+                    log.warning("run %s: a process outside the group holds its output open", self.run_id)
 
     async def _finish(self, finished: RunFinished) -> RunFinished:
         delay = 0.1

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -328,14 +329,22 @@ class Pump:
     when the bytes go out."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, stream: OutputStream, out: RunOutput, mask: OutputMask | None = None
+        self,
+        reader: asyncio.StreamReader,
+        stream: OutputStream,
+        out: RunOutput,
+        mask: OutputMask | None = None,
+        stop_reading: Callable[[], None] | None = None,
     ) -> None:
         self._reader = reader
         self._stream = stream
         self._out = out
         # Hides the run's secret values (`masking.py`).
         self._mask = mask
-        self._reading = False
+        # Closes our end of the pipe: the reader keeps what it has buffered, then sees EOF.
+        self._stop_reading = stop_reading or reader.feed_eof
+        self._loop = asyncio.get_running_loop()
+        self._last_read = self._loop.time()
         self._abandoned = False
         self.task: asyncio.Task[None] | None = None
 
@@ -343,35 +352,24 @@ class Pump:
         self.task = asyncio.create_task(self._run(), name=f"pump-{self._out.run_id}-{self._stream.value}")
         return self.task
 
+    def idle_s(self) -> float:
+        """Seconds since a read last brought bytes (or since the start)."""
+        return self._loop.time() - self._last_read
+
     def abandon(self) -> bool:
-        """Stop waiting for more bytes (a process outside the group may hold the pipe open forever):
-        flush what was read and end. Only interrupts a pump that is waiting on the pipe, never one
-        publishing; returns whether it did."""
-        if self.task is None or self.task.done() or not self._reading:
+        """Stop reading the pipe (a process outside the group may hold it open forever): every byte read
+        from it so far is still published, then the pump ends. Returns whether it was still running."""
+        if self.task is None or self.task.done() or self._abandoned:
             return False
         self._abandoned = True
-        self.task.cancel()
+        self._stop_reading()
         return True
-
-    async def _read(self) -> bytes:
-        """Next bytes from the pipe; b"" at EOF or when abandoned."""
-        self._reading = True
-        try:
-            return await self._reader.read(CHUNK_SIZE)
-        except asyncio.CancelledError:
-            if self._abandoned:
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-                return b""
-            raise
-        finally:
-            self._reading = False
 
     async def _run(self) -> None:
         out = self._out
         mask = self._mask
-        while data := await self._read():
+        while data := await self._reader.read(CHUNK_SIZE):
+            self._last_read = self._loop.time()
             if out.add(self._stream, mask.feed(data) if mask is not None else data):
                 # Full: whole chunks go, a partial tail waits for their ack; quiet: everything goes.
                 await out.flush(whole=not out.full)

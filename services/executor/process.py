@@ -136,10 +136,10 @@ class Spawned:
 
         poll()
 
-    def close_pipes(self) -> None:
-        """Stop reading (a process outside the run holds a pipe open): the readers see EOF."""
-        for transport in self._pipes:
-            transport.close()
+    def close_pipe(self, index: int) -> None:
+        """Stop reading stdout (0) or stderr (1) (a process outside the run holds it open): its reader
+        keeps what it has buffered, then sees EOF."""
+        self._pipes[index].close()
 
     async def wait(self) -> int:
         """The exit status, once both pipes are closed too."""
@@ -196,7 +196,8 @@ async def spawn(
     try:
         await proc._connect()
     except BaseException:
-        proc.close_pipes()
+        for index in range(len(proc._pipes)):
+            proc.close_pipe(index)
         raise
     return proc
 

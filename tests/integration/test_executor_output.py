@@ -154,3 +154,17 @@ async def test_abandon_ends_a_pump_waiting_on_a_pipe_that_stays_open(bus: Bus) -
     await asyncio.wait_for(p.task, 5)  # type: ignore[arg-type]
     await out.drain()
     assert stored.data() == b"held"
+
+
+async def test_abandon_keeps_the_bytes_that_arrived_with_it(bus: Bus) -> None:
+    # The executor was descheduled: the last bytes and the decision to stop waiting come in one tick.
+    out, stored = await run_output(bus)
+    reader = asyncio.StreamReader()
+    p = pump(reader, OUT, out)
+    await asyncio.sleep(0.01)  # the pump waits on the pipe
+    reader.feed_data(b"the last line\n")
+    assert p.abandon()
+    await asyncio.wait_for(p.task, 5)  # type: ignore[arg-type]
+    await out.drain()
+    assert stored.data() == b"the last line\n"
+    assert not p.abandon()

@@ -16,6 +16,7 @@ import pytest
 
 from scriptbus.events import (
     CANCELLED_CLAIM,
+    OutputStream,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -88,6 +89,33 @@ async def test_normal_end_leaves_no_process(bus: Bus, start_service: Any, mode: 
     assert record.output() == b"done\n"
     assert record.finished.survivors == []
     assert processes_with(marker) == []
+
+
+async def test_a_process_outside_the_run_holding_its_output_does_not_hold_up_its_end(
+    bus: Bus, start_service: Any, mode: str, exchange_dir: Path
+) -> None:
+    # Here the test itself is that process: it opens the script's stdout and stderr pipes through /proc
+    # and keeps them open. The run ends all the same, with every byte it printed.
+    _nc, js, s = bus
+    executor = await start_executor(start_service, env=MODES[mode])
+    script = (
+        'echo before; echo $$ > "$X/pid"; for _ in $(seq 200); do [ -e "$X/held" ] && break; sleep 0.05; done; '
+        "echo after; echo late >&2"
+    )
+    request = await request_run(js, s, script, env={"X": str(exchange_dir)})
+    await eventually(lambda: (exchange_dir / "pid").exists(), 30, what="the script's pid")
+    await eventually(lambda: (exchange_dir / "pid").read_text().strip().isdigit(), 5, what="the whole pid")
+    pid = (exchange_dir / "pid").read_text().strip()
+    with open(f"/proc/{pid}/fd/1", "wb") as held_out, open(f"/proc/{pid}/fd/2", "wb") as held_err:
+        (exchange_dir / "held").touch()
+        record = await wait_run(js, s, request.run_id, timeout=30)
+        assert not held_out.closed and not held_err.closed
+
+    assert record.finished.status == RunStatus.SUCCEEDED
+    assert record.output(OutputStream.STDOUT) == b"before\nafter\n"
+    assert record.output(OutputStream.STDERR) == b"late\n"
+    assert record.finished.output_bytes == len(b"before\nafter\nlate\n")
+    assert "a process outside the group holds its output open" in executor.log()
 
 
 async def test_restarted_executor_reaps_what_its_predecessor_left(bus: Bus, start_service: Any, work_dir: Path) -> None:
