@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from scriptbus.client import render
@@ -110,11 +111,7 @@ class FanoutFollower:
                 transient = isinstance(exc, Unreachable) or (exc.status is not None and exc.status >= 500)
                 if fanout is None or not transient:
                     raise
-            width = max((len(h) for h in fanout.get("hosts", [])), default=0)
-            for run in fanout.get("runs", []):
-                run_id = run.get("run_id")
-                if run_id and run["status"] != "pending" and run_id not in self.ignore:
-                    self._outputs.follow(run_id, f"{run['host']:<{width}} | ")
+            self._follow_new_runs(fanout)
             if fanout.get("finished_at"):
                 ended_at = ended_at or time.monotonic()
                 if self._outputs.done() or time.monotonic() - ended_at > _OUTPUT_GRACE_S:
@@ -123,11 +120,31 @@ class FanoutFollower:
         self._pump(0)
         return fanout
 
+    def _follow_new_runs(self, fanout: dict[str, Any]) -> None:
+        """Follow each host's run once it has started; a host that started after others had finished (a
+        rolling fan-out) shows its lines after theirs."""
+        width = max((len(h) for h in fanout.get("hosts", [])), default=0)
+        runs = [
+            run
+            for run in fanout.get("runs", [])
+            if run.get("run_id") and run["status"] != "pending" and run["run_id"] not in self.ignore
+        ]
+        runs.sort(key=lambda run: _instant(run.get("started_at")) or datetime.max.replace(tzinfo=UTC))
+        for run in runs:
+            started = _instant(run.get("started_at"))
+            ends = ((other["run_id"], _instant(other.get("finished_at"))) for other in runs)
+            before = [other for other, ended in ends if started and ended and ended <= started]
+            self._outputs.follow(run["run_id"], f"{run['host']:<{width}} | ", after=before)
+
     def _pump(self, wait_s: float) -> None:
         for line in self._outputs.take(wait_s):
             target = self.err if line.stderr else self.out
             target.write(line.text + "\n")
             target.flush()
+
+
+def _instant(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def hosts_table(fanout: dict[str, Any], colour: bool) -> str:
