@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
 from scriptbus.events.bus import BUS_ERRORS
@@ -122,12 +122,11 @@ class TokenTable:
             else:
                 self.apply(event, seq)
 
+        # The pattern is the subject, not a `ConsumerConfig.filter_subject`: nats-py sets the filter of the
+        # consumers it creates to the subject given, so with "" this consumer received every event and
+        # every output chunk of every run.
         self._sub = await js.subscribe(
-            "",
-            stream=subjects.events_stream,
-            ordered_consumer=True,
-            cb=take,
-            config=ConsumerConfig(filter_subject=pattern, deliver_policy=DeliverPolicy.ALL),
+            pattern, stream=subjects.events_stream, ordered_consumer=True, cb=take, deliver_policy=DeliverPolicy.ALL
         )
         if not await self.wait_for(mark, LOAD_TIMEOUT_S):
             raise TimeoutError(f"the token events up to seq {mark} did not arrive within {LOAD_TIMEOUT_S:.0f}s")

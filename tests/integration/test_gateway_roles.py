@@ -3,6 +3,7 @@ every gateway, idempotency keys per token, the caller's name in events and reads
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import uuid
@@ -14,10 +15,14 @@ import httpx
 import nats.js.errors
 
 from scriptbus.embedded import EmbeddedNats, free_port
-from scriptbus.events import decode_event
+from scriptbus.events import decode_event, publish_event
+from scriptbus.events.tokens import Role, TokenCreated, token_digest
+from scriptbus.gateway.token_table import TokenTable
 from tests.helpers.api import wait_until_ready
+from tests.helpers.executor import request_run
 from tests.helpers.gateway import Api
 from tests.helpers.processes import StartService
+from tests.helpers.servers import Bus
 from tests.helpers.tokens import bearer, make_token
 from tests.helpers.waiting import eventually
 
@@ -322,3 +327,20 @@ async def test_no_other_web_site_drives_the_api_through_a_browser(api: Api) -> N
     for ok in (own_origin, {"Origin": str(c.base_url).rstrip("/")}, {}):
         started = await c.post("/api/v1/commands/deploy/runs", json={"pool": "nobody"}, headers=ok)
         assert started.status_code == 202, (ok, started.text)
+
+
+async def test_the_gateways_token_table_reads_token_events_only(bus: Bus) -> None:
+    # Every gateway folds the token events; it must not be sent every run event and output chunk as well.
+    _nc, js, s = bus
+    table = TokenTable()
+    await table.follow(js, s)
+    try:
+        token = TokenCreated(token_id=str(uuid.uuid4()), digest=token_digest("sb_x"), role=Role.read, name="x")
+        token_seq = (await publish_event(js, s, token)).seq
+        run = await request_run(js, s, "true")
+        await js.publish(s.run_output(run.run_id), b"output", headers={"Nats-Msg-Id": run.run_id + ":0"})
+        await eventually(lambda: table.find("sb_x") is not None, 10, what="the token folded")
+        await asyncio.sleep(0.5)  # time for anything else to arrive
+        assert table.position == token_seq
+    finally:
+        await table.close()
