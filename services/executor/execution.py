@@ -201,8 +201,8 @@ class Execution:
                 RunFinished(run_id=self.run_id, status=RunStatus.FAILED, host=me.host, reason=f"refused: env {refused}")
             )
         try:
-            # Disk work (an fsync among it) in a thread: the loop keeps serving the other runs meanwhile.
-            await asyncio.to_thread(self._make_folder, Entry(run_id=self.run_id, boot_id=boot), cwd)
+            # Disk work (a cgroup's mkdir is slow) in one thread: the loop serves the other runs meanwhile.
+            procs = await asyncio.to_thread(self._prepare, Entry(run_id=self.run_id, boot_id=boot), cwd)
             if me.run_as is None:
                 env = clean_env(req.env)
             else:
@@ -215,7 +215,6 @@ class Execution:
             if req.hold_max_s > 0:
                 self._hold_file = cwd / HOLD_FILE_NAME
                 env[HOLD_FILE_ENV] = str(self._hold_file)
-            procs = await asyncio.to_thread(me.containment.for_run, self.run_id)  # a cgroup's mkdir is slow
             with me.containment.spawning():
                 # From before the fork: the script may run for a while before spawn() returns.
                 started = time.monotonic()
@@ -338,13 +337,15 @@ class Execution:
             log.warning("run %s: artifacts not uploaded: %s", self.run_id, exc)
             return Collected(notes=[f"artifacts not uploaded: {exc or type(exc).__name__}"])
 
-    def _make_folder(self, entry: Entry, cwd: Path) -> None:
+    def _prepare(self, entry: Entry, cwd: Path) -> RunProcesses:
         """Journal the run, then make its folder (so the next instance removes only folders no journal
-        names); when scripts run as another user the folder, their HOME, is theirs alone."""
+        names; when scripts run as another user the folder, their HOME, is theirs alone), then what will
+        hold its processes."""
         self._me.journal.record(entry)
         cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._me.run_as is not None:
             os.chown(cwd, self._me.run_as.uid, self._me.run_as.gid)
+        return self._me.containment.for_run(self.run_id)
 
     def _journal(self, entry: Entry) -> None:
         try:

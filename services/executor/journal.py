@@ -60,14 +60,14 @@ class Journal:
         making.rename(self.dir)
 
     def record(self, entry: Entry) -> None:
-        """Write (or rewrite) a run's entry; durable before it returns, so it is on disk before the run
-        is announced."""
+        """Write (or rewrite) a run's entry, whole or not at all, before the run is announced.
+
+        Not fsync'ed: the entry must outlive the executor (a SIGKILL or a crash leaves it in the page
+        cache for the next instance), not the machine. A power cut kills the run's processes with it,
+        and the scheduler reports the runs of the silent instance `lost` without any journal."""
         path = self.dir / f"{entry.run_id}.json"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(entry), f)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp.write_text(json.dumps(asdict(entry)))
         os.replace(tmp, path)
 
     def forget(self, run_id: str) -> None:

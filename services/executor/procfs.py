@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,10 @@ def is_alive(pid: int, start_time: int) -> bool:
     return stat is not None and stat.start_time == start_time and not stat.dead
 
 
+@functools.cache
 def boot_id() -> str:
-    """This boot's id: pids and start times mean nothing across a reboot."""
+    """This boot's id: pids and start times mean nothing across a reboot (read once: a process lives
+    within one boot)."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
