@@ -137,9 +137,23 @@ class Spawned:
         poll()
 
     def close_pipe(self, index: int) -> None:
-        """Stop reading stdout (0) or stderr (1) (a process outside the run holds it open): its reader
-        keeps what it has buffered, then sees EOF."""
-        self._pipes[index].close()
+        """Stop reading stdout (0) or stderr (1) (a process outside the run holds it open). What the pipe
+        holds now is read first (at most its size), so only what is written later is not; the reader
+        keeps all of it, then sees EOF."""
+        transport = self._pipes[index]
+        if transport.is_closing():
+            return
+        fd = transport.get_extra_info("pipe").fileno()  # non-blocking: asyncio made it so
+        protocol = transport.get_protocol()
+        for _ in range(PIPE_SIZE // _DRAIN_READ + 1):
+            try:
+                data = os.read(fd, _DRAIN_READ)
+            except OSError:  # BlockingIOError: empty for now
+                break
+            if not data:
+                break
+            protocol.data_received(data)  # type: ignore[attr-defined]
+        transport.close()
 
     async def wait(self) -> int:
         """The exit status, once both pipes are closed too."""
@@ -280,6 +294,7 @@ def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[],
 # wake-up take up to the transport's 256 KiB read, which is most of the executor's CPU on heavy output.
 _F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
+_DRAIN_READ = 64 * 1024
 
 
 def _widen_pipe(fd: int) -> None:

@@ -4,10 +4,15 @@ gathered into big chunks while an ack is in flight, and no byte is lost, reorder
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
+from pathlib import Path
 
 from scriptbus.events import OutputChunk, OutputStream, new_id
 from scriptbus.executor.masking import OutputMask
 from scriptbus.executor.output import CHUNK_SIZE, OutputPublisher, Pump, RunOutput
+from scriptbus.executor.process import spawn
 from tests.helpers.servers import Bus
 from tests.helpers.waiting import eventually
 
@@ -168,3 +173,21 @@ async def test_abandon_keeps_the_bytes_that_arrived_with_it(bus: Bus) -> None:
     await out.drain()
     assert stored.data() == b"the last line\n"
     assert not p.abandon()
+
+
+async def test_closing_a_held_pipe_keeps_what_it_already_holds(tmp_path: Path) -> None:
+    # A process outside the run keeps the pipe open, and the pipe is full of what the run wrote before
+    # it ended (more than the reader takes in before it pauses): closing our end reads all of it first.
+    total = 600_000
+    proc = await spawn(
+        shutil.which("bash") or "/bin/bash", f"head -c {total} /dev/zero; exec sleep 60", [], {}, tmp_path
+    )
+    try:
+        assert proc.stdout is not None
+        await asyncio.sleep(0.5)  # written: most of it in the pipe, the reader paused at its limit
+        proc.close_pipe(0)
+        got = await asyncio.wait_for(proc.stdout.read(), 10)
+        assert len(got) == total
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
