@@ -171,7 +171,7 @@ async def test_abandon_keeps_the_bytes_that_arrived_with_it(bus: Bus) -> None:
     assert p.abandon()
     await asyncio.wait_for(p.task, 5)  # type: ignore[arg-type]
     await out.drain()
-    assert stored.data() == b"the last line\n"
+    await eventually(lambda: stored.data() == b"the last line\n", 5.0, what="the last line stored")
     assert not p.abandon()
 
 
