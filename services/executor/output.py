@@ -341,7 +341,8 @@ class Pump:
         self._out = out
         # Hides the run's secret values (`masking.py`).
         self._mask = mask
-        # Closes our end of the pipe: the reader keeps what it has buffered, then sees EOF.
+        # Closes our end of the pipe (`Spawned.close_pipe`): what the pipe and the reader hold still comes
+        # out, then EOF.
         self._stop_reading = stop_reading or reader.feed_eof
         self._loop = asyncio.get_running_loop()
         self._last_read = self._loop.time()
