@@ -10,7 +10,7 @@ from typing import Any
 
 from playwright.async_api import Browser, expect
 
-from tests.helpers.browser import shot, sign_in
+from tests.helpers.browser import shot, sign_in, sign_out
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.stack import Stack, running_stack
 from tests.helpers.tokens import bearer, make_token
@@ -94,8 +94,7 @@ async def test_sign_in_run_watch_live_stop_and_commands(
         await shot(page, "commands")
 
         # Sign out: the form again, and the cookie no longer opens the API.
-        await page.get_by_role("button", name="Sign out").click()
-        await expect(page.get_by_test_id("signin")).to_be_visible()
+        await sign_out(page)
         status = await page.evaluate("fetch('/api/v1/runs').then(r => r.status)")
         assert status == 401
         assert errors == []  # no uncaught error in the page's scripts

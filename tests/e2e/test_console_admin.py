@@ -16,7 +16,7 @@ from typing import Any
 from playwright.async_api import Browser, Dialog, FilePayload, expect
 
 from scriptbus.events.secret_box import ensure_key_pair
-from tests.helpers.browser import api_call, shot, sign_in
+from tests.helpers.browser import api_call, shot, sign_in, sign_out
 from tests.helpers.processes import ServiceProcess
 from tests.helpers.seed004 import SEED_004_SAMPLE
 from tests.helpers.stack import Stack, running_stack
@@ -184,7 +184,7 @@ async def test_admin_pages_from_the_console(
         assert (await _api(stack, "GET", "/api/v1/projects"))["items"] == []
 
         # The console-made read token: sign out, sign in with it; none of the write controls is offered.
-        await page.get_by_role("button", name="Sign out").click()
+        await sign_out(page)
         await sign_in(page, stack.api, reader)
         await expect(page.get_by_test_id("whoami")).to_have_text("watcher · read")
         await expect(nav.get_by_role("link", name="Files")).to_be_visible()
@@ -206,7 +206,7 @@ async def test_admin_pages_from_the_console(
         await expect(page.get_by_role("link", name="Download readme.txt")).to_be_visible()
 
         # Back as the admin: revoke the console-made token; the API refuses it from then on.
-        await page.get_by_role("button", name="Sign out").click()
+        await sign_out(page)
         await sign_in(page, stack.api, ADMIN)
         await page.goto(f"{stack.api}/#/tokens")
         await page.get_by_role("button", name="Revoke watcher").click()

@@ -41,6 +41,13 @@ async def sign_in(page: Page, api: str, token: str) -> None:
     await expect(page.get_by_test_id("whoami")).to_be_visible()
 
 
+async def sign_out(page: Page) -> None:
+    """Sign out as a user does, and wait for the sign-in form: only then is the session cookie gone (a
+    navigation started before would abort the sign-out's request and keep the session)."""
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_test_id("signin")).to_be_visible()
+
+
 async def shot(page: Page, name: str) -> None:
     """A full-page screenshot kept as a test artifact."""
     path = artifact(name)

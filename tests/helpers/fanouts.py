@@ -27,7 +27,9 @@ async def fleet_online(client: httpx.AsyncClient, hosts: tuple[str, ...] = HOSTS
         response = await client.get("/api/v1/executors")
         assert response.status_code == 200, response.text
         states = {e["host"]: e["state"] for e in response.json()["items"]}
-        return all(states.get(h) == "online" for h in hosts)
+        # Asserted, so a timeout names the hosts that never came online.
+        assert all(states.get(h) == "online" for h in hosts), states
+        return True
 
     await eventually(online, 60, interval=0.2, what=f"executors {hosts} online")
 
