@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,12 @@ import pytest
 from scriptbus.events import Subjects, ensure_streams
 from tests.helpers.processes import ServiceProcess, StartService, kill_processes_under
 from tests.helpers.servers import Bus, Servers, test_servers
+
+# Run as a background job (`pytest &`, a CI runner's), the suite inherits SIGINT ignored from the shell, and
+# so would every CLI it starts: Python then never raises KeyboardInterrupt, and a test pressing Ctrl-C as a
+# user at a terminal does would wait forever. A handler (unlike SIG_IGN) is reset to the default at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
