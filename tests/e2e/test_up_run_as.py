@@ -28,6 +28,8 @@ PROBE = (
 
 
 def report(output: str) -> dict[str, str]:
+    """`key=value` lines of stdout alone (in both streams interleaved, a stdout line can land inside a
+    stderr line written in parts, as GNU `ls` writes its errors)."""
     return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
 
 
@@ -39,11 +41,12 @@ async def probe(tmp_path: Path, data_dir: Path) -> tuple[str, dict[str, str]]:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             run = await start_run(client, PROBE, env={"UP": str(stack.pid), "DATA": str(data_dir)})
             done = await wait_for_status(client, run["id"], {"succeeded", "failed"})
+            stdout = (await client.get(f"/api/v1/runs/{run['id']}/output", params={"stream": "stdout"})).text
     finally:
         stack.close(grace=60)
         kill_processes_under(data_dir / "runs")
     output: str = done["output"]
-    return output, report(output)
+    return output, report(stdout)
 
 
 async def test_a_script_under_up_reads_no_service_environment(tmp_path: Path, up_data_dir: Path) -> None:
