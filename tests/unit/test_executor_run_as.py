@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 
 import pytest
 
-from scriptbus.executor.run_as import DEFAULT_RUN_AS, resolve
+from scriptbus.executor.run_as import DEFAULT_RUN_AS, SETPRIV, RunAs, resolve
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="only root can switch users")
 
@@ -39,3 +40,30 @@ def test_not_root_scripts_run_as_the_executors_own_user() -> None:
     assert resolve(None) is None
     with pytest.raises(ValueError, match="needs the executor to run as root"):
         resolve("root")
+
+
+@pytest.mark.skipif(SETPRIV is None, reason="no setpriv here")
+def test_setpriv_is_given_names_that_lead_back_to_the_ids_and_numbers_otherwise() -> None:
+    # setpriv looks a number up as a name first: a name found in /etc/passwd spares every NSS source the
+    # search at each spawn; where the name would not lead back to the same id, the number it must be.
+    me = pwd.getpwuid(os.getuid())
+    group = grp.getgrgid(me.pw_gid).gr_name
+    named = RunAs(me.pw_name, me.pw_uid, me.pw_gid, (me.pw_gid,))
+    assert named.exec_argv(["bash"]) == [
+        SETPRIV, f"--reuid={me.pw_name}", f"--regid={group}", f"--groups={group}", "--", "bash"
+    ]  # fmt: skip
+    unnamed = _free_gid()
+    other = RunAs(me.pw_name, me.pw_uid + 12345, unnamed, ())
+    assert other.exec_argv(["bash"]) == [
+        SETPRIV, f"--reuid={me.pw_uid + 12345}", f"--regid={unnamed}", "--clear-groups", "--", "bash"
+    ]  # fmt: skip
+
+
+def _free_gid() -> int:
+    gid = 60000
+    while True:
+        try:
+            grp.getgrgid(gid)
+        except KeyError:
+            return gid
+        gid += 1
