@@ -18,23 +18,30 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import scriptbus.executor.service  # noqa: F401  (the executor's imports: its fork cost)
-from scriptbus.executor.cgroups import CgroupTree, RunCgroup, join_argv, join_cgroup
+from scriptbus.executor.cgroups import GATE_ENV, CgroupTree, RunCgroup, join_cgroup
 from scriptbus.executor.process import _start
 from scriptbus.executor.run_as import RunAs
 
 BASH = shutil.which("bash") or "/bin/bash"
+GATE = Path("/nonexistent")  # the cgroup gate (cgroups.py), made by main()
 SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
 
-def _run(argv: list[str], preexec: Callable[[], None] | None = None, handshake: bool = False, **switch: Any) -> None:
+def _run(
+    argv: list[str], preexec: Callable[[], None] | None = None, join: RunCgroup | None = None, **switch: Any
+) -> None:
     """One spawn the way the executor's `process._start` does it, then its pipes read to EOF and reaped."""
-    p, pidfd = _start(argv, {"PATH": os.defpath, "LANG": "C.UTF-8"}, Path("/"), preexec, switch, handshake)
+    env = {"PATH": os.defpath, "LANG": "C.UTF-8"}
+    if join is not None:
+        env[GATE_ENV] = str(GATE)
+    p, pidfd = _start(argv, env, Path("/"), preexec, switch, join.procs if join is not None else None)
     _out, err = p.communicate()
     if pidfd >= 0:
         os.close(pidfd)
@@ -53,7 +60,12 @@ def main() -> None:
     ballast = bytearray(os.urandom(1024 * 1024)) * args.ballast_mb  # touched, so mapped
     user = pwd.getpwnam("scriptbus-run")
     who = RunAs(user.pw_name, user.pw_uid, user.pw_gid, tuple(sorted(set(os.getgrouplist(user.pw_name, user.pw_gid)))))
-    tree = CgroupTree.create()
+    global GATE
+    gate_dir = Path(tempfile.mkdtemp(prefix="scriptbus-gate-"))
+    gate_dir.chmod(0o711)
+    tree = CgroupTree.create(gate_dir, who)
+    assert tree.gate is not None
+    GATE = tree.gate
     n = 0
 
     def cgroup() -> RunCgroup:
@@ -88,12 +100,12 @@ def main() -> None:
     def today_user() -> None:  # (a') subreaper mode: user=/group= in C, still a full fork
         _run([BASH, "-c", "true"], user=who.uid, group=who.gid, extra_groups=list(who.groups))
 
-    def wrapper_cgroup() -> None:  # (b) vfork: sh joins the cgroup, setpriv drops, execs bash
+    def wrapper_cgroup() -> None:  # (b) vfork: setpriv drops, bash waits at the gate while we move it
         cg = cgroup()
         try:
             chain = who.exec_argv([BASH, "-c", "true"])
             assert chain is not None
-            _run(join_argv(cg.procs, chain), handshake=True)
+            _run(chain, join=cg)
         finally:
             cg.remove()
 
@@ -107,7 +119,7 @@ def main() -> None:
         "raw + a cgroup made and removed (not joined)": raw_cgroup,
         "(a) today, cgroup: preexec join + drop (fork)": today_cgroup,
         "(a') today, subreaper: user=/group= (fork)": today_user,
-        "(b) cgroup: sh join + setpriv drop (vfork)": wrapper_cgroup,
+        "(b) cgroup: setpriv drop, moved at the gate (vfork)": wrapper_cgroup,
         "(b') subreaper: setpriv drop (vfork)": wrapper_user,
     }
     rates: dict[str, list[float]] = {name: [] for name in paths}

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from scriptbus.executor.cgroups import CgroupTree, RunCgroup
 from scriptbus.executor.procfs import ProcStat, all_stats, descendants
+from scriptbus.executor.run_as import RunAs
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +224,16 @@ class Containment:
         self.reaper = reaper
         self.mode = Mode.CGROUP if cgroups is not None else Mode.SUBREAPER
 
+    @property
+    def gate(self) -> Path | None:
+        """The file every run's bash sources first, to wait until it is in its cgroup (cgroups.py)."""
+        return self.cgroups.gate if self.cgroups is not None else None
+
     @classmethod
-    def create(cls, use_cgroups: bool) -> Containment:
+    def create(cls, use_cgroups: bool, work_dir: Path, run_as: RunAs | None = None) -> Containment:
         if use_cgroups:
             try:
-                tree = CgroupTree.create()
+                tree = CgroupTree.create(work_dir, run_as)
                 log.info("runs are contained in cgroups under %s", tree.base)
                 return cls(tree, None)
             except OSError as exc:

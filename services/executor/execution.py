@@ -218,7 +218,9 @@ class Execution:
             with me.containment.spawning():
                 # From before the fork: the script may run for a while before spawn() returns.
                 started = time.monotonic()
-                proc = await spawn(me.bash, req.script, req.args, env, cwd, procs.cgroup_procs(), me.run_as)
+                proc = await spawn(
+                    me.bash, req.script, req.args, env, cwd, procs.cgroup_procs(), me.run_as, me.containment.gate
+                )
         except _START_ERRORS as exc:
             if procs is not None:
                 await procs.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scriptbus.events import RunStatus
-from scriptbus.executor.cgroups import join_argv, join_cgroup
+from scriptbus.executor.cgroups import GATE_ENV, join_cgroup, move, write_gate
 from scriptbus.executor.run_as import RunAs
 
 # Size of one pipe read, and the StreamReader's buffer limit (it pauses the pipe past twice this).
@@ -173,11 +173,11 @@ class _PipeProtocol(asyncio.StreamReaderProtocol):
             self._pipe_closed.set_result(None)
 
 
-# Names the programs that run as root before bash in the exec chain (sh, setpriv and glibc in them) read:
-# LOCPATH makes setpriv's setlocale parse locale files from anywhere. (The loader's own, LD_* and
-# GLIBC_TUNABLES among them, are refused for every run.) A run that sets one takes the preexec path,
-# where its environment reaches bash alone.
-_READ_BY_THE_CHAIN = frozenset({"LOCPATH", "NLSPATH"})
+# Names that would change the exec chain's work: LOCPATH makes setpriv's setlocale (root, before bash) parse
+# locale files from anywhere; posix mode makes bash skip BASH_ENV, so the cgroup gate. (The loader's own,
+# LD_* and GLIBC_TUNABLES among them, and these bash ones are refused for every run anyway.) A run that
+# sets one takes the preexec path, where its environment reaches bash alone.
+_CHANGE_THE_CHAIN = frozenset({"LOCPATH", "NLSPATH", "POSIXLY_CORRECT", "SHELLOPTS", "BASHOPTS", GATE_ENV})
 
 
 async def spawn(
@@ -188,21 +188,28 @@ async def spawn(
     cwd: Path,
     cgroup_procs: Path | None = None,
     run_as: RunAs | None = None,
+    gate: Path | None = None,
 ) -> Spawned:
     """Start `bash -c script bash args...` as the leader of a new session (so of its own process group),
     stdin from /dev/null, stdout and stderr piped, already in the cgroup whose `cgroup.procs` is given and
     running as `run_as` (when given) at its first instruction. Returns once it is in its cgroup; the
     fork and exec happen in a worker thread.
 
-    Normally an exec chain (`sh` joins the cgroup, `setpriv` changes user, each execs the next in the
-    same process, so the pid is bash's and its exit status is exact): no Python runs in the child, so
-    CPython vforks instead of copying the executor's page tables. Otherwise a preexec_fn does both."""
+    Normally an exec chain (`setpriv` changes user and execs bash in the same process, so the pid is
+    bash's and its exit status is exact; bash waits at the cgroup `gate` until we have moved it): no
+    Python runs in the child, so CPython vforks instead of copying the executor's page tables. Otherwise
+    a preexec_fn joins the cgroup and changes user."""
     argv = [bash, "-c", script, "bash", *args]
     chain = run_as.exec_argv(argv) if run_as is not None else argv
-    if chain is not None and cgroup_procs is not None:
-        chain = join_argv(cgroup_procs, chain)
-    if chain is not None and not _READ_BY_THE_CHAIN.intersection(env):
-        start = functools.partial(_start, chain, dict(env), cwd, handshake=cgroup_procs is not None)
+    gated = cgroup_procs is None or gate is not None
+    if chain is not None and gated and not _CHANGE_THE_CHAIN.intersection(env):
+        if cgroup_procs is not None and gate is not None:
+            if not gate.exists():
+                write_gate(gate.parent)  # bash would go on without a word, before it is in its cgroup
+            env = {**env, GATE_ENV: str(gate)}
+        else:
+            env = dict(env)
+        start = functools.partial(_start, chain, env, cwd, join=cgroup_procs)
         popen, pidfd = await asyncio.to_thread(start)
     else:
         popen, pidfd = await _spawn_preexec(argv, env, cwd, cgroup_procs, run_as)
@@ -246,15 +253,16 @@ def _start(
     cwd: Path,
     preexec: Callable[[], None] | None = None,
     switch: dict[str, Any] | None = None,
-    handshake: bool = False,
+    join: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    # `handshake`: the child's stdin is a pipe it replaces with /dev/null once in its cgroup (cgroups.py).
-    read_end, write_end = os.pipe() if handshake else (-1, -1)
+    # `join`: the child waits at the cgroup gate (cgroups.py) on a pipe as its stdin; it is moved into the
+    # cgroup whose `cgroup.procs` this is, then let go.
+    read_end, write_end = os.pipe() if join is not None else (-1, -1)
     try:
         popen = subprocess.Popen(
             argv,
             bufsize=0,
-            stdin=write_end if handshake else subprocess.DEVNULL,
+            stdin=read_end if join is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=str(cwd),
@@ -263,11 +271,19 @@ def _start(
             preexec_fn=preexec,
             **(switch or {}),
         )
-        if handshake:
-            os.close(write_end)
-            write_end = -1
-            while os.read(read_end, 512):
-                pass
+        if join is not None:
+            os.close(read_end)
+            read_end = -1
+            try:
+                move(join, popen.pid)
+            except OSError as exc:
+                # Still at the gate: nothing of the script has run.
+                popen.kill()
+                popen.communicate()
+                raise subprocess.SubprocessError(
+                    f"cannot move the script into its cgroup ({join.parent}): {exc}"
+                ) from exc
+            os.write(write_end, b"go\n")
     finally:
         for fd in (read_end, write_end):
             if fd >= 0:

@@ -39,7 +39,7 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     work_dir = Path(settings.work_dir)
     prepare(work_dir, run_as is not None)
     executor_id = str(uuid.uuid4())
-    containment = Containment.create(settings.executor_cgroups)
+    containment = Containment.create(settings.executor_cgroups, work_dir, run_as)
     try:
         secrets_key = load_key(settings.secrets_key_file)
     except SecretKeyError as exc:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
+import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,18 +16,30 @@ import pytest
 
 from scriptbus.events import RunStatus
 from scriptbus.executor import run_as
-from scriptbus.executor.cgroups import CgroupTree, cgroup2_mount, own_cgroup
+from scriptbus.executor.cgroups import GATE_ENV, CgroupTree, cgroup2_mount, own_cgroup, write_gate
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
 from scriptbus.executor.process import Spawned, StopCause, clean_env, find_bash, outcome, spawn, wait_exit
 from scriptbus.executor.procfs import ProcStat, descendants, read_stat
 from tests.helpers.waiting import eventually
 
 
+@functools.cache
+def _tree() -> CgroupTree:
+    """Our cgroup subtree, with its gate in a folder of its own."""
+    folder = Path(tempfile.mkdtemp(prefix="scriptbus-gate-"))
+    folder.chmod(0o711)  # as the executor's work dir: the run user reaches the gate by its path
+    return CgroupTree.create(folder, run_as.resolve(None))
+
+
+def _gate() -> Path | None:
+    return _tree().gate
+
+
 @pytest.fixture
 async def run_processes() -> AsyncIterator[RunProcesses]:
     """A run's cgroup (the pytest process must not become a subreaper, so no fallback here)."""
     try:
-        tree = CgroupTree.create()
+        tree = _tree()
     except OSError as exc:
         pytest.skip(f"no cgroup v2 here: {exc}")
     procs = Containment(tree, None).for_run(f"unit-{os.getpid()}-{time.monotonic_ns()}")
@@ -34,7 +49,7 @@ async def run_processes() -> AsyncIterator[RunProcesses]:
 
 
 async def start(procs: RunProcesses, script: str, cwd: Path) -> Spawned:
-    proc = await spawn(find_bash(), script, ["hi"], clean_env({}), cwd, procs.cgroup_procs())
+    proc = await spawn(find_bash(), script, ["hi"], clean_env({}), cwd, procs.cgroup_procs(), gate=_gate())
     stat = read_stat(proc.pid)  # None when it already ended and was reaped
     procs.started(proc.pid, stat.start_time if stat is not None else 0)
     return proc
@@ -140,8 +155,8 @@ async def test_script_runs_in_its_own_session_with_its_cwd(tmp_path: Path) -> No
 
 async def test_sweep_removes_only_empty_left_over_cgroups(tmp_path: Path, run_processes: RunProcesses) -> None:
     # A subtree of its own, so the sweep cannot touch anything else on this machine.
-    own = CgroupTree.create().make(f"unit-sweep-{os.getpid()}-{time.monotonic_ns()}")
-    tree = CgroupTree(own.path)
+    own = _tree().make(f"unit-sweep-{os.getpid()}-{time.monotonic_ns()}")
+    tree = CgroupTree(own.path, _gate())
     empty = tree.make("left-over")
     busy = Containment(tree, None).for_run("live")
     proc = await start(busy, "sleep 1000", tmp_path)
@@ -155,8 +170,8 @@ async def test_sweep_removes_only_empty_left_over_cgroups(tmp_path: Path, run_pr
     assert own.remove()
 
 
-# The exec chain (sh joins, setpriv drops) and the preexec path (taken when a run sets a name the chain
-# would read as root) must give the script the same start.
+# The exec chain (setpriv drops, bash waits at the gate while we move it) and the preexec path (taken when a
+# run sets a name that would change the chain) must give the script the same start.
 SPAWN_PATHS = {"exec-chain": {}, "preexec": {"LOCPATH": "/nonexistent"}}
 FIRST_LOOK = (
     # Builtins only, on bash's own pid: the state of the script's first process before anything forks.
@@ -179,7 +194,7 @@ async def test_the_scripts_first_process_is_in_its_cgroup_as_the_run_user(
     env = clean_env(SPAWN_PATHS[path], user=who.name, home=str(tmp_path))
     procs = run_processes.cgroup_procs()
     assert procs is not None
-    proc = await spawn(find_bash(), FIRST_LOOK, [], env, tmp_path, procs, who)
+    proc = await spawn(find_bash(), FIRST_LOOK, [], env, tmp_path, procs, who, _gate())
     assert proc.stdout is not None
     got = dict(line.split("=", 1) for line in (await proc.stdout.read()).decode().splitlines())
     assert await proc.wait() == 7  # bash's own exit status: nothing stayed as its parent
@@ -203,7 +218,35 @@ async def test_spawn_returns_once_the_script_is_in_its_cgroup(tmp_path: Path, ru
     procs = run_processes.cgroup_procs()
     assert procs is not None
     for _ in range(20):
-        proc = await spawn(find_bash(), "exec sleep 30", [], clean_env({}), tmp_path, procs, run_as.resolve(None))
+        proc = await spawn(
+            find_bash(), "exec sleep 30", [], clean_env({}), tmp_path, procs, run_as.resolve(None), _gate()
+        )
         assert proc.pid in run_processes.pids()
         run_processes.signal(signal.SIGKILL)
         assert await proc.wait() == -signal.SIGKILL
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a run user needs a root executor")
+def test_a_gate_the_run_user_cannot_read_is_found_at_the_start(tmp_path: Path) -> None:
+    # bash goes on without a word when it cannot read BASH_ENV: the executor's first probe must see it.
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    try:
+        _tree()
+    except OSError as exc:
+        pytest.skip(f"no cgroup v2 here: {exc}")
+    with pytest.raises(OSError, match="did not pass the gate"):
+        CgroupTree.create(hidden, run_as.resolve(None))
+
+
+def test_bash_at_the_gate_runs_nothing_of_the_script_when_nobody_says_go(tmp_path: Path) -> None:
+    # The executor died between the spawn and the move: the script must not run outside its cgroup.
+    gate = write_gate(tmp_path)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [find_bash(), "-c", f"touch {tmp_path / 'ran'}"], stdin=read_end, env={"PATH": os.defpath, GATE_ENV: str(gate)}
+    )
+    os.close(read_end)
+    os.close(write_end)
+    assert proc.wait(timeout=30) == 126
+    assert not (tmp_path / "ran").exists()
