@@ -283,7 +283,9 @@ def _start(
                 raise subprocess.SubprocessError(
                     f"cannot move the script into its cgroup ({join.parent}): {exc}"
                 ) from exc
-            os.write(write_end, b"go\n")
+            with contextlib.suppress(BrokenPipeError):
+                # Gone already (setpriv refused, say): its exit status and stderr tell the run why.
+                os.write(write_end, b"go\n")
     finally:
         for fd in (read_end, write_end):
             if fd >= 0:
