@@ -121,19 +121,26 @@ class FanoutFollower:
         return fanout
 
     def _follow_new_runs(self, fanout: dict[str, Any]) -> None:
-        """Follow each host's run once it has started; a host that started after others had finished (a
-        rolling fan-out) shows its lines after theirs."""
+        """Follow each host's run once it is dispatched. A host first seen when hosts that started before it
+        have finished (a rolling fan-out) shows its lines after theirs, also when it is still queued: with
+        no start time yet, it used to wait for nobody, and its lines could come first (seen in CI)."""
         width = max((len(h) for h in fanout.get("hosts", [])), default=0)
+        latest = datetime.max.replace(tzinfo=UTC)
         runs = [
             run
             for run in fanout.get("runs", [])
             if run.get("run_id") and run["status"] != "pending" and run["run_id"] not in self.ignore
         ]
-        runs.sort(key=lambda run: _instant(run.get("started_at")) or datetime.max.replace(tzinfo=UTC))
+        runs.sort(key=lambda run: _instant(run.get("started_at")) or latest)
         for run in runs:
-            started = _instant(run.get("started_at"))
-            ends = ((other["run_id"], _instant(other.get("finished_at"))) for other in runs)
-            before = [other for other, ended in ends if started and ended and ended <= started]
+            started = _instant(run.get("started_at")) or latest
+            before = [
+                other["run_id"]
+                for other in runs
+                if other is not run
+                and other.get("finished_at")
+                and (_instant(other.get("started_at")) or latest) <= started
+            ]
             self._outputs.follow(run["run_id"], f"{run['host']:<{width}} | ", after=before)
 
     def _pump(self, wait_s: float) -> None:
