@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from scriptbus.executor.run_as import RunAs
 
@@ -175,34 +176,43 @@ class CgroupTree:
         return RunCgroup(path)
 
 
+def start_at_gate(argv: list[str], procs: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start `argv`, a bash whose environment names the gate in BASH_ENV, with a pipe as its stdin; move
+    it into the cgroup whose `cgroup.procs` is `procs`, then let it go. If it cannot be moved it is killed
+    at the gate, where nothing of its script has run (SubprocessError)."""
+    read_end, write_end = os.pipe()
+    try:
+        proc: subprocess.Popen[bytes] = subprocess.Popen(argv, stdin=read_end, **popen)
+        os.close(read_end)
+        read_end = -1
+        try:
+            move(procs, proc.pid)
+        except OSError as exc:
+            proc.kill()
+            proc.communicate()
+            raise subprocess.SubprocessError(f"cannot move the script into its cgroup ({procs.parent}): {exc}") from exc
+        with contextlib.suppress(BrokenPipeError):
+            # Gone already (setpriv refused, say): its exit status and stderr tell why.
+            os.write(write_end, b"go\n")
+        return proc
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+
+
 def _through_the_gate(procs: Path, gate: Path, run_as: RunAs | None) -> tuple[str, str]:
     """Start bash (as `run_as`) at the gate, move it into the cgroup of `procs`, let it go: the cgroup it
     then reports, and its stdin."""
     argv = [BASH, "-c", 'cat /proc/self/cgroup; readlink "/proc/$$/fd/0"']
     if run_as is not None:
         argv = run_as.exec_argv(argv) or argv
-    read_end, write_end = os.pipe()
+    env = {"PATH": os.defpath, GATE_ENV: str(gate)}
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=read_end,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={"PATH": os.defpath, GATE_ENV: str(gate)},
-        )
-        os.close(read_end)
-        read_end = -1
-        try:
-            move(procs, proc.pid)
-            os.write(write_end, b"go\n")
-        finally:
-            os.close(write_end)
-            write_end = -1
-            out, err = proc.communicate(timeout=30)
-    finally:
-        for fd in (read_end, write_end):
-            if fd >= 0:
-                os.close(fd)
+        proc = start_at_gate(argv, procs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        out, err = proc.communicate(timeout=30)
+    except subprocess.SubprocessError as exc:
+        raise OSError(errno.EACCES, str(exc)) from exc
     if proc.returncode != 0:
         raise OSError(errno.EACCES, f"bash at the gate: exit {proc.returncode}: {err.decode(errors='replace').strip()}")
     text = out.decode(errors="replace")

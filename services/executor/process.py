@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scriptbus.events import RunStatus
-from scriptbus.executor.cgroups import GATE_ENV, join_cgroup, move, write_gate
+from scriptbus.executor.cgroups import GATE_ENV, join_cgroup, start_at_gate, write_gate
 from scriptbus.executor.run_as import RunAs
 
 # Size of one pipe read, and the StreamReader's buffer limit (it pauses the pipe past twice this).
@@ -255,41 +255,22 @@ def _start(
     switch: dict[str, Any] | None = None,
     join: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    # `join`: the child waits at the cgroup gate (cgroups.py) on a pipe as its stdin; it is moved into the
-    # cgroup whose `cgroup.procs` this is, then let go.
-    read_end, write_end = os.pipe() if join is not None else (-1, -1)
-    try:
-        popen = subprocess.Popen(
-            argv,
-            bufsize=0,
-            stdin=read_end if join is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(cwd),
-            env=env,
-            start_new_session=True,
-            preexec_fn=preexec,
-            **(switch or {}),
-        )
-        if join is not None:
-            os.close(read_end)
-            read_end = -1
-            try:
-                move(join, popen.pid)
-            except OSError as exc:
-                # Still at the gate: nothing of the script has run.
-                popen.kill()
-                popen.communicate()
-                raise subprocess.SubprocessError(
-                    f"cannot move the script into its cgroup ({join.parent}): {exc}"
-                ) from exc
-            with contextlib.suppress(BrokenPipeError):
-                # Gone already (setpriv refused, say): its exit status and stderr tell the run why.
-                os.write(write_end, b"go\n")
-    finally:
-        for fd in (read_end, write_end):
-            if fd >= 0:
-                os.close(fd)
+    # `join`: the child waits at the cgroup gate (cgroups.py) until it is in the cgroup whose `cgroup.procs`
+    # this is.
+    how: dict[str, Any] = {
+        "bufsize": 0,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "cwd": str(cwd),
+        "env": env,
+        "start_new_session": True,
+        "preexec_fn": preexec,
+        **(switch or {}),
+    }
+    if join is not None:
+        popen = start_at_gate(argv, join, **how)
+    else:
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **how)
     for pipe in (popen.stdout, popen.stderr):
         assert pipe is not None
         _widen_pipe(pipe.fileno())
