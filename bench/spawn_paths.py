@@ -30,17 +30,18 @@ from scriptbus.executor.process import _start
 from scriptbus.executor.run_as import RunAs
 
 BASH = shutil.which("bash") or "/bin/bash"
-GATE = Path("/nonexistent")  # the cgroup gate (cgroups.py), made by main()
 SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
 
 def _run(
-    argv: list[str], preexec: Callable[[], None] | None = None, join: RunCgroup | None = None, **switch: Any
-) -> None:
-    """One spawn the way the executor's `process._start` does it, then its pipes read to EOF and reaped."""
+    argv: list[str], preexec: Callable[[], None] | None = None, join: RunCgroup | None = None,
+    gate: Path | None = None, **switch: Any,
+) -> None:  # fmt: skip
+    """One spawn the way the executor's `process._start` does it (into `join` through the cgroup `gate`),
+    then its pipes read to EOF and reaped."""
     env = {"PATH": os.defpath, "LANG": "C.UTF-8"}
-    if join is not None:
-        env[GATE_ENV] = str(GATE)
+    if gate is not None:
+        env[GATE_ENV] = str(gate)
     p, pidfd = _start(argv, env, Path("/"), preexec, switch, join.procs if join is not None else None)
     _out, err = p.communicate()
     if pidfd >= 0:
@@ -60,12 +61,9 @@ def main() -> None:
     ballast = bytearray(os.urandom(1024 * 1024)) * args.ballast_mb  # touched, so mapped
     user = pwd.getpwnam("scriptbus-run")
     who = RunAs(user.pw_name, user.pw_uid, user.pw_gid, tuple(sorted(set(os.getgrouplist(user.pw_name, user.pw_gid)))))
-    global GATE
     gate_dir = Path(tempfile.mkdtemp(prefix="scriptbus-gate-"))
     gate_dir.chmod(0o711)
     tree = CgroupTree.create(gate_dir, who)
-    assert tree.gate is not None
-    GATE = tree.gate
     n = 0
 
     def cgroup() -> RunCgroup:
@@ -105,7 +103,7 @@ def main() -> None:
         try:
             chain = who.exec_argv([BASH, "-c", "true"])
             assert chain is not None
-            _run(chain, join=cg)
+            _run(chain, join=cg, gate=tree.gate)
         finally:
             cg.remove()
 
