@@ -28,6 +28,19 @@ def test_a_host_still_queued_when_earlier_hosts_finished_shows_its_lines_after_t
             _run("c", "queued"),
         ],
     }
+    assert _waits(fanout, monkeypatch) == {"run-a": set(), "run-b": {"run-a"}, "run-c": {"run-a", "run-b"}}
+
+
+def test_hosts_running_side_by_side_wait_for_nobody(monkeypatch: pytest.MonkeyPatch) -> None:
+    fanout = {
+        "hosts": ["a", "b"],
+        "runs": [_run("a", "running", "2026-12-02T01:00:00+00:00"), _run("b", "queued")],
+    }
+    assert _waits(fanout, monkeypatch) == {"run-a": set(), "run-b": set()}
+
+
+def _waits(fanout: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
+    """For each run followed after one look at `fanout`: the runs whose lines it waits for."""
     follower = FanoutFollower(Api("http://127.0.0.1:9"), "f", io.StringIO(), io.StringIO())
     waits: dict[str, set[str]] = {}
 
@@ -36,18 +49,4 @@ def test_a_host_still_queued_when_earlier_hosts_finished_shows_its_lines_after_t
 
     monkeypatch.setattr(follower._outputs, "follow", follow)
     follower._follow_new_runs(fanout)
-    assert waits == {"run-a": set(), "run-b": {"run-a"}, "run-c": {"run-a", "run-b"}}
-
-
-def test_hosts_running_side_by_side_wait_for_nobody(monkeypatch: pytest.MonkeyPatch) -> None:
-    fanout = {
-        "hosts": ["a", "b"],
-        "runs": [_run("a", "running", "2026-12-02T01:00:00+00:00"), _run("b", "queued")],
-    }
-    follower = FanoutFollower(Api("http://127.0.0.1:9"), "f", io.StringIO(), io.StringIO())
-    waits: dict[str, set[str]] = {}
-    monkeypatch.setattr(
-        follower._outputs, "follow", lambda run_id, prefix, name=None, after=(): waits.setdefault(run_id, set(after))
-    )
-    follower._follow_new_runs(fanout)
-    assert waits == {"run-a": set(), "run-b": set()}
+    return waits
