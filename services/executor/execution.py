@@ -224,7 +224,7 @@ class Execution:
         except _START_ERRORS as exc:
             if procs is not None:
                 await procs.close()
-            await asyncio.to_thread(shutil.rmtree, cwd, ignore_errors=True)
+            await _remove_folder(cwd)
             log.warning("run %s: could not start: %s", self.run_id, exc)
             return await self._finish(
                 RunFinished(
@@ -238,7 +238,8 @@ class Execution:
         start_time = stat.start_time if stat is not None else 0
         procs.started(proc.pid, start_time)
         self._procs = procs
-        await asyncio.to_thread(self._journal, Entry(self.run_id, boot, proc.pid, start_time, procs.cgroup_path))
+        # On the loop: an append costs less than the hop to a thread (journal.py).
+        self._journal(Entry(self.run_id, boot, proc.pid, start_time, procs.cgroup_path))
         procs.on_new_members(
             lambda known: self._journal(
                 Entry(self.run_id, boot, proc.pid, start_time, None, [[pid, t] for pid, t in known])
@@ -302,7 +303,7 @@ class Execution:
             await asyncio.wait_for(proc.wait(), timeout=PIPE_LINGER_S)
         # Whatever the status: a failed run's logs are often what is wanted most.
         kept = await self._collect_artifacts(cwd)
-        await asyncio.to_thread(shutil.rmtree, cwd, ignore_errors=True)
+        await _remove_folder(cwd)
 
         result = outcome(returncode, self._cause, self._needed_kill)
         return await self._finish(
@@ -382,7 +383,7 @@ class Execution:
                 log.warning("run %s: could not publish run.finished (%s); retrying", self.run_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        await asyncio.to_thread(self._me.journal.forget, self.run_id)
+        self._me.journal.forget(self.run_id)
         log.info(
             "run %s: finished %s exit_code=%s signal=%s output=%dB",
             self.run_id,
@@ -392,3 +393,14 @@ class Execution:
             finished.output_bytes,
         )
         return finished
+
+
+async def _remove_folder(cwd: Path) -> None:
+    """Remove a run's folder: on the loop when the script left it empty (most do), else in a thread, where a
+    tree of any size cannot hold up the other runs."""
+    try:
+        os.rmdir(cwd)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        await asyncio.to_thread(shutil.rmtree, cwd, ignore_errors=True)

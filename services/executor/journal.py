@@ -2,8 +2,9 @@
 what it left behind (after a SIGKILL, a crash or a power cut).
 
 `<work_dir>/.journal/<executor_id>/` holds a `lock` file that the instance keeps flock'ed while it lives,
-and one `<run_id>.json` per run from its claim until its finish is published. A directory whose lock can
-be taken belongs to an instance that is gone."""
+and one `<run_id>.json` per run from its claim until its finish is published: JSON lines, each the run's
+whole entry as it was then, so the last whole line is the entry. A directory whose lock can be taken
+belongs to an instance that is gone."""
 
 from __future__ import annotations
 
@@ -34,16 +35,23 @@ class Entry:
 
 
 def _read_entries(directory: Path) -> list[Entry]:
-    entries = []
-    for path in sorted(directory.glob("*.json")):
+    return [_last_whole(path) for path in sorted(directory.glob("*.json"))]
+
+
+def _last_whole(path: Path) -> Entry:
+    """The entry's last whole line; with none (we died while writing the first) the run id in the name."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, ValueError) as exc:
+        log.warning("journal entry %s unreadable (%s)", path, exc)
+        lines = []
+    for line in reversed(lines):
         try:
-            raw = json.loads(path.read_text())
-            entries.append(Entry(**raw))
-        except (OSError, ValueError, TypeError) as exc:
-            # A half-written entry (we died while writing it): its run id is still in the name.
-            log.warning("journal entry %s unreadable (%s)", path, exc)
-            entries.append(Entry(run_id=path.stem))
-    return entries
+            return Entry(**json.loads(line))
+        except (ValueError, TypeError):
+            continue
+    log.warning("journal entry %s has no whole line", path)
+    return Entry(run_id=path.stem)
 
 
 class Journal:
@@ -60,15 +68,21 @@ class Journal:
         making.rename(self.dir)
 
     def record(self, entry: Entry) -> None:
-        """Write (or rewrite) a run's entry, whole or not at all, before the run is announced.
+        """Append a run's entry as it is now, one line in one write(), before the run is announced.
+
+        Appending, not a temporary file renamed over the entry: that cost ~0.95 ms of CPU per record here
+        (ext4), this 0.06-0.2 ms, and every run is recorded twice. A line cut short by a crash is
+        skipped by the reader, which takes the last whole one.
 
         Not fsync'ed: the entry must outlive the executor (a SIGKILL or a crash leaves it in the page
         cache for the next instance), not the machine. A power cut kills the run's processes with it,
         and the scheduler reports the runs of the silent instance `lost` without any journal."""
-        path = self.dir / f"{entry.run_id}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(entry)))
-        os.replace(tmp, path)
+        line = (json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.dir / f"{entry.run_id}.json", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
     def forget(self, run_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -1,6 +1,7 @@
 """The executor's journal: a live instance's is never taken for a predecessor's; a gone one's is."""
 
 import json
+import os
 from pathlib import Path
 
 from scriptbus.executor.journal import JOURNAL_DIR, Entry, Journal, live_runs, predecessors
@@ -37,4 +38,20 @@ def test_unreported_runs_stay_at_shutdown(tmp_path: Path) -> None:
     journal.close()
     [found] = predecessors(tmp_path)
     assert [e.run_id for e in found.entries] == ["r1"]
+    found.release()
+
+
+def test_the_last_whole_line_is_the_entry(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, "e1")
+    journal.record(Entry("r1", "boot"))  # claimed
+    journal.record(Entry("r1", "boot", 123, 456, "/sys/fs/cgroup/scriptbus/r1"))  # spawned
+    journal.record(Entry("r2", "boot"))
+    journal.record(Entry("r2", "boot", 124, 457))
+    # The process died while appending r2's third line.
+    with (journal.dir / "r2.json").open("a") as f:
+        f.write('{"run_id": "r2", "boot_id": "boot", "pid": 1')
+    os.close(journal._lock)  # as a SIGKILL would: the lock goes with the process
+    [found] = predecessors(tmp_path)
+    spawned = Entry("r1", "boot", 123, 456, "/sys/fs/cgroup/scriptbus/r1")
+    assert found.entries == [spawned, Entry("r2", "boot", 124, 457)]
     found.release()
