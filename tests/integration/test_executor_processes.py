@@ -25,6 +25,7 @@ from scriptbus.events import (
     decode_event,
     publish_event,
 )
+from scriptbus.executor.journal import LOG_NAME, read_entries
 from tests.helpers.executor import follow, request_run, start_executor, wait_run
 from tests.helpers.processes import DAEMONIZING_SCRIPT, processes_with
 from tests.helpers.servers import Bus
@@ -158,11 +159,8 @@ async def test_restart_reaps_without_cgroups_too(bus: Bus, start_service: Any, w
     request = await request_run(js, s, script, env={"M": marker}, host="phoenix2")
     await started_with_marker(js, s, request.run_id, marker, 4)
     # Without a cgroup, what daemonized is found again through the processes the executor journaled.
-    journal = next((work_dir / ".journal").iterdir()) / f"{request.run_id}.json"
-    # Its last line is the entry as it is now.
-    await eventually(
-        lambda: len(json.loads(journal.read_text().splitlines()[-1])["members"]) >= 5, 30, what="members journaled"
-    )
+    journal = next((work_dir / ".journal").iterdir())
+    await eventually(lambda: len(read_entries(journal)[request.run_id].members) >= 5, 30, what="members journaled")
     first.kill()
     assert len(processes_with(marker)) >= 4
     await start_executor(start_service, "--host", "phoenix2", env=env)
@@ -190,8 +188,9 @@ async def test_predecessor_runs_from_another_boot_or_a_recycled_pid_are_reported
             rebooted.run_id: {"boot_id": "another-boot", "pid": bystander.pid, "start_time": int(stat[19])},
             recycled.run_id: {"boot_id": boot, "pid": bystander.pid, "start_time": int(stat[19]) - 1},
         }
-        for run_id, entry in entries.items():
-            (gone / f"{run_id}.json").write_text(json.dumps({"run_id": run_id, **entry}))
+        lines = [json.dumps({"run_id": run_id, **entry}) for run_id, entry in entries.items()]
+        (gone / LOG_NAME).write_text("\n".join(lines) + "\n")
+        for run_id in entries:
             (work_dir / run_id).mkdir()
 
         await start_executor(start_service)

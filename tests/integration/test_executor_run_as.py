@@ -71,7 +71,7 @@ async def test_a_script_reads_neither_the_executors_environment_nor_its_files(
         'cat "/proc/$EXECUTOR/environ"; echo "executor_environ=$?"; '
         'ls -a "$WORK"; echo "list_work=$?"; '
         'ls -a "$WORK/.journal"; echo "list_journal=$?"; '
-        'cat "$WORK"/.journal/*/*.json; echo "read_journal=$?"'
+        'cat "$WORK"/.journal/*/runs.jsonl; echo "read_journal=$?"'
     )
     request = await request_run(js, s, script, env={"EXECUTOR": str(executor.pid), "WORK": str(work_dir)})
     record = await wait_run(js, s, request.run_id)
