@@ -42,8 +42,9 @@ from scriptbus.recorder.fanout_projections import FANOUT_PROJECTIONS, fanout_run
 from scriptbus.recorder.feed import StreamMessage
 from scriptbus.recorder.purges import record_purge
 from scriptbus.recorder.run_output import OutputBatch
+from scriptbus.recorder.run_requests import RequestBatch
 from scriptbus.recorder.run_stats import RunStats
-from scriptbus.recorder.schedule_projections import SCHEDULE_PROJECTIONS, run_schedule
+from scriptbus.recorder.schedule_projections import SCHEDULE_PROJECTIONS
 from scriptbus.recorder.workflow_projections import STEP_COLUMNS, WORKFLOW_PROJECTIONS, step_run_event
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,13 @@ _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 class BatchWrites:
     """What the projections of one transaction collect to write in bulk at its end."""
 
+    requests: RequestBatch = field(default_factory=RequestBatch)
     output: OutputBatch = field(default_factory=OutputBatch)
     stats: RunStats = field(default_factory=RunStats)
 
     async def flush_output(self, conn: asyncpg.Connection) -> None:
+        """Write the held runs, then the output collected so far (its rows need their runs')."""
+        await self.requests.flush(conn, self.stats)
         stored = await self.output.flush(conn)
         if stored:
             self.stats.count("output_bytes", by=stored)
@@ -88,35 +92,8 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
 
 
 async def run_requested(conn: asyncpg.Connection, e: RunRequested, seq: int, w: BatchWrites) -> None:
-    status = await conn.execute(
-        """INSERT INTO runs (id, seq, status, script, args, env, description, pool, target_host,
-                             command_id, timeout_s, stop_grace_s, created_at, workflow_run_id, workflow_step, attempt,
-                             secrets, requested_by, fanout_id)
-           VALUES ($1, $2, 'queued', $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                   $16::jsonb, $17, $18)
-           ON CONFLICT (id) DO NOTHING""",
-        uuid.UUID(e.run_id),
-        seq,
-        e.script,
-        json.dumps(e.args),
-        json.dumps(e.env),
-        e.description,
-        e.pool,
-        e.host,
-        _uuid_or_none(e.command_id),
-        e.timeout_s,
-        e.stop_grace_s,
-        _aware(e.occurred_at),
-        _uuid_or_none(e.workflow_run_id),
-        e.workflow_step,
-        e.attempt,
-        json.dumps(e.secrets),
-        e.requested_by,
-        _uuid_or_none(e.fanout_id),
-    )
-    if status == "INSERT 0 1":
-        w.stats.count("requested", e.pool)
-        await run_schedule(conn, e.run_id, e.schedule_id, "runs")
+    # Held, and inserted with the batch's other new runs (run_requests.py).
+    w.requests.add(e, seq)
 
 
 async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int, w: BatchWrites) -> None:
@@ -374,6 +351,14 @@ def _valid_uuid(value: str) -> bool:
     return _uuid_or_none(value) is not None
 
 
+def _passes_held_requests(event: Event, held: RequestBatch) -> bool:
+    """Whether `event` may be applied before the held requests: another run's start, stop or finish, which
+    reads and changes that run's row alone."""
+    if isinstance(event, RunRequested):
+        return True
+    return isinstance(event, RunStarted | RunStopRequested | RunFinished) and event.run_id not in held.run_ids
+
+
 async def project_message(conn: asyncpg.Connection, msg: StreamMessage, writes: BatchWrites) -> None:
     """Apply one stream message. Output chunks and counters are only collected in `writes`; the
     caller flushes it before the transaction commits.
@@ -417,6 +402,8 @@ async def project_message(conn: asyncpg.Connection, msg: StreamMessage, writes: 
     if entity_id is not None and not _valid_uuid(entity_id):
         log.warning("seq %d: %s for id %r that is not a UUID, skipped", msg.seq, event.type, entity_id)
         return
+    if writes.requests.held and not _passes_held_requests(event, writes.requests):
+        await writes.requests.flush(conn, writes.stats)
     if isinstance(event, RunRequested | RunDeleted) and event.run_id in writes.output.run_ids:
         # Chunks collected so far must meet the run as it is at their place in the stream, whatever
         # the batch boundaries: a rebuild then stores (and counts) exactly what the live run did.

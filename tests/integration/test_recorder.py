@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, PubAck
 
@@ -354,6 +355,66 @@ async def test_batch_is_exactly_once_and_stops_at_a_real_gap(database_url: str) 
         assert await conn.fetchval("SELECT output_bytes FROM runs WHERE id = $1", uuid.UUID(ids[0])) == 6
     finally:
         await conn.close()
+
+
+async def test_held_requests_give_the_read_models_of_one_message_at_a_time(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Requests are held and inserted together (run_requests.py): whatever the batch boundaries, the read
+    models are those of applying the stream one message at a time."""
+    a, b, c, scheduled = (new_id() for _ in range(4))
+
+    def chunk(run_id: str, offset: int, data: bytes) -> tuple[str, bytes, dict[str, str]]:
+        return f"p.runs.{run_id}.out", data, OutputChunk(run_id, OutputStream.STDOUT, offset, offset, data).headers()
+
+    def event(e: Event) -> tuple[str, bytes, dict[str, str]]:
+        return f"p.runs.{getattr(e, 'run_id', 'x')}.{e.type}", e.model_dump_json().encode(), {}
+
+    stream = [
+        event(RunRequested(run_id=a, script="a", pool="p1", env={"K": "v"}, args=["1"])),
+        event(RunRequested(run_id=b, script="b", pool="p2")),
+        event(RunStarted(run_id=a, host="h", pid=1, executor_id="e")),  # passes b, held
+        chunk(a, 0, b"out of a\n"),  # needs a's row
+        event(RunRequested(run_id=a, script="again")),  # the first request of a run wins
+        event(RunRequested(run_id=c, script="c", timeout_s=2.5, description="d")),
+        event(RunStopRequested(run_id=c, stopped_by="me")),  # c is held: it goes in first
+        event(RunFinished(run_id=b, status=RunStatus.SUCCEEDED, exit_code=0, host="h", duration_s=0.2)),
+        event(CommandCreated(command_id=new_id(), name="cmd", script="true")),  # not a run's: all go in
+        event(RunRequested(run_id=scheduled, script="s", schedule_id=new_id())),
+        event(RunFinished(run_id=a, status=RunStatus.FAILED, exit_code=1, host="h", duration_s=2.0)),
+        event(RunDeleted(run_id=b)),
+        event(RunRequested(run_id=b, script="b after its delete")),
+    ]
+    msgs = [StreamMessage(seq=i + 1, subject=s, data=d, headers=h) for i, (s, d, h) in enumerate(stream)]
+
+    async def dump() -> dict[str, list[str]]:
+        models = await dump_read_models(database_url)
+        # When the row was written, not what: a purge waits for its own commit.
+        models.pop("run_purges", None)
+        return models
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn, rebuild=True)
+        for m in msgs:
+            assert (await apply_batch(conn, [m], _all_deleted)).applied == 1
+        one_by_one = await dump()
+        await apply_migrations(conn, rebuild=True)
+        result = await apply_batch(conn, msgs, _all_deleted)
+        assert (result.position, result.applied) == (len(msgs), len(msgs))
+        assert await dump() == one_by_one
+    finally:
+        await conn.close()
+    rows = {r["script"]: r for r in one_by_one["runs"] for r in [json.loads(r)]}
+    assert rows["a"]["status"] == "failed" and rows["a"]["output_bytes"] == 9
+    assert rows["c"]["stop_requested_at"] is not None and rows["c"]["timeout_s"] == 2.5
+    assert rows["s"]["schedule_id"] is not None and "b after its delete" in rows
+    assert "again" not in rows
+    assert "message by message" not in caplog.text  # the batch went in whole, not in the careful way
+
+
+async def _all_deleted(first: int, end: int) -> bool:
+    return True
 
 
 async def test_batch_from_a_stale_position_changes_nothing(database_url: str) -> None:
