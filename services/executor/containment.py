@@ -281,7 +281,12 @@ async def _wait_empty(procs: RunProcesses, within_s: float, resend: int | None =
 async def terminate(procs: RunProcesses, grace_s: float, settle_s: float = SETTLE_S) -> list[int]:
     """TERM every process of the run, KILL what is left after `grace_s`; returns the pids still alive
     `settle_s` after the KILL (a process in uninterruptible sleep, say)."""
-    if procs.pids() and grace_s > 0:
+    if not procs.pids():
+        # Most runs: bash exited and left nothing. Nothing can join an empty run (only its members fork
+        # into it), so there is nothing to KILL either: a cgroup write or, without cgroups, a scan of /proc
+        # saved per run.
+        return []
+    if grace_s > 0:
         procs.signal(signal.SIGTERM)
         await _wait_empty(procs, grace_s)
     procs.signal(signal.SIGKILL)
