@@ -120,14 +120,18 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float
             time.sleep(0.1)
 
 
-def start_scriptbus(stack: ExitStack, data_dir: Path) -> tuple[System, str, str]:
-    """A real `scriptbus up` (embedded nats-server and PostgreSQL); its NATS and PostgreSQL urls."""
+def start_scriptbus(stack: ExitStack, data_dir: Path, checkout: Path | None = None) -> tuple[System, str, str]:
+    """A real `scriptbus up` (embedded nats-server and PostgreSQL); its NATS and PostgreSQL urls. `checkout`:
+    another clone of the repository whose code runs instead of the installed one (bench/versions.py)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTBUS_")}
+    if checkout is not None:
+        # Its `scriptbus/` (symlinks to the layout) comes first on the path, for `up` and the services it starts.
+        env["PYTHONPATH"] = str(checkout)
     proc = subprocess.Popen(
         [sys.executable, "-m", "scriptbus", "up", "--data-dir", str(data_dir), "--api-port", str(port),
          "--nats-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=checkout,
     )  # fmt: skip
     stack.callback(stop_process, proc, signal.SIGTERM, 120)
     assert proc.stdout is not None
