@@ -45,10 +45,23 @@ async def one_round(system: System, runs: int, latency_posts: int) -> dict[str, 
     return figures
 
 
-async def warm(system: System) -> None:
-    async with httpx.AsyncClient(base_url=system.url, timeout=60) as client:
-        await warm_up(client, 300)
-        await wait_all(client)
+Medians = dict[str, dict[str, float]]  # figure by name, per version
+
+
+async def compare(systems: dict[str, System], rounds: int, runs: int, latency_posts: int) -> Medians:
+    """Medians of each figure per version. One event loop throughout: the load generator keeps its
+    connections between rounds."""
+    for system in systems.values():
+        async with httpx.AsyncClient(base_url=system.url, timeout=60) as client:
+            await warm_up(client, 300)
+    found: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
+    for n in range(rounds):
+        for name, system in systems.items():
+            print(f"round {n + 1}/{rounds}: {name}", flush=True)
+            found[name].append(await one_round(system, runs, latency_posts))
+    return {
+        name: {key: statistics.median(r.get(key, 0.0) for r in each) for key in each[0]} for name, each in found.items()
+    }
 
 
 def main() -> None:
@@ -65,17 +78,7 @@ def main() -> None:
     with ExitStack() as stack:
         data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scriptbus-versions-")))
         systems = {name: start_scriptbus(stack, data / name, checkout)[0] for name, checkout in checkouts.items()}
-        for system in systems.values():
-            asyncio.run(warm(system))
-        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
-        for n in range(args.rounds):
-            for name, system in systems.items():
-                print(f"round {n + 1}/{args.rounds}: {name}", flush=True)
-                rounds[name].append(asyncio.run(one_round(system, args.runs, args.latency_posts)))
-    medians = {
-        name: {key: statistics.median(r.get(key, 0.0) for r in found) for key in found[0]}
-        for name, found in rounds.items()
-    }
+        medians = asyncio.run(compare(systems, args.rounds, args.runs, args.latency_posts))
     print(f"\nmedians of {args.rounds} rounds; this = {HERE}, other = {other}")
     print("| figure | other | this | this / other |\n| --- | --- | --- | --- |")
     for key, before in medians["other"].items():
