@@ -106,8 +106,12 @@ async def run_rate(client: httpx.AsyncClient, system: System, count: int, client
     )
 
 
+# What the lines figure's script prints, over and over: what bench/limits.copy_rate copies for its limit.
+LINE = b"0" * 99 + b"\n"
+
+
 async def lines_stored(client: httpx.AsyncClient, total: int) -> float:
-    """Seconds from POSTing a script that prints `total` bytes of 100-byte lines to all of them stored."""
+    """Seconds from POSTing a script that prints `total` bytes of 100-byte lines (`LINE`) to all of them stored."""
     script = f"yes \"$(printf '%099d' 0)\" | head -c {total}"
     start = time.perf_counter()
     run_id, _ = await post(client, script)

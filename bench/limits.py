@@ -54,12 +54,13 @@ async def pipe_throughput(total: int = 256 * 1024 * 1024) -> float:
     return got / elapsed
 
 
-async def copy_rate(database_url: str, total: int = 128 * 1024 * 1024) -> float:
-    """Bytes per second of 64 KiB bytea rows written with COPY into a scratch table, committed.
+async def copy_rate(database_url: str, total: int = 128 * 1024 * 1024, line: bytes | None = None) -> float:
+    """Bytes per second of 64 KiB bytea rows written with COPY into a scratch table, committed: random bytes,
+    or `line` repeated (a figure's own output, which PostgreSQL compresses as it would the figure's rows).
 
     An ordinary (WAL-logged) table, as the recorder's are: a TEMP table skips the log and would set a
     limit no durable store reaches."""
-    payload = os.urandom(CHUNK)
+    payload = os.urandom(CHUNK) if line is None else (line * (CHUNK // len(line) + 1))[:CHUNK]
     rows = [(i, payload) for i in range(total // CHUNK)]
     conn = await asyncpg.connect(database_url)
     try:
