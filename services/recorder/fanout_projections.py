@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,19 +18,7 @@ from scriptbus.events.fanouts import (
     FanoutStatus,
     FanoutStopRequested,
 )
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def _uuid(value: str | None) -> uuid.UUID | None:
-    if not value:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+from scriptbus.recorder.values import aware, uuid_or_none
 
 
 async def fanout_requested(conn: asyncpg.Connection, e: FanoutRequested, seq: int, w: Any) -> None:
@@ -44,7 +31,7 @@ async def fanout_requested(conn: asyncpg.Connection, e: FanoutRequested, seq: in
         fanout_id,
         seq,
         e.script,
-        _uuid(e.command_id),
+        uuid_or_none(e.command_id),
         json.dumps(e.args),
         e.description,
         e.pool,
@@ -54,7 +41,7 @@ async def fanout_requested(conn: asyncpg.Connection, e: FanoutRequested, seq: in
         e.max_failures,
         e.timeout_s,
         e.requested_by,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
     )
     if status == "INSERT 0 1":
         await conn.executemany(
@@ -89,7 +76,7 @@ async def fanout_stop_requested(conn: asyncpg.Connection, e: FanoutStopRequested
                               stopped_by = CASE WHEN stop_requested_at IS NULL THEN $3 ELSE stopped_by END
            WHERE id = $1 AND finished_at IS NULL""",
         uuid.UUID(e.fanout_id),
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.requested_by,
     )
 
@@ -115,7 +102,7 @@ async def fanout_finished(conn: asyncpg.Connection, e: FanoutFinished, seq: int,
         "UPDATE fanouts SET status = $2, finished_at = $3 WHERE id = $1 AND round = $4 AND finished_at IS NULL",
         uuid.UUID(e.fanout_id),
         FanoutStatus(e.status).value,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.round,
     )
 

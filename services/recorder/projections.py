@@ -13,7 +13,6 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -45,6 +44,7 @@ from scriptbus.recorder.run_output import OutputBatch
 from scriptbus.recorder.run_requests import RequestBatch
 from scriptbus.recorder.run_stats import RunStats
 from scriptbus.recorder.schedule_projections import SCHEDULE_PROJECTIONS
+from scriptbus.recorder.values import aware, uuid_or_none
 from scriptbus.recorder.workflow_projections import STEP_COLUMNS, WORKFLOW_PROJECTIONS, step_run_event
 
 log = logging.getLogger(__name__)
@@ -75,19 +75,6 @@ class BatchWrites:
 Projection = Callable[[asyncpg.Connection, Any, int, BatchWrites], Awaitable[None]]
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def _uuid_or_none(value: str | None) -> uuid.UUID | None:
-    if not value:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
 # runs ---------------------------------------------------------------------------------------------
 
 
@@ -109,7 +96,7 @@ async def run_started(conn: asyncpg.Connection, e: RunStarted, seq: int, w: Batc
         e.host,
         e.pid,
         e.executor_id,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         _TERMINAL,
     )
     if row is not None and row["first_start"]:
@@ -125,7 +112,7 @@ async def run_stop_requested(conn: asyncpg.Connection, e: RunStopRequested, seq:
                status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END
            WHERE id = $1""",
         uuid.UUID(e.run_id),
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.stopped_by,
     )
 
@@ -145,7 +132,7 @@ async def run_finished(conn: asyncpg.Connection, e: RunFinished, seq: int, w: Ba
         e.exit_code,
         e.signal,
         e.host,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.duration_s,
         e.output_truncated,
         e.dropped_bytes,
@@ -188,7 +175,7 @@ async def command_created(conn: asyncpg.Connection, e: CommandCreated, seq: int,
         e.timeout_s,
         e.stop_grace_s,
         e.pool,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         json.dumps(e.secrets),
         json.dumps(e.files),
         json.dumps(e.artifacts),
@@ -209,7 +196,7 @@ async def command_updated(conn: asyncpg.Connection, e: CommandUpdated, seq: int,
         e.timeout_s,
         e.stop_grace_s,
         e.pool,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         json.dumps(e.secrets),
         json.dumps(e.files),
         json.dumps(e.artifacts),
@@ -232,7 +219,7 @@ async def secret_set(conn: asyncpg.Connection, e: SecretSet, seq: int, w: BatchW
            ON CONFLICT (name) DO UPDATE SET set_at = EXCLUDED.set_at, set_by = EXCLUDED.set_by,
                                             version = secrets.version + 1""",
         e.name,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.set_by,
     )
 
@@ -251,7 +238,7 @@ async def token_created(conn: asyncpg.Connection, e: TokenCreated, seq: int, w: 
         uuid.UUID(e.token_id),
         e.role.value,
         e.name,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.created_by,
     )
 
@@ -261,7 +248,7 @@ async def token_revoked(conn: asyncpg.Connection, e: TokenRevoked, seq: int, w: 
     await conn.execute(
         "UPDATE tokens SET revoked_at = $2, revoked_by = $3 WHERE id = $1 AND revoked_at IS NULL",
         uuid.UUID(e.token_id),
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.revoked_by,
     )
 
@@ -289,8 +276,8 @@ async def executor_heartbeat(conn: asyncpg.Connection, e: ExecutorHeartbeat, seq
         e.running,
         json.dumps(e.running_run_ids),
         e.interval_s,
-        _aware(e.started_at),
-        _aware(e.occurred_at),
+        aware(e.started_at),
+        aware(e.occurred_at),
         "draining" if e.draining else "online",
     )
 
@@ -348,7 +335,7 @@ def output_run_id(subject: str) -> str | None:
 @functools.lru_cache(maxsize=1024)
 def _valid_uuid(value: str) -> bool:
     # Cached: every output chunk of a run checks the same id.
-    return _uuid_or_none(value) is not None
+    return uuid_or_none(value) is not None
 
 
 def _passes_held_requests(event: Event, held: RequestBatch) -> bool:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import asyncpg
 
 from scriptbus.events.runs import RunRequested
 from scriptbus.recorder.run_stats import RunStats
+from scriptbus.recorder.values import aware, strict_uuid, uuid_or_none
 
 _INSERT = """
 INSERT INTO runs (id, seq, status, script, args, env, description, pool, target_host, command_id, timeout_s,
@@ -33,23 +33,6 @@ FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::te
           created_at, workflow_run_id, workflow_step, attempt, secrets, requested_by, fanout_id, schedule_id)
 ON CONFLICT (id) DO NOTHING
 RETURNING pool"""
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def _uuid(value: str | None) -> uuid.UUID | None:
-    """An id the event names, or None; ValueError for one that is not a UUID."""
-    return uuid.UUID(value) if value else None
-
-
-def _lenient_uuid(value: str | None) -> uuid.UUID | None:
-    """Ids the gateway did not check (a command's, a workflow run's, a fan-out's): None if not a UUID."""
-    try:
-        return _uuid(value)
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -70,30 +53,32 @@ class RequestBatch:
         if not self.held:
             return
         held, self.held, self.run_ids = self.held, [], set()
-        columns: list[list[object]] = [[] for _ in range(19)]
-        for e, seq in held:
-            row = (
-                uuid.UUID(e.run_id),
-                seq,
-                e.script,
-                json.dumps(e.args),
-                json.dumps(e.env),
-                e.description,
-                e.pool,
-                e.host,
-                _lenient_uuid(e.command_id),
-                e.timeout_s,
-                e.stop_grace_s,
-                _aware(e.occurred_at),
-                _lenient_uuid(e.workflow_run_id),
-                e.workflow_step,
-                e.attempt,
-                json.dumps(e.secrets),
-                e.requested_by,
-                _lenient_uuid(e.fanout_id),
-                _uuid(e.schedule_id),
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
+        rows = [_row(e, seq) for e, seq in held]
+        columns = [list(column) for column in zip(*rows, strict=True)]
         for inserted in await conn.fetch(_INSERT, *columns):
             stats.count("requested", inserted["pool"])
+
+
+def _row(e: RunRequested, seq: int) -> tuple[object, ...]:
+    """The run's values in `_INSERT`'s column order ($1..$19)."""
+    return (
+        uuid.UUID(e.run_id),
+        seq,
+        e.script,
+        json.dumps(e.args),
+        json.dumps(e.env),
+        e.description,
+        e.pool,
+        e.host,
+        uuid_or_none(e.command_id),
+        e.timeout_s,
+        e.stop_grace_s,
+        aware(e.occurred_at),
+        uuid_or_none(e.workflow_run_id),
+        e.workflow_step,
+        e.attempt,
+        json.dumps(e.secrets),
+        e.requested_by,
+        uuid_or_none(e.fanout_id),
+        strict_uuid(e.schedule_id),
+    )

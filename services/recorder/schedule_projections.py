@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -18,14 +18,7 @@ from scriptbus.events.schedules import (
     ScheduleResumed,
     ScheduleUpdated,
 )
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def _uuid(value: str | None) -> uuid.UUID | None:
-    return uuid.UUID(value) if value else None
+from scriptbus.recorder.values import aware, strict_uuid
 
 
 async def schedule_created(conn: asyncpg.Connection, e: ScheduleCreated, seq: int, w: object) -> None:
@@ -38,7 +31,7 @@ async def schedule_created(conn: asyncpg.Connection, e: ScheduleCreated, seq: in
         e.spec.name,
         seq,
         e.spec.model_dump_json(),
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.created_by,
     )
 
@@ -48,7 +41,7 @@ async def schedule_updated(conn: asyncpg.Connection, e: ScheduleUpdated, seq: in
         "UPDATE schedules SET spec = $2::jsonb, updated_at = $3, updated_by = $4 WHERE id = $1",
         uuid.UUID(e.schedule_id),
         e.spec.model_dump_json(),
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.updated_by,
     )
 
@@ -63,7 +56,7 @@ async def _set_paused(conn: asyncpg.Connection, schedule_id: str, paused: bool, 
         "UPDATE schedules SET paused = $2, updated_at = $3, updated_by = $4 WHERE id = $1",
         uuid.UUID(schedule_id),
         paused,
-        _aware(at),
+        aware(at),
         by,
     )
 
@@ -87,14 +80,14 @@ async def schedule_fired(conn: asyncpg.Connection, e: ScheduleFired, seq: int, w
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING""",
         sched,
         e.generation,
-        _aware(e.tick),
+        aware(e.tick),
         seq,
         e.outcome.value,
-        _uuid(e.run_id),
-        _uuid(e.wfrun_id),
+        strict_uuid(e.run_id),
+        strict_uuid(e.wfrun_id),
         e.reason,
         e.missed,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
     )
     if status != "INSERT 0 1":
         return
@@ -104,9 +97,9 @@ async def schedule_fired(conn: asyncpg.Connection, e: ScheduleFired, seq: int, w
                last_run_id = COALESCE($4, last_run_id), fired = fired + $5, skipped = skipped + $6
            WHERE id = $1""",
         sched,
-        _aware(e.tick),
+        aware(e.tick),
         e.outcome.value,
-        _uuid(e.run_id or e.wfrun_id),
+        strict_uuid(e.run_id or e.wfrun_id),
         0 if skipped else 1,
         1 if skipped else 0,
     )
@@ -115,7 +108,8 @@ async def schedule_fired(conn: asyncpg.Connection, e: ScheduleFired, seq: int, w
 async def run_schedule(conn: asyncpg.Connection, run_id: str, schedule_id: str | None, table: str) -> None:
     """Mark a run (`runs`) or workflow run (`workflow_runs`) as made by a schedule."""
     if schedule_id:
-        await conn.execute(f"UPDATE {table} SET schedule_id = $2 WHERE id = $1", uuid.UUID(run_id), _uuid(schedule_id))
+        schedule = strict_uuid(schedule_id)
+        await conn.execute(f"UPDATE {table} SET schedule_id = $2 WHERE id = $1", uuid.UUID(run_id), schedule)
 
 
 SCHEDULE_PROJECTIONS: dict[str, Callable[[asyncpg.Connection, Any, int, Any], Awaitable[None]]] = {

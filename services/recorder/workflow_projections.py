@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -41,15 +41,12 @@ from scriptbus.events.workflows import (
     project_id,
 )
 from scriptbus.recorder.schedule_projections import run_schedule
+from scriptbus.recorder.values import aware
 
 # `w` is the batch's BatchWrites (projections.py), unused here: typed loosely to keep the import one-way.
 WorkflowProjection = Callable[[asyncpg.Connection, Any, int, object], Awaitable[None]]
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _json(value: Any) -> Any:
@@ -72,7 +69,7 @@ async def _ensure_project(conn: asyncpg.Connection, name: str, seed_id: int | No
 
 
 async def project_defined(conn: asyncpg.Connection, e: ProjectDefined, seq: int, w: object) -> None:
-    await _ensure_project(conn, e.project, e.seed_id, _aware(e.occurred_at))
+    await _ensure_project(conn, e.project, e.seed_id, aware(e.occurred_at))
 
 
 async def project_removed(conn: asyncpg.Connection, e: ProjectRemoved, seq: int, w: object) -> None:
@@ -84,7 +81,7 @@ async def project_removed(conn: asyncpg.Connection, e: ProjectRemoved, seq: int,
 
 
 async def workflow_defined(conn: asyncpg.Connection, e: WorkflowDefined, seq: int, w: object) -> None:
-    at = _aware(e.occurred_at)
+    at = aware(e.occurred_at)
     await _ensure_project(conn, e.project, None, at)
     steps = json.dumps([s.model_dump(mode="json") for s in sorted(e.steps, key=lambda s: s.place)])
     settings = e.settings.model_dump_json()
@@ -132,7 +129,7 @@ async def workflow_removed(conn: asyncpg.Connection, e: WorkflowRemoved, seq: in
         "DELETE FROM workflows WHERE project = $1 AND name = $2 AND version <= $3", e.project, e.workflow, e.version
     )
     if status != "DELETE 0":
-        await conn.execute("UPDATE projects SET updated_at = $2 WHERE name = $1", e.project, _aware(e.occurred_at))
+        await conn.execute("UPDATE projects SET updated_at = $2 WHERE name = $1", e.project, aware(e.occurred_at))
 
 
 # workflow runs ------------------------------------------------------------------------------------
@@ -155,7 +152,7 @@ async def wfrun_requested(conn: asyncpg.Connection, e: WfRunRequested, seq: int,
         e.requested_by,
         uuid.UUID(e.retry_of) if e.retry_of else None,
         json.dumps(e.kept_steps),
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
     )
     if status != "INSERT 0 1":
         return
@@ -304,7 +301,7 @@ async def wfrun_step_dispatched(conn: asyncpg.Connection, e: WfRunStepDispatched
                started_at = COALESCE(started_at, $2)
            WHERE id = $1""",
         step.wfrun_id,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
     )
 
 
@@ -361,7 +358,7 @@ async def wfrun_step_settled(conn: asyncpg.Connection, e: WfRunStepSettled, seq:
 async def wfrun_step_retry_scheduled(conn: asyncpg.Connection, e: WfRunStepRetryScheduled, seq: int, w: object) -> None:
     step = await _Step.load(conn, e.wfrun_id, e.step)
     if step is not None and step.status is StepStatus.RETRYING and e.attempt == len(step.attempts) + 1:
-        step.next_retry_at = _aware(e.retry_at)
+        step.next_retry_at = aware(e.retry_at)
         await step.save(conn)
 
 
@@ -381,7 +378,7 @@ async def wfrun_step_hold(conn: asyncpg.Connection, e: WfRunStepHeld | WfRunStep
     if step is None or (e.attempt is not None and e.attempt != len(step.attempts)):
         return  # an earlier attempt's process let go, or asked too late
     step.held = isinstance(e, WfRunStepHeld)
-    step.held_at = _aware(e.occurred_at) if step.held else None
+    step.held_at = aware(e.occurred_at) if step.held else None
     await step.save(conn)
 
 
@@ -410,7 +407,7 @@ async def wfrun_stop_requested(conn: asyncpg.Connection, e: WfRunStopRequested, 
                reason = CASE WHEN stop_requested_at IS NULL AND finished_at IS NULL THEN $3 ELSE reason END
            WHERE id = $1""",
         uuid.UUID(e.wfrun_id),
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
         e.reason,
     )
 
@@ -421,7 +418,7 @@ async def wfrun_finished(conn: asyncpg.Connection, e: WfRunFinished, seq: int, w
         uuid.UUID(e.wfrun_id),
         e.status.value,
         e.reason,
-        _aware(e.occurred_at),
+        aware(e.occurred_at),
     )
 
 
