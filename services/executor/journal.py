@@ -74,6 +74,10 @@ def _legacy_entry(path: Path) -> Entry:
         return Entry(run_id=path.stem)
 
 
+def _line(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, separators=(",", ":")) + "\n").encode()
+
+
 class Journal:
     """This instance's journal, locked for as long as the process lives. Records come from the event loop
     and from worker threads."""
@@ -117,14 +121,14 @@ class Journal:
                 self._compact()
 
     def _append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        line = _line(record)
         os.write(self._fd, line)
         self._size += len(line)
 
     def _compact(self) -> None:
         """The live runs' entries alone, renamed over the log: whole or not at all."""
         tmp = self.dir / f"{LOG_NAME}.tmp"
-        data = b"".join((json.dumps(asdict(e), separators=(",", ":")) + "\n").encode() for e in self._live.values())
+        data = b"".join(_line(asdict(e)) for e in self._live.values())
         tmp.write_bytes(data)
         fd = self._open(tmp)
         os.replace(tmp, self.dir / LOG_NAME)
