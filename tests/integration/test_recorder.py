@@ -450,6 +450,40 @@ async def test_batch_from_a_stale_position_changes_nothing(database_url: str) ->
         await conn.close()
 
 
+async def test_output_is_stored_compressed_with_lz4_where_the_server_has_it(database_url: str) -> None:
+    """A chunk of log lines is stored compressed, with lz4 on a server built with it (pglz otherwise: the
+    migration must not fail there), and reads back byte for byte."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn)
+        try:
+            async with conn.transaction():
+                await conn.execute("CREATE TEMP TABLE lz4_probe (b bytea COMPRESSION lz4)")
+            has_lz4 = True
+        except (asyncpg.FeatureNotSupportedError, asyncpg.PostgresSyntaxError):
+            has_lz4 = False
+        run_id = new_id()
+        data = b"".join(b"2026-12-02T07:31:12Z INFO worker processed item %06d status=ok\n" % i for i in range(1000))
+        request = RunRequested(run_id=run_id, script="x").model_dump_json().encode()
+        chunk = OutputChunk(run_id, OutputStream.STDOUT, 0, 0, data).headers()
+        msgs = [
+            StreamMessage(1, f"p.runs.{run_id}.requested.default", request),
+            StreamMessage(2, f"p.runs.{run_id}.out", data, chunk),
+        ]
+
+        async def no_gap(first: int, end: int) -> bool:
+            return True
+
+        assert (await apply_batch(conn, msgs, no_gap)).applied == 2
+        row = await conn.fetchrow(
+            "SELECT data, pg_column_compression(data) AS how FROM run_output WHERE run_id = $1", run_id
+        )
+        assert bytes(row["data"]) == data
+        assert row["how"] == ("lz4" if has_lz4 else "pglz")
+    finally:
+        await conn.close()
+
+
 async def test_concurrent_starts_and_two_recorders(bus: Bus, database_url: str, start_service: StartService) -> None:
     """Migrations don't race, and two recorders at once still store every chunk once."""
     _, js, s = bus
