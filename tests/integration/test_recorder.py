@@ -478,7 +478,7 @@ async def test_output_is_stored_compressed_with_lz4_where_the_server_has_it(data
         row = await conn.fetchrow(
             "SELECT data, pg_column_compression(data) AS how FROM run_output WHERE run_id = $1", run_id
         )
-        assert bytes(row["data"]) == data
+        assert row is not None and bytes(row["data"]) == data
         assert row["how"] == ("lz4" if has_lz4 else "pglz")
     finally:
         await conn.close()
