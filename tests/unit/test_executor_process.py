@@ -16,7 +16,7 @@ import pytest
 
 from scriptbus.events import RunStatus
 from scriptbus.executor import run_as
-from scriptbus.executor.cgroups import GATE_ENV, CgroupTree, cgroup2_mount, own_cgroup, write_gate
+from scriptbus.executor.cgroups import GATE_ENV, CgroupTree, cgroup2_mount, moves_wait, own_cgroup, write_gate
 from scriptbus.executor.containment import Containment, RunProcesses, terminate
 from scriptbus.executor.process import Spawned, StopCause, clean_env, find_bash, outcome, spawn, wait_exit
 from scriptbus.executor.procfs import ProcStat, descendants, read_stat
@@ -132,6 +132,15 @@ def test_cgroup2_is_found_on_hybrid_and_pure_hosts() -> None:
     assert cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n") is None
     assert own_cgroup("4:memory:/x\n0::/system.slice/scriptbus.service\n") == "/system.slice/scriptbus.service"
     assert own_cgroup("1:cpu:/\n") == "/"
+
+
+def test_a_cgroup2_mount_without_favordynmods_gets_a_hint_naming_it() -> None:
+    hint = moves_wait(
+        "cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n"
+    )
+    assert hint is not None and "mount -o remount,favordynmods /sys/fs/cgroup/unified" in hint
+    assert moves_wait("cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate,favordynmods 0 0\n") is None
+    assert moves_wait("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n") is None  # no cgroup2: no cgroups at all
 
 
 def test_descendants_follow_parent_links_only() -> None:
