@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scriptbus.events import RunStatus
-from scriptbus.executor.cgroups import GATE_ENV, join_cgroup, start_at_gate, write_gate
+from scriptbus.executor.cgroups import GATE_ENV, LOCALE_DEFERRED, join_cgroup, start_at_gate, write_gate
 from scriptbus.executor.run_as import RunAs
 
 # Size of one pipe read, and the StreamReader's buffer limit (it pauses the pipe past twice this).
@@ -177,7 +177,9 @@ class _PipeProtocol(asyncio.StreamReaderProtocol):
 # locale files from anywhere; posix mode makes bash skip BASH_ENV, so the cgroup gate. (The loader's own,
 # LD_* and GLIBC_TUNABLES among them, and these bash ones are refused for every run anyway.) A run that
 # sets one takes the preexec path, where its environment reaches bash alone.
-_CHANGE_THE_CHAIN = frozenset({"LOCPATH", "NLSPATH", "POSIXLY_CORRECT", "SHELLOPTS", "BASHOPTS", GATE_ENV})
+_CHANGE_THE_CHAIN = frozenset(
+    {"LOCPATH", "NLSPATH", "POSIXLY_CORRECT", "SHELLOPTS", "BASHOPTS", GATE_ENV, LOCALE_DEFERRED}
+)
 
 
 async def spawn(
@@ -207,6 +209,8 @@ async def spawn(
             if not gate.exists():
                 write_gate(gate.parent)  # bash would go on without a word, before it is in its cgroup
             env = {**env, GATE_ENV: str(gate)}
+            if "LC_ALL" not in env:
+                env.update({"LC_ALL": "C", LOCALE_DEFERRED: "1"})  # undone at the gate (cgroups.GATE)
         else:
             env = dict(env)
         start = functools.partial(_start, chain, env, cwd, join=cgroup_procs)

@@ -83,11 +83,23 @@ async def test_args_and_clean_env(bus: Bus, start_service: StartService) -> None
     env = dict(line.split("=", 1) for line in lines[2:-1] if "=" in line)
     assert env["GREETING"] == "hi there"
     assert env["PATH"] and env["HOME"] and env["LANG"]
-    leaked = [k for k in env if k.startswith("SCRIPTBUS_") or k in ("EXECUTOR_SECRET", "PYTHONUNBUFFERED")]
+    leaked = [k for k in env if k.startswith(("SCRIPTBUS_", "__scriptbus")) or k in ("EXECUTOR_SECRET", "LC_ALL")]
     assert leaked == []
     # Its own fresh working directory, named for the run and removed afterwards.
     assert lines[-1].endswith("/" + request.run_id)
     assert not os.path.exists(lines[-1])
+
+
+async def test_the_script_runs_in_its_locale(bus: Bus, start_service: StartService) -> None:
+    """bash runs the script in LANG (UTF-8 by default: a character is a character), or in the run's own
+    LC_ALL when it sets one; the executor's start-up shortcuts never show."""
+    _nc, js, s = bus
+    await start_executor(start_service)
+    script = 'x="é€"; echo "${#x} ${LC_ALL-unset}"'
+    default = await request_run(js, s, script)
+    own = await request_run(js, s, script, env={"LC_ALL": "C"})
+    assert (await wait_run(js, s, default.run_id)).output() == b"2 unset\n"
+    assert (await wait_run(js, s, own.run_id)).output() == b"5 C\n"  # bytes, in the C locale
 
 
 async def test_partial_line_is_live(bus: Bus, start_service: StartService) -> None:
