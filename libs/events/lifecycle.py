@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -195,6 +196,18 @@ async def _supervise(name: str, serve: Serve, shutdown_timeout_s: float) -> None
     os._exit(EXIT_FORCED)
 
 
+# The young generation's size before the cycle collector runs (CPython's default is 700). Requests in flight
+# outlive a collection at 700 and are promoted, so older generations grow and full collections come often.
+GC_YOUNG_OBJECTS = 20_000
+
+
+def settle_heap() -> None:
+    """Take what the process holds so far (modules, schemas, the app, its caches) out of the cycle
+    collector's reach: it lives as long as the process, and each full collection scanned all of it (the
+    gateway paused up to 237 ms under load, and spent 0.5 ms per request in the collector)."""
+    gc.freeze()
+
+
 def run_service(
     name: str,
     settings: ServiceSettings,
@@ -208,5 +221,7 @@ def run_service(
     `loop_factory` makes the event loop (e.g. uvloop's); asyncio's default when None."""
     setup_logging(settings.log_level)
     log.debug("%s starting, pid %d", name, os.getpid())
+    gc.set_threshold(GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
+    settle_heap()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(_supervise(name, serve, settings.shutdown_timeout_s))

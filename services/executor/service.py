@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scriptbus.events import ExecutorStopped, publish_event
 from scriptbus.events.bus import BUS_ERRORS
-from scriptbus.events.lifecycle import close_bus, connect_bus_unless_stopped, unless_stopped
+from scriptbus.events.lifecycle import close_bus, connect_bus_unless_stopped, settle_heap, unless_stopped
 from scriptbus.events.secret_box import SecretKeyError
 from scriptbus.executor.containment import Containment
 from scriptbus.executor.duplicate import DuplicateExecutor, ensure_sole_instance
@@ -89,6 +89,7 @@ async def serve(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     watchers: list[asyncio.Task[None]] = []
     if containment.reaper is not None:
         watchers.append(asyncio.create_task(containment.reaper.watch(beats_done)))
+    settle_heap()
     log.info(
         "executor ready: host=%s id=%s targets=%s max_concurrency=%d (open files %d) runs contained by %s, run as %s",
         me.host,

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from scriptbus.events.files import ensure_file_stores
-from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped
+from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, settle_heap
 from scriptbus.gateway import (
     artifacts,
     commands,
@@ -100,6 +100,7 @@ def create_app(settings: GatewaySettings, shutdown: asyncio.Event | None = None)
             secrets_key=secrets_key,
             tokens=token_table,
         )
+        settle_heap()
         log.info("gateway ready on http://%s:%d", settings.host, settings.port)
         try:
             yield

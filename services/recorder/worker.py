@@ -12,7 +12,7 @@ import asyncpg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from scriptbus.events.lifecycle import cancel_after_stop, close_bus, connect_bus_unless_stopped
+from scriptbus.events.lifecycle import cancel_after_stop, close_bus, connect_bus_unless_stopped, settle_heap
 from scriptbus.recorder.batch import GapCheck, apply_batch
 from scriptbus.recorder.feed import EventFeed
 from scriptbus.recorder.migrations import apply_migrations
@@ -149,6 +149,7 @@ async def project_stream(
                     await feed.start(position + 1)
                     if not started:
                         started = True
+                        settle_heap()
                         log.info("%s: ready at seq %d", name, position)
                     restart = False
                 assert conn is not None

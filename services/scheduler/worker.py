@@ -28,7 +28,7 @@ from scriptbus.events import (
     run_finish,
 )
 from scriptbus.events.bus import BUS_ERRORS
-from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, unless_stopped
+from scriptbus.events.lifecycle import Stopped, close_bus, connect_bus_unless_stopped, settle_heap, unless_stopped
 from scriptbus.scheduler.fanouts.driver import start_fanout_driver
 from scriptbus.scheduler.fleet import Fleet, Loss
 from scriptbus.scheduler.schedules.driver import start_schedule_driver
@@ -128,6 +128,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     workflows = start_workflow_driver(js, subjects, stop, fleet)
     fanouts = start_fanout_driver(js, subjects, stop)
     schedules = start_schedule_driver(js, subjects, stop, settings.schedule_late_after_s)
+    settle_heap()
     log.info("scheduler ready: executors lost after %.1fs of silence", settings.executor_lost_after_s)
     backoff = settings.check_interval_s
     try:
