@@ -98,8 +98,11 @@ async def test_the_script_runs_in_its_locale(bus: Bus, start_service: StartServi
     script = 'x="é€"; echo "${#x} ${LC_ALL-unset}"'
     default = await request_run(js, s, script)
     own = await request_run(js, s, script, env={"LC_ALL": "C"})
+    # A run naming the executor's marker does not get its own LC_ALL taken away.
+    marked = await request_run(js, s, script, env={"LC_ALL": "C", "__scriptbus_lc_all": "1"})
     assert (await wait_run(js, s, default.run_id)).output() == b"2 unset\n"
     assert (await wait_run(js, s, own.run_id)).output() == b"5 C\n"  # bytes, in the C locale
+    assert (await wait_run(js, s, marked.run_id)).output() == b"5 C\n"
 
 
 async def test_partial_line_is_live(bus: Bus, start_service: StartService) -> None:
