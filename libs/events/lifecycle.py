@@ -204,7 +204,7 @@ GC_YOUNG_OBJECTS = 20_000
 def settle_heap() -> None:
     """Take what the process holds so far (modules, schemas, the app, its caches) out of the cycle
     collector's reach: it lives as long as the process, and each full collection scanned all of it (the
-    gateway paused up to 237 ms under load, and spent 0.5 ms per request in the collector)."""
+    gateway paused for up to 237 ms at a time under load)."""
     gc.freeze()
 
 
