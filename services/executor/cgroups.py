@@ -23,14 +23,20 @@ SUBTREE = "scriptbus"
 EMPTY_CGROUP_AGE_S = 60.0
 
 
+def _cgroup2_fields(mounts: str) -> list[str] | None:
+    """The fields of cgroup2's line in the text of /proc/self/mounts (device, path, type, options, ...)."""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "cgroup2":
+            return fields
+    return None
+
+
 def cgroup2_mount(mounts: str) -> Path | None:
     """Where cgroup2 is mounted, from the text of /proc/self/mounts (a hybrid host mounts it at
     /sys/fs/cgroup/unified, a pure v2 host at /sys/fs/cgroup)."""
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and fields[2] == "cgroup2":
-            return Path(fields[1])
-    return None
+    fields = _cgroup2_fields(mounts)
+    return Path(fields[1]) if fields is not None else None
 
 
 def moves_wait(mounts: str) -> str | None:
@@ -38,15 +44,14 @@ def moves_wait(mounts: str) -> str | None:
     then moving a process into a cgroup, once per run, waits for an RCU grace period unless another move
     just did (8-10 ms on an idle 2-core VM here, 0.4 ms with it): that wait is in every run's start on a
     quiet host. The option (Linux 6.0+) is the host's to set, for every cgroup, at a small cost to forks."""
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[2] == "cgroup2" and "favordynmods" not in fields[3].split(","):
-            return (
-                f"cgroup2 at {fields[1]} is mounted without favordynmods: each run waits about 10 ms to be moved "
-                f"into its cgroup on a quiet host; `mount -o remount,favordynmods {fields[1]}` (Linux 6.0+) "
-                "removes that wait"
-            )
-    return None
+    fields = _cgroup2_fields(mounts)
+    if fields is None or "favordynmods" in fields[3].split(","):
+        return None
+    return (
+        f"cgroup2 at {fields[1]} is mounted without favordynmods: each run waits about 10 ms to be moved "
+        f"into its cgroup on a quiet host; `mount -o remount,favordynmods {fields[1]}` (Linux 6.0+) "
+        "removes that wait"
+    )
 
 
 def own_cgroup(proc_cgroup: str) -> str:
@@ -152,16 +157,19 @@ class RunCgroup:
 class CgroupTree:
     """The executor's subtree where it makes a cgroup per run."""
 
-    def __init__(self, base: Path, gate: Path | None = None) -> None:
+    def __init__(self, base: Path, gate: Path | None = None, moves_hint: str | None = None) -> None:
         self.base = base
         # The file each run's bash sources first (`GATE`); without it, runs join by a preexec_fn.
         self.gate = gate
+        # What the operator could do about each run's wait to be moved into its cgroup (`moves_wait`).
+        self.moves_hint = moves_hint
 
     @classmethod
     def create(cls, gate_dir: Path, run_as: RunAs | None = None) -> CgroupTree:
         """Find cgroup2, make our subtree and the gate (in `gate_dir`); OSError (logged by the caller) when
         this host or user cannot have them, or scripts (as `run_as`) cannot pass the gate."""
-        mount = cgroup2_mount(Path("/proc/self/mounts").read_text())
+        mounts = Path("/proc/self/mounts").read_text()
+        mount = cgroup2_mount(mounts)
         if mount is None:
             raise OSError(errno.ENOENT, "no cgroup2 mount")
         own = own_cgroup(Path("/proc/self/cgroup").read_text())
@@ -180,7 +188,7 @@ class CgroupTree:
                 raise OSError(errno.EACCES, f"a process moved into {probe.path} reported itself in {where!r}")
         finally:
             probe.remove()
-        tree = cls(base, gate)
+        tree = cls(base, gate, moves_wait(mounts))
         tree.sweep()
         return tree
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from scriptbus.executor.cgroups import CgroupTree, RunCgroup, moves_wait
+from scriptbus.executor.cgroups import CgroupTree, RunCgroup
 from scriptbus.executor.procfs import ProcStat, all_stats, descendants
 from scriptbus.executor.run_as import RunAs
 
@@ -235,8 +235,8 @@ class Containment:
             try:
                 tree = CgroupTree.create(work_dir, run_as)
                 log.info("runs are contained in cgroups under %s", tree.base)
-                if hint := moves_wait(Path("/proc/self/mounts").read_text()):
-                    log.info("%s", hint)
+                if tree.moves_hint:
+                    log.info("%s", tree.moves_hint)
                 return cls(tree, None)
             except OSError as exc:
                 log.warning("no cgroup for runs (%s); falling back to a child subreaper", exc)
