@@ -8,14 +8,12 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,19 +108,10 @@ async def test_run_from_a_file_with_args_env_and_description(stack: Stack, tmp_p
     assert run["description"] == "from a file" and run["args"] == ["a b", "-c"]
 
 
-@pytest.fixture
-def go_file() -> Iterator[Path]:
-    """A path a script (run as another user too) can watch for: it waits until the test creates it."""
-    folder = Path(tempfile.mkdtemp(prefix="scriptbus-go-"))
-    folder.chmod(0o711)
-    yield folder / "go"
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-async def test_detach_then_logs_follow_then_ps(stack: Stack, go_file: Path) -> None:
+async def test_detach_then_logs_follow_then_ps(stack: Stack, exchange_dir: Path) -> None:
     # The run waits after each line until `go` exists: a loaded machine may take longer to start the `ps`
     # below than any sleep would give it.
-    go = go_file
+    go = exchange_dir / "go"
     script = f"for i in 1 2 3 4; do echo $i; echo e$i >&2; until [ -e {go} ]; do sleep 0.05; done; done"
     code, out, err = await cli(stack.api, "run", "--detach", script)
     assert code == 0 and err == b""
